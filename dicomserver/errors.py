@@ -1,0 +1,122 @@
+"""Errors raised by the service, and the DICOM failure reason codes.
+
+The tree (every class carries an HTTP ``status`` and an optional DICOM
+``reason``; ``functions/_http.py`` is the one place that turns them into
+responses)::
+
+    DicomServerError (500)
+    ├── BadRequest (400)              malformed request: path UID, query, header
+    ├── Unauthorized (401)            missing or invalid bearer token
+    ├── Forbidden (403)               valid token without the needed role
+    ├── NotFound (404)                study/series/instance/frame not stored
+    ├── NotAcceptable (406)           Accept cannot be satisfied
+    ├── Conflict (409)                STOW where no instance could be stored
+    ├── PayloadTooLarge (413)         request body over the configured cap
+    ├── UnsupportedMediaType (415)    Content-Type not accepted
+    └── DependencyUnavailable (424/503)  Blob Storage or Cosmos DB failed
+
+Failure reason codes come from the Azure DICOM service conformance statement
+(v2, "Store failure reason codes") and PS3.18 / PS3.4 Annex B.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class FailureReason(IntEnum):
+    """FailureReason (0008,1197) and WarningReason (0008,1196) values."""
+
+    #: General processing failure (0x0110).
+    PROCESSING_FAILURE = 272
+    #: The instance blob was not found (0x0111, Azure code only).
+    BLOB_NOT_FOUND = 273
+    #: Validation failed: missing/invalid required attribute, invalid UID (0xA900).
+    VALIDATION_FAILURE = 43264
+    #: StudyInstanceUID of the instance differs from the study in the URL (0xA901).
+    MISMATCH_STUDY_INSTANCE_UID = 43265
+    #: The same Study/Series/SOP instance is already stored (0xB00E).
+    SOP_INSTANCE_ALREADY_EXISTS = 45070
+    #: The same instance is being created by another request (0xB00F).
+    PENDING_SOP_INSTANCE = 45071
+    #: Warning: dataset does not match the SOP class (0xB007).
+    DATASET_DOES_NOT_MATCH_SOP_CLASS = 45063
+    #: Warning (v2): the dataset has attributes that failed validation.
+    DATASET_HAS_VALIDATION_WARNINGS = 1
+
+
+class DicomServerError(Exception):
+    """Base class: an error with an HTTP status and an optional reason code."""
+
+    status: int = 500
+
+    def __init__(self, message: str, *, reason: FailureReason | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+
+
+class BadRequest(DicomServerError):
+    """The request is malformed (bad UID in the path, bad query parameter)."""
+
+    status = 400
+
+
+class Unauthorized(DicomServerError):
+    """No valid bearer token was presented."""
+
+    status = 401
+
+
+class Forbidden(DicomServerError):
+    """The caller is authenticated but lacks the role for this action."""
+
+    status = 403
+
+
+class NotFound(DicomServerError):
+    """The addressed study, series, instance or frame does not exist."""
+
+    status = 404
+
+
+class NotAcceptable(DicomServerError):
+    """No representation matching the Accept header can be produced."""
+
+    status = 406
+
+
+class Conflict(DicomServerError):
+    """A STOW request in which no instance could be stored."""
+
+    status = 409
+
+
+class PayloadTooLarge(DicomServerError):
+    """The request body exceeds the configured limit."""
+
+    status = 413
+
+
+class UnsupportedMediaType(DicomServerError):
+    """The Content-Type of the request is not accepted."""
+
+    status = 415
+
+
+class DependencyUnavailable(DicomServerError):
+    """A backing service (Blob Storage, Cosmos DB, queue) failed or is unreachable.
+
+    Raised only from ``stores/``, where Azure SDK exceptions are translated.
+    """
+
+    status = 503
+
+
+class DuplicateInstance(DicomServerError):
+    """The instance blob already exists (If-None-Match:* failed)."""
+
+    status = 409
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason=FailureReason.SOP_INSTANCE_ALREADY_EXISTS)

@@ -1,0 +1,103 @@
+"""Service settings: the one place that reads the environment.
+
+Every setting the service understands is a field of :class:`Settings` and is
+named in :data:`SETTING_NAMES`; ``local.settings.example.json``, the README
+table and the Bicep app settings use exactly these names.
+
+Connections follow the Azure Functions convention for identity-based
+connections: a setting ``DICOM_STORAGE`` holding a connection string (local
+emulators only) or ``DICOM_STORAGE__blobServiceUri`` /
+``DICOM_STORAGE__queueServiceUri`` (Azure, with managed identity).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+#: The storage connection used for DICOM data and the fhir-sync queue. Queue
+#: and blob triggers name it in their ``connection=`` argument.
+STORAGE_CONNECTION = "DICOM_STORAGE"
+
+SETTING_NAMES: tuple[str, ...] = (
+    STORAGE_CONNECTION,
+    f"{STORAGE_CONNECTION}__blobServiceUri",
+    f"{STORAGE_CONNECTION}__queueServiceUri",
+    f"{STORAGE_CONNECTION}__clientId",
+    "DICOM_COSMOS_ENDPOINT",
+    "DICOM_COSMOS_KEY",
+    "DICOM_COSMOS_DATABASE",
+    "DICOM_COSMOS_EMULATOR",
+    "DICOM_INSTANCE_CONTAINER",
+    "DICOM_METADATA_CONTAINER",
+    "DICOM_FHIR_SYNC_QUEUE",
+    "DICOM_PUBLIC_BASE_URL",
+    "DICOM_MAX_INSTANCE_BYTES",
+    "DICOM_PROVISION_RESOURCES",
+    "AZURE_CLIENT_ID",
+)
+
+
+def _flag(value: str | None, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Typed view of the service's configuration."""
+
+    storage_connection_string: str | None = None
+    blob_service_uri: str | None = None
+    queue_service_uri: str | None = None
+    managed_identity_client_id: str | None = None
+    cosmos_endpoint: str = "http://127.0.0.1:8081/"
+    cosmos_key: str | None = None
+    cosmos_database: str = "dicom"
+    cosmos_emulator: bool = False
+    instance_container: str = "dicom"
+    metadata_container: str = "dicom-metadata"
+    fhir_sync_queue: str = "fhir-sync"
+    public_base_url: str | None = None
+    max_instance_bytes: int = 2 * 1024**3
+    provision_resources: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default: ``os.environ``).
+
+        Raises
+        ------
+        ValueError
+            If a numeric setting does not parse, quoting the value.
+        """
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        conn = env.get(STORAGE_CONNECTION) or None
+        client_id = env.get(f"{STORAGE_CONNECTION}__clientId") or env.get("AZURE_CLIENT_ID") or None
+        max_bytes_text = env.get("DICOM_MAX_INSTANCE_BYTES", "")
+        try:
+            max_bytes = int(max_bytes_text) if max_bytes_text else defaults.max_instance_bytes
+        except ValueError:
+            raise ValueError(
+                f"DICOM_MAX_INSTANCE_BYTES must be an integer, got {max_bytes_text!r}"
+            ) from None
+        public = env.get("DICOM_PUBLIC_BASE_URL") or None
+        return cls(
+            storage_connection_string=conn,
+            blob_service_uri=env.get(f"{STORAGE_CONNECTION}__blobServiceUri") or None,
+            queue_service_uri=env.get(f"{STORAGE_CONNECTION}__queueServiceUri") or None,
+            managed_identity_client_id=client_id,
+            cosmos_endpoint=env.get("DICOM_COSMOS_ENDPOINT", defaults.cosmos_endpoint),
+            cosmos_key=env.get("DICOM_COSMOS_KEY") or None,
+            cosmos_database=env.get("DICOM_COSMOS_DATABASE", defaults.cosmos_database),
+            cosmos_emulator=_flag(env.get("DICOM_COSMOS_EMULATOR")),
+            instance_container=env.get("DICOM_INSTANCE_CONTAINER", defaults.instance_container),
+            metadata_container=env.get("DICOM_METADATA_CONTAINER", defaults.metadata_container),
+            fhir_sync_queue=env.get("DICOM_FHIR_SYNC_QUEUE", defaults.fhir_sync_queue),
+            public_base_url=public.rstrip("/") if public else None,
+            max_instance_bytes=max_bytes,
+            provision_resources=_flag(env.get("DICOM_PROVISION_RESOURCES")),
+        )

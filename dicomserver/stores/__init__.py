@@ -1,0 +1,61 @@
+"""Ports: the storage the service needs, as Protocols.
+
+Services receive implementations as arguments; only ``wiring.py`` builds the
+Azure ones (``blob.py``, ``index.py``, ``queue.py``).  Azure SDK exceptions are
+translated into :mod:`dicomserver.errors` inside this package and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO, Protocol
+
+from ..identifiers import InstanceKey, StudyKey
+from .model import IndexedInstance, QueryPage, StudyQuery
+
+__all__ = ["BlobStore", "IndexStore", "SyncQueue", "IndexedInstance", "QueryPage", "StudyQuery"]
+
+
+class BlobStore(Protocol):
+    """Instance files and their precomputed metadata JSON."""
+
+    def ensure_containers(self) -> None: ...
+
+    def put_instance(self, key: InstanceKey, data: BinaryIO, length: int) -> None:
+        """Create the instance blob; raises DuplicateInstance if it exists."""
+
+    def delete_instance(self, key: InstanceKey) -> None: ...
+
+    def instance_size(self, key: InstanceKey) -> int: ...
+
+    def iter_instance(self, key: InstanceKey, offset: int = 0, length: int | None = None) -> Iterator[bytes]: ...
+
+    def put_metadata(self, key: InstanceKey, body: bytes) -> None: ...
+
+    def get_metadata(self, key: InstanceKey) -> tuple[bytes, str]:
+        """Return the metadata JSON and its ETag."""
+
+    def delete_metadata(self, key: InstanceKey) -> None: ...
+
+
+class IndexStore(Protocol):
+    """Searchable documents for studies, series and instances."""
+
+    def ensure_schema(self) -> None: ...
+
+    def add_instance(self, instance: IndexedInstance) -> None:
+        """Index an instance and bring its series and study aggregates up to date."""
+
+    def remove_instance(self, key: InstanceKey) -> None: ...
+
+    def get_instance(self, key: InstanceKey) -> IndexedInstance | None: ...
+
+    def search_studies(self, query: StudyQuery) -> QueryPage: ...
+
+
+class SyncQueue(Protocol):
+    """The fhir-sync queue: one message per changed study."""
+
+    def ensure_queue(self) -> None: ...
+
+    def enqueue_studies(self, studies: Sequence[StudyKey]) -> None: ...

@@ -1,0 +1,392 @@
+"""Cosmos DB (NoSQL) index: the only module that writes Cosmos SQL.
+
+Design
+------
+One container, ``index``, partition key ``/pk`` where ``pk`` is
+``"{partition}|{StudyInstanceUID}"``: everything about one study lives in one
+logical partition, so per-study work (aggregates, delete) is single-partition
+and study-level QIDO is one cross-partition query over small documents.
+
+Documents (``type`` tells them apart):
+
+``study`` (id ``"study"``)
+    ``attrs``: DICOM JSON of the study-level attributes of the latest stored
+    instance ("latest wins", as in Azure); ``q``: normalised search values
+    (see :mod:`dicomserver.matching`); the aggregates ``ModalitiesInStudy``,
+    ``NumberOfStudyRelatedSeries``, ``NumberOfStudyRelatedInstances``;
+    ``sortKey`` (creation time in ns + UID: newest-first, unique, stable).
+``series`` (id ``"series|{SeriesInstanceUID}"``)
+    series-level ``attrs``, ``Modality``, ``NumberOfSeriesRelatedInstances``.
+``instance`` (id ``"instance|{SeriesInstanceUID}|{SOPInstanceUID}"``)
+    every indexed attribute of all levels in ``attrs``, plus SOPClassUID,
+    TransferSyntaxUID and size.
+
+Aggregates are *recomputed* from the documents below them (COUNT over the
+instance documents, a read of the series documents) and written with an
+etag-conditional replace, retried on 412.  Each writer recounts after its own
+insert, and a write only succeeds when no other write happened since the
+writer's read, so the last successful write always reflects every insert that
+preceded it: counts stay exact under parallel stores, in any order.
+
+Queries
+-------
+Every value is a query parameter (``@p0``...).  Matching uses only functions
+both Cosmos DB and the emulator support: ``=``, ``>=``/``<=`` on ``YYYYMMDD``
+strings for date ranges, ``ARRAY_CONTAINS`` for UID lists and
+ModalitiesInStudy, ``EXISTS(... STARTSWITH(w, @p))`` over the name words for
+fuzzy person-name matching.  Paging: ``SELECT TOP (offset+limit) ... ORDER BY
+c.sortKey DESC`` and the first ``offset`` rows are skipped (the emulator has
+no OFFSET/LIMIT).  The request charge of each query is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError
+from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
+from azure.cosmos.exceptions import CosmosHttpResponseError
+
+from ..attributes import LEVEL_ATTRIBUTES, PERSON_NAME_ATTRIBUTES
+from ..dicomjson import first_value, select, tag_key
+from ..errors import DependencyUnavailable
+from ..identifiers import InstanceKey, Level, SeriesKey, StudyKey
+from ..matching import fold_person_name, fold_text, person_name_words
+from .cosmos import read_item_or_none
+from .model import IndexedInstance, Match, MatchKind, QueryPage, StudyQuery, StudyRecord
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+INDEX_CONTAINER = "index"
+PARTITION_KEY_PATH = "/pk"
+
+#: Indexing policy of the ``index`` container (the Bicep template uses the same).
+INDEXING_POLICY: dict[str, Any] = {
+    "indexingMode": "consistent",
+    "automatic": True,
+    "includedPaths": [{"path": "/*"}],
+    "excludedPaths": [{"path": "/attrs/*"}, {"path": '/"_etag"/?'}],
+    "compositeIndexes": [
+        [{"path": "/type", "order": "ascending"}, {"path": "/sortKey", "order": "descending"}],
+    ],
+}
+
+_MAX_RETRIES = 20
+
+#: Search keywords whose value lives at the top of a document rather than in ``q``.
+_TOP_LEVEL_FIELDS = {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "ModalitiesInStudy"}
+
+
+def study_pk(key: StudyKey) -> str:
+    return f"{key.partition}|{key.study_instance_uid}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _search_values(attrs: dict[str, Any], keywords: tuple[str, ...]) -> dict[str, Any]:
+    """Normalised values of ``keywords`` found in DICOM JSON ``attrs``."""
+    from pydicom.datadict import tag_for_keyword
+
+    # Every document carries the word lists (empty when unknown): the emulator
+    # fails on EXISTS(... IN c.q.XWords) when the path is undefined.
+    q: dict[str, Any] = {f"{keyword}Words": [] for keyword in sorted(PERSON_NAME_ATTRIBUTES)}
+    for keyword in keywords:
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            continue
+        value = first_value(attrs.get(tag_key(tag)))
+        if value is None:
+            continue
+        if keyword in PERSON_NAME_ATTRIBUTES:
+            text = value.get("Alphabetic", "") if isinstance(value, dict) else str(value)
+            q[keyword] = fold_person_name(text)
+            q[keyword + "Words"] = person_name_words(text)
+        else:
+            q[keyword] = fold_text(str(value))
+    return q
+
+
+_STUDY_SEARCH_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyDate",
+    "StudyDescription",
+)
+_SERIES_SEARCH_KEYWORDS = ("Modality", "PerformedProcedureStepStartDate", "ManufacturerModelName")
+
+
+class CosmosIndexStore:
+    """The index on Cosmos DB (or the local stand-in)."""
+
+    def __init__(self, client: CosmosClient, database: str, *, emulator: bool = False) -> None:
+        self._client = client
+        self._database_name = database
+        self._emulator = emulator
+        self._container: ContainerProxy = client.get_database_client(database).get_container_client(INDEX_CONTAINER)
+
+    # -- schema -----------------------------------------------------------
+
+    def ensure_schema(self) -> None:
+        """Create the database and container if missing (idempotent)."""
+        db = self._call("create database", lambda: self._client.create_database_if_not_exists(self._database_name))
+        self._container = self._call(
+            "create container",
+            lambda: db.create_container_if_not_exists(
+                INDEX_CONTAINER, partition_key=PartitionKey(PARTITION_KEY_PATH), indexing_policy=INDEXING_POLICY
+            ),
+        )
+
+    # -- writes -------------------------------------------------------------
+
+    def add_instance(self, instance: IndexedInstance) -> None:
+        key = instance.key
+        pk = study_pk(key.study)
+        doc = {
+            "id": f"instance|{key.series_instance_uid}|{key.sop_instance_uid}",
+            "pk": pk,
+            "type": "instance",
+            "partition": key.partition,
+            "StudyInstanceUID": key.study_instance_uid,
+            "SeriesInstanceUID": key.series_instance_uid,
+            "SOPInstanceUID": key.sop_instance_uid,
+            "SOPClassUID": instance.sop_class_uid,
+            "TransferSyntaxUID": instance.transfer_syntax_uid,
+            "size": instance.size,
+            "attrs": instance.attrs,
+            "q": _search_values(instance.attrs, _STUDY_SEARCH_KEYWORDS + _SERIES_SEARCH_KEYWORDS),
+            "storedAt": instance.stored_at or _now(),
+        }
+        self._call("index instance", lambda: self._container.upsert_item(doc))
+        self._refresh_series(key.series, select(instance.attrs, LEVEL_ATTRIBUTES[Level.SERIES]))
+        self._refresh_study(key.study, select(instance.attrs, LEVEL_ATTRIBUTES[Level.STUDY]))
+
+    def remove_instance(self, key: InstanceKey) -> None:
+        pk = study_pk(key.study)
+        item = f"instance|{key.series_instance_uid}|{key.sop_instance_uid}"
+        try:
+            self._container.delete_item(item, partition_key=pk)
+        except CosmosHttpResponseError as exc:
+            if exc.status_code not in (404, 500):
+                raise DependencyUnavailable("The index is unavailable (unindex instance).") from exc
+        except AzureError as exc:
+            raise DependencyUnavailable("The index is unavailable (unindex instance).") from exc
+        self._refresh_series(key.series, None)
+        self._refresh_study(key.study, None)
+
+    def get_instance(self, key: InstanceKey) -> IndexedInstance | None:
+        pk = study_pk(key.study)
+        item = f"instance|{key.series_instance_uid}|{key.sop_instance_uid}"
+        doc = self._call("read instance", lambda: read_item_or_none(self._container, item, pk, self._emulator))
+        if doc is None:
+            return None
+        return IndexedInstance(
+            key=key,
+            sop_class_uid=doc["SOPClassUID"],
+            transfer_syntax_uid=doc["TransferSyntaxUID"],
+            size=int(doc["size"]),
+            attrs=doc["attrs"],
+            stored_at=doc.get("storedAt", ""),
+        )
+
+    def _count(self, pk: str, extra_where: str = "", params: list[dict[str, Any]] | None = None) -> int:
+        sql = f"SELECT VALUE COUNT(1) FROM c WHERE c.pk = @pk AND c.type = 'instance'{extra_where}"
+        parameters = [{"name": "@pk", "value": pk}, *(params or [])]
+        rows = self._call(
+            "count", lambda: list(self._container.query_items(sql, parameters=parameters, partition_key=pk))
+        )
+        return int(rows[0]) if rows else 0
+
+    def _refresh_series(self, key: SeriesKey, attrs: dict[str, Any] | None) -> None:
+        pk = study_pk(key.study)
+        item = f"series|{key.series_instance_uid}"
+
+        def build(existing: dict[str, Any] | None) -> dict[str, Any] | None:
+            count = self._count(
+                pk, " AND c.SeriesInstanceUID = @se", [{"name": "@se", "value": key.series_instance_uid}]
+            )
+            if count == 0:
+                return None
+            new_attrs = attrs if attrs is not None else (existing or {}).get("attrs", {})
+            modality = first_value(new_attrs.get(tag_key(0x00080060)))
+            return {
+                "id": item,
+                "pk": pk,
+                "type": "series",
+                "partition": key.partition,
+                "StudyInstanceUID": key.study_instance_uid,
+                "SeriesInstanceUID": key.series_instance_uid,
+                "Modality": str(modality).upper() if modality else None,
+                "attrs": new_attrs,
+                "q": _search_values(new_attrs, _SERIES_SEARCH_KEYWORDS),
+                "NumberOfSeriesRelatedInstances": count,
+                "sortKey": (existing or {}).get("sortKey") or f"{time.time_ns():020d}|{key.series_instance_uid}",
+                "updatedAt": _now(),
+            }
+
+        self._conditional_refresh(pk, item, build)
+
+    def _refresh_study(self, key: StudyKey, attrs: dict[str, Any] | None) -> None:
+        pk = study_pk(key)
+
+        def build(existing: dict[str, Any] | None) -> dict[str, Any] | None:
+            instances = self._count(pk)
+            if instances == 0:
+                return None
+            series_rows = self._call(
+                "read series",
+                lambda: list(
+                    self._container.query_items(
+                        "SELECT c.Modality FROM c WHERE c.pk = @pk AND c.type = 'series'",
+                        parameters=[{"name": "@pk", "value": pk}],
+                        partition_key=pk,
+                    )
+                ),
+            )
+            modalities = sorted({row["Modality"] for row in series_rows if row.get("Modality")})
+            new_attrs = attrs if attrs is not None else (existing or {}).get("attrs", {})
+            q = _search_values(new_attrs, _STUDY_SEARCH_KEYWORDS)
+            return {
+                "id": "study",
+                "pk": pk,
+                "type": "study",
+                "partition": key.partition,
+                "StudyInstanceUID": key.study_instance_uid,
+                "attrs": new_attrs,
+                "q": q,
+                "ModalitiesInStudy": modalities,
+                "NumberOfStudyRelatedSeries": len(series_rows),
+                "NumberOfStudyRelatedInstances": instances,
+                "sortKey": (existing or {}).get("sortKey") or f"{time.time_ns():020d}|{key.study_instance_uid}",
+                "createdAt": (existing or {}).get("createdAt") or _now(),
+                "updatedAt": _now(),
+            }
+
+        self._conditional_refresh(pk, "study", build)
+
+    def _conditional_refresh(
+        self, pk: str, item: str, build: Callable[[dict[str, Any] | None], dict[str, Any] | None]
+    ) -> None:
+        """Read, rebuild and write back ``item`` with etag conditions, retrying on conflicts."""
+        for attempt in range(_MAX_RETRIES):
+            existing = self._call("read aggregate", lambda: read_item_or_none(self._container, item, pk, self._emulator))
+            new = build(existing)
+            try:
+                if new is None:
+                    if existing is not None:
+                        self._container.delete_item(
+                            item, partition_key=pk, etag=existing["_etag"], match_condition=MatchConditions.IfNotModified
+                        )
+                elif existing is None:
+                    self._container.create_item(new)
+                else:
+                    self._container.replace_item(
+                        item, new, etag=existing["_etag"], match_condition=MatchConditions.IfNotModified
+                    )
+                return
+            except CosmosHttpResponseError as exc:
+                if exc.status_code in (409, 412, 404) or (self._emulator and exc.status_code == 500 and new is None):
+                    time.sleep(min(0.005 * (2**attempt), 0.2))
+                    continue
+                raise DependencyUnavailable("The index is unavailable (aggregate update).") from exc
+            except AzureError as exc:
+                raise DependencyUnavailable("The index is unavailable (aggregate update).") from exc
+        raise DependencyUnavailable(f"The aggregate {item} of {pk} could not be updated: too much contention.")
+
+    # -- queries --------------------------------------------------------------
+
+    def search_studies(self, query: StudyQuery) -> QueryPage:
+        where = ["c.type = 'study'"]
+        params: list[dict[str, Any]] = []
+        for match in query.matches:
+            where.append(_condition(match, params))
+        params.append({"name": "@top", "value": query.offset + query.limit})
+        sql = (
+            "SELECT TOP @top c.attrs, c.ModalitiesInStudy, c.NumberOfStudyRelatedSeries, "
+            "c.NumberOfStudyRelatedInstances FROM c WHERE " + " AND ".join(where) + " ORDER BY c.sortKey DESC"
+        )
+        start = time.perf_counter()
+        iterator = self._container.query_items(sql, parameters=params, enable_cross_partition_query=True)
+        rows: list[dict[str, Any]] = []
+        charge = 0.0
+        try:
+            for page in iterator.by_page():
+                rows.extend(page)
+                headers = self._container.client_connection.last_response_headers
+                charge += float(headers.get("x-ms-request-charge", 0) or 0)
+                if len(rows) >= query.offset + query.limit:
+                    break
+        except AzureError as exc:
+            raise DependencyUnavailable("The index is unavailable (search).") from exc
+        log.info(
+            "qido studies matches=%d rows=%d request_charge=%.2f elapsed_ms=%.1f",
+            len(query.matches),
+            len(rows),
+            charge,
+            (time.perf_counter() - start) * 1000,
+        )
+        items = [
+            StudyRecord(
+                attrs=row.get("attrs") or {},
+                modalities_in_study=tuple(row.get("ModalitiesInStudy") or ()),
+                number_of_series=int(row.get("NumberOfStudyRelatedSeries") or 0),
+                number_of_instances=int(row.get("NumberOfStudyRelatedInstances") or 0),
+            )
+            for row in rows[query.offset : query.offset + query.limit]
+        ]
+        return QueryPage(items=items, request_charge=charge)
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except AzureError as exc:
+            log.warning("cosmos failed during %s: %s", what, exc)
+            raise DependencyUnavailable(f"The index is unavailable ({what}).") from exc
+
+
+def _field(keyword: str) -> str:
+    return f"c.{keyword}" if keyword in _TOP_LEVEL_FIELDS else f"c.q.{keyword}"
+
+
+def _condition(match: Match, params: list[dict[str, Any]]) -> str:
+    """Translate one match into a WHERE fragment, appending its parameters."""
+
+    def param(value: Any) -> str:
+        name = f"@p{len(params)}"
+        params.append({"name": name, "value": value})
+        return name
+
+    path = _field(match.keyword)
+    if match.kind is MatchKind.EXACT or match.kind is MatchKind.PERSON_NAME:
+        return f"{path} = {param(match.values[0])}"
+    if match.kind is MatchKind.ANY_OF:
+        return f"ARRAY_CONTAINS({param(list(match.values))}, {path})"
+    if match.kind is MatchKind.CONTAINS:
+        return f"ARRAY_CONTAINS({path}, {param(match.values[0])})"
+    if match.kind is MatchKind.RANGE:
+        low, high = match.values
+        parts = []
+        if low:
+            parts.append(f"{path} >= {param(low)}")
+        if high:
+            parts.append(f"{path} <= {param(high)}")
+        return "(" + " AND ".join(parts) + ")"
+    if match.kind is MatchKind.FUZZY_PERSON_NAME:
+        words = f"c.q.{match.keyword}Words"
+        return " AND ".join(
+            f"EXISTS(SELECT VALUE w FROM w IN {words} WHERE STARTSWITH(w, {param(word)}))" for word in match.values
+        )
+    raise ValueError(f"unsupported match kind {match.kind!r}")

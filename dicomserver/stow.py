@@ -1,0 +1,316 @@
+"""STOW-RS: store instances (PS3.18 §10.5; Azure v2 "Store (STOW-RS)").
+
+How it works: the request body streams through :class:`MultipartReader`; each
+part is spooled to a temporary file (memory up to 8 MiB, then disk) and, once
+complete, processed in a worker thread: parsed with pydicom without pixel
+data, validated, written as the instance blob with ``If-None-Match: *``
+(the preamble zeroed, everything else as sent), then its metadata JSON blob,
+then its index documents.  If a later step fails, the earlier writes of that
+instance are undone, so a failed instance is never half visible and a retry
+can succeed.  Each instance gets its own result, so one bad part never aborts
+the batch.  Changed studies are queued for FHIR sync at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+from collections.abc import AsyncIterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from .attributes import all_index_tags
+from .dicomjson import dataset_to_json, select
+from .errors import (
+    DependencyUnavailable,
+    DicomServerError,
+    DuplicateInstance,
+    FailureReason,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from .identifiers import DEFAULT_PARTITION, StudyKey
+from .mediatypes import APPLICATION_DICOM, MULTIPART_RELATED, parse_media_type
+from .multipart import MultipartReader, PartData, PartEnd, PartStart
+from .stores import BlobStore, IndexedInstance, IndexStore, SyncQueue
+from .validation import instance_key, validate_dataset
+
+log = logging.getLogger(__name__)
+
+_SPOOL_IN_MEMORY = 8 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class InstanceResult:
+    """What happened to one part of a STOW request."""
+
+    sop_class_uid: str | None
+    sop_instance_uid: str | None
+    failure: FailureReason | None = None
+    message: str = ""
+    retrieve_url: str | None = None
+    study: StudyKey | None = None
+    dependency_failed: bool = False
+
+
+@dataclass(slots=True)
+class StoreResponse:
+    """HTTP status and DICOM JSON body of a STOW response."""
+
+    status: int
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+class _Part:
+    """A part being spooled, with its size counted against the cap."""
+
+    def __init__(self, content_type: str | None, cap: int) -> None:
+        self.content_type = content_type
+        self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
+        self.size = 0
+        self.cap = cap
+        self.too_large = False
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.cap:
+            self.too_large = True
+            return
+        self.file.write(data)
+
+
+async def store_instances(
+    *,
+    blobs: BlobStore,
+    index: IndexStore,
+    sync_queue: SyncQueue,
+    body: AsyncIterable[bytes],
+    content_type: str | None,
+    study_instance_uid: str | None,
+    base_url: str,
+    max_instance_bytes: int,
+    partition: str = DEFAULT_PARTITION,
+) -> StoreResponse:
+    """Store the instances in a STOW-RS request body.
+
+    Parameters
+    ----------
+    body:
+        The request body, as it streams in.
+    content_type:
+        The request Content-Type: ``multipart/related; type="application/dicom"``
+        or ``application/dicom``.
+    study_instance_uid:
+        The study in ``POST /studies/{study}``, if any (instances of another study fail with 43265).
+    base_url:
+        The DICOMweb base URL (``.../v2``) used for RetrieveURL values.
+
+    Returns
+    -------
+    StoreResponse
+        200 all stored; 202 some stored and some failed; 409 none stored.
+
+    Raises
+    ------
+    UnsupportedMediaType
+        For any other Content-Type.
+    BadRequest
+        For a malformed multipart body.
+    DependencyUnavailable
+        When nothing could be stored because Blob Storage or Cosmos DB failed.
+    """
+    if not content_type:
+        raise UnsupportedMediaType("The request has no Content-Type; use multipart/related; type=\"application/dicom\".")
+    media = parse_media_type(content_type)
+    results: list[InstanceResult] = []
+    context = _Context(blobs, index, study_instance_uid, base_url, partition)
+
+    if media.type == APPLICATION_DICOM:
+        part = _Part(APPLICATION_DICOM, max_instance_bytes)
+        async for chunk in body:
+            part.write(chunk)
+        results.append(await asyncio.to_thread(context.process, part))
+    elif media.type == MULTIPART_RELATED:
+        declared = (media.param("type") or APPLICATION_DICOM).lower()
+        if declared != APPLICATION_DICOM:
+            raise UnsupportedMediaType(
+                f"The multipart type '{declared}' is not supported; use type=\"application/dicom\"."
+            )
+        boundary = media.param("boundary")
+        if not boundary:
+            raise UnsupportedMediaType("The multipart/related Content-Type has no boundary parameter.")
+        reader = MultipartReader(boundary)
+        current: _Part | None = None
+        async for chunk in body:
+            for event in reader.feed(chunk):
+                if isinstance(event, PartStart):
+                    ctype = event.headers.get("content-type")
+                    current = _Part(ctype, max_instance_bytes)
+                elif isinstance(event, PartData) and current is not None:
+                    current.write(event.data)
+                elif isinstance(event, PartEnd) and current is not None:
+                    results.append(await asyncio.to_thread(context.process, current))
+                    current = None
+        reader.close()
+    else:
+        raise UnsupportedMediaType(
+            f"The Content-Type '{media.type}' is not supported; use multipart/related; type=\"application/dicom\"."
+        )
+
+    stored_studies = [r.study for r in results if r.failure is None and r.study is not None]
+    if stored_studies:
+        try:
+            await asyncio.to_thread(sync_queue.enqueue_studies, stored_studies)
+        except DicomServerError as exc:
+            # The instances are stored and searchable; FHIR catches up on the next resync.
+            log.error("fhir-sync enqueue failed after store: %s", exc.message)
+    return _response(results, study_instance_uid, base_url)
+
+
+@dataclass(slots=True)
+class _Context:
+    blobs: BlobStore
+    index: IndexStore
+    study_in_path: str | None
+    base_url: str
+    partition: str
+
+    def process(self, part: _Part) -> InstanceResult:
+        try:
+            return self._process(part)
+        finally:
+            part.file.close()
+
+    def _process(self, part: _Part) -> InstanceResult:
+        if part.content_type is not None and parse_media_type(part.content_type).type != APPLICATION_DICOM:
+            return InstanceResult(
+                None, None, FailureReason.PROCESSING_FAILURE, f"The part type '{part.content_type}' is not application/dicom."
+            )
+        if part.too_large:
+            exc = PayloadTooLarge(f"The instance is larger than the {part.cap}-byte limit.")
+            return InstanceResult(None, None, FailureReason.PROCESSING_FAILURE, exc.message)
+        if part.size == 0:
+            return InstanceResult(None, None, FailureReason.PROCESSING_FAILURE, "The part is empty.")
+        f = part.file
+        f.seek(0)
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True, defer_size=256 * 1024)
+        except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError, NotImplementedError) as exc:
+            return InstanceResult(None, None, FailureReason.PROCESSING_FAILURE, f"The part is not a DICOM file: {exc}")
+        check = validate_dataset(ds, self.study_in_path)
+        if not check.ok:
+            return InstanceResult(check.sop_class_uid, check.sop_instance_uid, check.reason, check.message)
+        transfer_syntax = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
+        if not transfer_syntax:
+            return InstanceResult(
+                check.sop_class_uid,
+                check.sop_instance_uid,
+                FailureReason.VALIDATION_FAILURE,
+                "The file meta information has no TransferSyntaxUID.",
+            )
+        key = instance_key(ds, self.partition)
+        metadata = dataset_to_json(ds)
+        result = InstanceResult(check.sop_class_uid, check.sop_instance_uid, study=key.study)
+
+        _zero_preamble(f)
+        f.seek(0)
+        try:
+            self.blobs.put_instance(key, f, part.size)
+        except DuplicateInstance as exc:
+            result.failure, result.message = FailureReason.SOP_INSTANCE_ALREADY_EXISTS, exc.message
+            return result
+        except DependencyUnavailable as exc:
+            result.failure, result.message, result.dependency_failed = FailureReason.PROCESSING_FAILURE, exc.message, True
+            return result
+        try:
+            self.blobs.put_metadata(key, json.dumps(metadata, separators=(",", ":")).encode())
+            self.index.add_instance(
+                IndexedInstance(
+                    key=key,
+                    sop_class_uid=check.sop_class_uid or "",
+                    transfer_syntax_uid=transfer_syntax,
+                    size=part.size,
+                    attrs=select(metadata, all_index_tags()),
+                    stored_at=datetime.now(UTC).isoformat(),
+                )
+            )
+        except DicomServerError as exc:
+            log.warning("store failed after the blob write; undoing sop=%s: %s", key.sop_instance_uid, exc.message)
+            self._undo(key)
+            result.failure, result.message = FailureReason.PROCESSING_FAILURE, exc.message
+            result.dependency_failed = isinstance(exc, DependencyUnavailable)
+            return result
+        result.retrieve_url = (
+            f"{self.base_url}/studies/{key.study_instance_uid}/series/{key.series_instance_uid}"
+            f"/instances/{key.sop_instance_uid}"
+        )
+        return result
+
+    def _undo(self, key: Any) -> None:
+        for step in (self.index.remove_instance, self.blobs.delete_metadata, self.blobs.delete_instance):
+            try:
+                step(key)
+            except DicomServerError as exc:
+                # The blob-triggered repair (ensure_indexed) reconciles what is left.
+                log.error("undo step %s failed sop=%s: %s", step.__name__, key.sop_instance_uid, exc.message)
+
+
+def _zero_preamble(f: IO[bytes]) -> None:
+    """Zero the 128-byte preamble of a Part 10 file (Azure stores it zeroed)."""
+    f.seek(128)
+    if f.read(4) == b"DICM":
+        f.seek(0)
+        f.write(b"\x00" * 128)
+
+
+def _uid(value: str | None) -> dict[str, Any]:
+    return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
+
+
+def _response(results: list[InstanceResult], study_in_path: str | None, base_url: str) -> StoreResponse:
+    stored = [r for r in results if r.failure is None]
+    failed = [r for r in results if r.failure is not None]
+    body: dict[str, Any] = {}
+    if study_in_path and stored:
+        body["00081190"] = {"vr": "UR", "Value": [f"{base_url}/studies/{study_in_path}"]}
+    if failed:
+        body["00081198"] = {
+            "vr": "SQ",
+            "Value": [
+                {
+                    "00081150": _uid(r.sop_class_uid),
+                    "00081155": _uid(r.sop_instance_uid),
+                    "00081197": {"vr": "US", "Value": [int(r.failure or 0)]},
+                    **({"00000902": {"vr": "LO", "Value": [r.message]}} if r.message else {}),
+                }
+                for r in failed
+            ],
+        }
+    body["00081199"] = {
+        "vr": "SQ",
+        "Value": [
+            {
+                "00081150": _uid(r.sop_class_uid),
+                "00081155": _uid(r.sop_instance_uid),
+                "00081190": {"vr": "UR", "Value": [r.retrieve_url]},
+            }
+            for r in stored
+        ],
+    }
+    if not stored:
+        del body["00081199"]
+    if stored and not failed:
+        status = 200
+    elif stored:
+        status = 202
+    else:
+        if failed and all(r.dependency_failed for r in failed):
+            raise DependencyUnavailable("No instance could be stored: a storage dependency is unavailable.")
+        status = 409
+    return StoreResponse(status, body)

@@ -1,0 +1,120 @@
+"""Builds the Azure SDK clients and stores from :class:`Settings`, once per process.
+
+Clients are created lazily on first use (never at import time) and shared by
+every invocation in the worker process.  Connection strings are used only for
+the local emulators; in Azure every client authenticates with
+``DefaultAzureCredential`` (the function app's managed identity).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient, TextBase64EncodePolicy
+
+from .settings import Settings
+from .stores.blob import CHUNK_SIZE, AzureBlobStore
+from .stores.cosmos import make_cosmos_client
+from .stores.index import CosmosIndexStore
+from .stores.queue import AzureSyncQueue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything a request handler needs."""
+
+    settings: Settings
+    blobs: AzureBlobStore
+    index: CosmosIndexStore
+    sync_queue: AzureSyncQueue
+
+
+def _credential(settings: Settings) -> Any:
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id)
+
+
+def _queue_client(settings: Settings, name: str, credential: Any) -> QueueClient:
+    policies = {"message_encode_policy": TextBase64EncodePolicy(), "message_decode_policy": BinaryBase64DecodePolicy()}
+    if settings.storage_connection_string:
+        return QueueClient.from_connection_string(settings.storage_connection_string, name, **policies)
+    if not settings.queue_service_uri:
+        raise ValueError("Set DICOM_STORAGE (emulator) or DICOM_STORAGE__queueServiceUri (Azure).")
+    return QueueClient(settings.queue_service_uri, name, credential=credential, **policies)
+
+
+def build_services(settings: Settings) -> Services:
+    """Create the stores for ``settings`` (no network calls are made)."""
+    credential = None
+    if not settings.storage_connection_string or not (settings.cosmos_emulator or settings.cosmos_key):
+        credential = _credential(settings)
+    if settings.storage_connection_string:
+        blob_service = BlobServiceClient.from_connection_string(
+            settings.storage_connection_string, max_chunk_get_size=CHUNK_SIZE, max_single_put_size=8 * 1024 * 1024
+        )
+    elif settings.blob_service_uri:
+        blob_service = BlobServiceClient(
+            settings.blob_service_uri,
+            credential=credential,
+            max_chunk_get_size=CHUNK_SIZE,
+            max_single_put_size=8 * 1024 * 1024,
+        )
+    else:
+        raise ValueError("Set DICOM_STORAGE (emulator) or DICOM_STORAGE__blobServiceUri (Azure).")
+    blobs = AzureBlobStore(blob_service, settings.instance_container, settings.metadata_container)
+    index = CosmosIndexStore(
+        make_cosmos_client(settings, credential), settings.cosmos_database, emulator=settings.cosmos_emulator
+    )
+    queue = AzureSyncQueue(
+        _queue_client(settings, settings.fhir_sync_queue, credential),
+        _queue_client(settings, settings.fhir_sync_queue + "-poison", credential),
+    )
+    return Services(settings, blobs, index, queue)
+
+
+_lock = threading.Lock()
+_services: Services | None = None
+
+
+def services() -> Services:
+    """The process-wide :class:`Services`, built from the environment on first use.
+
+    When ``DICOM_PROVISION_RESOURCES`` is true (local emulators), containers,
+    queues and the Cosmos database are created on first use as well.
+    """
+    global _services
+    if _services is None:
+        with _lock:
+            if _services is None:
+                built = build_services(Settings.from_env())
+                if built.settings.provision_resources:
+                    provision_services(built)
+                _services = built
+    return _services
+
+
+def provision_services(built: Services) -> None:
+    """Create containers, queues, the Cosmos database and container (idempotent)."""
+    built.blobs.ensure_containers()
+    built.sync_queue.ensure_queue()
+    built.index.ensure_schema()
+    log.info("provisioned storage containers, queues and the Cosmos index")
+
+
+def provision() -> None:
+    """Provision the resources named by the environment's settings (local host hook)."""
+    provision_services(build_services(Settings.from_env()))
+
+
+def reset_for_tests() -> None:
+    """Forget the process-wide services (tests that change the environment)."""
+    global _services
+    with _lock:
+        _services = None

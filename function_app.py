@@ -1,0 +1,10 @@
+"""The Azure Functions app: registers the blueprints of ``functions/``; nothing else."""
+
+import azure.functions as func
+
+from functions import qido, stow, wado
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+for blueprint in (stow.bp, wado.bp, qido.bp):
+    app.register_functions(blueprint)

@@ -1,0 +1,65 @@
+"""Shared HTTP plumbing: path UIDs, base URL, and the one error → response map."""
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
+
+from dicomserver.errors import DicomServerError
+from dicomserver.identifiers import DEFAULT_PARTITION, InstanceKey, parse_path_uid
+from dicomserver.wado import Retrieved
+from dicomserver.wiring import Services, services
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "v2"
+_PATH_NAMES = {"studies": "study", "series": "series", "instances": "instance"}
+
+
+def path_uids(req: Request) -> dict[str, str]:
+    """The UIDs after ``studies``, ``series`` and ``instances`` in the request path (validated)."""
+    segments = [s for s in req.url.path.split("/") if s]
+    out: dict[str, str] = {}
+    for i, segment in enumerate(segments[:-1]):
+        name = _PATH_NAMES.get(segment)
+        if name is not None and name not in out:
+            out[name] = parse_path_uid(segments[i + 1], f"{name} instance UID")
+    return out
+
+
+def instance_key(req: Request) -> InstanceKey:
+    uids = path_uids(req)
+    return InstanceKey(DEFAULT_PARTITION, uids["study"], uids["series"], uids["instance"])
+
+
+def base_url(req: Request, svc: Services) -> str:
+    """The public DICOMweb base URL (``.../v2``) for RetrieveURL values."""
+    root = svc.settings.public_base_url or f"{req.url.scheme}://{req.headers.get('host', req.url.netloc)}"
+    return f"{root}/{API_VERSION}"
+
+
+def error_response(exc: DicomServerError) -> Response:
+    """The one map from service errors to HTTP responses."""
+    body = {"status": exc.status, "message": exc.message}
+    if exc.reason is not None:
+        body["reason"] = int(exc.reason)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return Response(json.dumps(body), status_code=exc.status, media_type="application/json", headers=headers)
+
+
+async def handle(call: Callable[[Services], Awaitable[Response]]) -> Response:
+    """Run a handler with the process-wide services, mapping errors to responses."""
+    try:
+        return await call(services())
+    except DicomServerError as exc:
+        if exc.status >= 500:
+            log.warning("request failed status=%s: %s", exc.status, exc.message)
+        return error_response(exc)
+
+
+def stream(retrieved: Retrieved) -> Response:
+    """Turn a service result into a streamed response."""
+    return StreamingResponse(
+        retrieved.body, status_code=retrieved.status, media_type=retrieved.media_type, headers=retrieved.headers
+    )
