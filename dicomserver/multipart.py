@@ -185,9 +185,7 @@ def new_boundary() -> str:
     return f"dicomserver-{secrets.token_hex(16)}"
 
 
-async def iter_multipart(
-    parts: AsyncIterable[tuple[str, AsyncIterable[bytes]]], boundary: str
-) -> AsyncIterator[bytes]:
+async def iter_multipart(parts: AsyncIterable[tuple[str, AsyncIterable[bytes]]], boundary: str) -> AsyncIterator[bytes]:
     """Yield a multipart body from ``(content_type, body_chunks)`` parts.
 
     Each part's chunks are passed through as they arrive.

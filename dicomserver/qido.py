@@ -192,7 +192,9 @@ def study_result(record: StudyRecord, include: frozenset[int]) -> dict[str, Any]
     for tag in sorted(include):
         key = tag_key(tag)
         if tag == _MODALITIES_IN_STUDY:
-            out[key] = {"vr": "CS", "Value": list(record.modalities_in_study)} if record.modalities_in_study else {"vr": "CS"}
+            out[key] = (
+                {"vr": "CS", "Value": list(record.modalities_in_study)} if record.modalities_in_study else {"vr": "CS"}
+            )
         elif tag == _NUMBER_OF_STUDY_RELATED_SERIES:
             out[key] = {"vr": "IS", "Value": [record.number_of_series]}
         elif tag == _NUMBER_OF_STUDY_RELATED_INSTANCES:

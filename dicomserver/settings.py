@@ -81,9 +81,7 @@ class Settings:
         try:
             max_bytes = int(max_bytes_text) if max_bytes_text else defaults.max_instance_bytes
         except ValueError:
-            raise ValueError(
-                f"DICOM_MAX_INSTANCE_BYTES must be an integer, got {max_bytes_text!r}"
-            ) from None
+            raise ValueError(f"DICOM_MAX_INSTANCE_BYTES must be an integer, got {max_bytes_text!r}") from None
         public = env.get("DICOM_PUBLIC_BASE_URL") or None
         return cls(
             storage_connection_string=conn,

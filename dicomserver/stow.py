@@ -126,7 +126,7 @@ async def store_instances(
         When nothing could be stored because Blob Storage or Cosmos DB failed.
     """
     if not content_type:
-        raise UnsupportedMediaType("The request has no Content-Type; use multipart/related; type=\"application/dicom\".")
+        raise UnsupportedMediaType('The request has no Content-Type; use multipart/related; type="application/dicom".')
     media = parse_media_type(content_type)
     results: list[InstanceResult] = []
     context = _Context(blobs, index, study_instance_uid, base_url, partition)
@@ -190,7 +190,10 @@ class _Context:
     def _process(self, part: _Part) -> InstanceResult:
         if part.content_type is not None and parse_media_type(part.content_type).type != APPLICATION_DICOM:
             return InstanceResult(
-                None, None, FailureReason.PROCESSING_FAILURE, f"The part type '{part.content_type}' is not application/dicom."
+                None,
+                None,
+                FailureReason.PROCESSING_FAILURE,
+                f"The part type '{part.content_type}' is not application/dicom.",
             )
         if part.too_large:
             exc = PayloadTooLarge(f"The instance is larger than the {part.cap}-byte limit.")
@@ -226,7 +229,11 @@ class _Context:
             result.failure, result.message = FailureReason.SOP_INSTANCE_ALREADY_EXISTS, exc.message
             return result
         except DependencyUnavailable as exc:
-            result.failure, result.message, result.dependency_failed = FailureReason.PROCESSING_FAILURE, exc.message, True
+            result.failure, result.message, result.dependency_failed = (
+                FailureReason.PROCESSING_FAILURE,
+                exc.message,
+                True,
+            )
             return result
         try:
             self.blobs.put_metadata(key, json.dumps(metadata, separators=(",", ":")).encode())

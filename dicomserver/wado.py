@@ -88,9 +88,7 @@ def _choose_instance_representation(accept: str | None, stored_ts: str) -> tuple
     )
 
 
-async def retrieve_instance(
-    *, blobs: BlobStore, index: IndexStore, key: InstanceKey, accept: str | None
-) -> Retrieved:
+async def retrieve_instance(*, blobs: BlobStore, index: IndexStore, key: InstanceKey, accept: str | None) -> Retrieved:
     """Retrieve one instance as stored (PS3.18 §10.4.1.1.3).
 
     Raises

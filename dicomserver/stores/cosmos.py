@@ -40,7 +40,9 @@ def make_cosmos_client(settings: Settings, credential: Any = None) -> CosmosClie
     return CosmosClient(settings.cosmos_endpoint, credential=credential)
 
 
-def read_item_or_none(container: ContainerProxy, item: str, partition_key: str, emulator: bool) -> dict[str, Any] | None:
+def read_item_or_none(
+    container: ContainerProxy, item: str, partition_key: str, emulator: bool
+) -> dict[str, Any] | None:
     """Point-read an item; ``None`` if it does not exist."""
     try:
         result: dict[str, Any] = container.read_item(item, partition_key=partition_key)

@@ -280,13 +280,18 @@ class CosmosIndexStore:
     ) -> None:
         """Read, rebuild and write back ``item`` with etag conditions, retrying on conflicts."""
         for attempt in range(_MAX_RETRIES):
-            existing = self._call("read aggregate", lambda: read_item_or_none(self._container, item, pk, self._emulator))
+            existing = self._call(
+                "read aggregate", lambda: read_item_or_none(self._container, item, pk, self._emulator)
+            )
             new = build(existing)
             try:
                 if new is None:
                     if existing is not None:
                         self._container.delete_item(
-                            item, partition_key=pk, etag=existing["_etag"], match_condition=MatchConditions.IfNotModified
+                            item,
+                            partition_key=pk,
+                            etag=existing["_etag"],
+                            match_condition=MatchConditions.IfNotModified,
                         )
                 elif existing is None:
                     self._container.create_item(new)

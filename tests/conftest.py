@@ -1,0 +1,38 @@
+"""Shared test configuration: environment isolation and pydicom settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from pydicom import config
+
+# Tests build deliberately invalid datasets; pydicom must let them be written.
+config.settings.writing_validation_mode = config.IGNORE
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment() -> Iterator[None]:
+    """Every test starts from the same environment and cannot leak changes."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Azurite and the Cosmos DB stand-in, started once per test session on free ports.
+
+    Free ports keep the suite independent of a ``make run`` on the same machine.
+    """
+    from scripts import devstack
+
+    with devstack.local_stack(
+        tmp_path_factory.mktemp("azurite"),
+        blob_port=devstack.free_port(),
+        queue_port=devstack.free_port(),
+        cosmos_port=devstack.free_port(),
+    ) as env:
+        yield env

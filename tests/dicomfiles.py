@@ -1,0 +1,91 @@
+"""DICOM test instances: pydicom's bundled files, plus generated ones for what they lack."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def bundled(name: str) -> Path:
+    """Path of a file bundled with pydicom (raises if missing)."""
+    path = get_testdata_file(name)
+    if path is None:
+        raise FileNotFoundError(name)
+    return Path(str(path))
+
+
+def make_instance(
+    *,
+    study: str | None = None,
+    series: str | None = None,
+    sop: str | None = None,
+    patient_id: str = "PAT-1",
+    patient_name: str = "Doe^John",
+    study_date: str = "20240115",
+    modality: str = "CT",
+    accession: str = "ACC-1",
+    rows: int = 8,
+    columns: int = 8,
+    birth_date: str = "19700101",
+    **extra: object,
+) -> bytes:
+    """A small valid CT instance as Part 10 bytes (Explicit VR Little Endian)."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.SOPInstanceUID = sop or generate_uid()
+    ds.StudyInstanceUID = study or generate_uid()
+    ds.SeriesInstanceUID = series or generate_uid()
+    ds.PatientID = patient_id
+    ds.PatientName = patient_name
+    ds.PatientBirthDate = birth_date
+    ds.StudyDate = study_date
+    ds.StudyTime = "101500"
+    ds.AccessionNumber = accession
+    ds.Modality = modality
+    ds.StudyDescription = "Generated study"
+    ds.ReferringPhysicianName = "House^Gregory"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.Rows = rows
+    ds.Columns = columns
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    for keyword, value in extra.items():
+        setattr(ds, keyword, value)
+    ds.PixelData = (np.arange(rows * columns, dtype=np.uint16) % 4096).tobytes()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def multipart_body(parts: list[bytes], boundary: str = "test-boundary-1234") -> tuple[bytes, str]:
+    """A multipart/related body of application/dicom parts and its Content-Type."""
+    body = b"".join(
+        b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n" for p in parts
+    )
+    body += b"--" + boundary.encode() + b"--\r\n"
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def zero_preamble(data: bytes) -> bytes:
+    """What the service stores: the file with its 128-byte preamble zeroed."""
+    if data[128:132] == b"DICM":
+        return b"\x00" * 128 + data[128:]
+    return data

@@ -1,0 +1,162 @@
+"""Store, search and retrieve over HTTP through the local host, with dicomweb-client."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import pydicom
+import pytest
+from dicomweb_client.api import DICOMwebClient
+from pydicom.uid import generate_uid
+from requests.exceptions import HTTPError
+
+from tests.dicomfiles import bundled, make_instance, multipart_body, zero_preamble
+
+#: Bundled pydicom files across transfer syntaxes and modalities.
+BUNDLED = [
+    "CT_small.dcm",  # Explicit VR Little Endian
+    "MR_small.dcm",
+    "rtplan.dcm",  # Implicit VR Little Endian
+    "MR_small_RLE.dcm",  # RLE Lossless
+    "JPEG2000.dcm",
+    "SC_rgb_jpeg_dcmd.dcm",  # JPEG baseline
+    "emri_small.dcm",  # multi-frame
+]
+
+
+@pytest.fixture
+def client(base_url: str) -> DICOMwebClient:
+    return DICOMwebClient(url=base_url)
+
+
+def post(base_url: str, parts: list[bytes], study: str | None = None) -> httpx.Response:
+    body, ctype = multipart_body(parts)
+    url = f"{base_url}/studies" + (f"/{study}" if study else "")
+    return httpx.post(
+        url, content=body, headers={"Content-Type": ctype, "Accept": "application/dicom+json"}, timeout=60
+    )
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_file_round_trips_byte_for_byte(base_url: str, client: DICOMwebClient, name: str) -> None:
+    data = bundled(name).read_bytes()
+    ds = pydicom.dcmread(io.BytesIO(data))
+    response = post(base_url, [data])
+    if response.status_code == 409:  # stored by an earlier parametrisation sharing the file's UIDs
+        assert response.json()["00081198"]["Value"][0]["00081197"]["Value"] == [45070]
+    else:
+        assert response.status_code == 200, response.text
+    instance_url = (
+        f"{base_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    )
+    raw = httpx.get(instance_url, headers={"Accept": "application/dicom; transfer-syntax=*"}, timeout=60)
+    assert raw.status_code == 200
+    assert raw.headers["content-type"].startswith("application/dicom")
+    assert raw.content == zero_preamble(data)
+
+    got = client.retrieve_instance(
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, media_types=(("application/dicom", "*"),)
+    )
+    assert got.SOPInstanceUID == ds.SOPInstanceUID
+    assert got.PixelData == ds.PixelData
+
+    (metadata,) = client.retrieve_instance_metadata(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    assert metadata["00080018"]["Value"] == [ds.SOPInstanceUID]
+    assert "7FE00010" not in metadata
+
+
+def test_store_search_retrieve_with_dicomweb_client(client: DICOMwebClient) -> None:
+    study = generate_uid()
+    patient = f"E2E-{study[-8:]}"
+    datasets = [
+        pydicom.dcmread(io.BytesIO(make_instance(study=study, patient_id=patient, modality=m, patient_name="Ærø^Åse")))
+        for m in ("CT", "MR")
+    ]
+    result = client.store_instances(datasets)
+    assert len(result.ReferencedSOPSequence) == 2
+
+    studies = client.search_for_studies(
+        search_filters={"PatientID": patient}, fields=["ModalitiesInStudy", "NumberOfStudyRelatedInstances"]
+    )
+    assert len(studies) == 1
+    found = pydicom.Dataset.from_json(studies[0])
+    assert found.StudyInstanceUID == study
+    assert sorted(found.ModalitiesInStudy) == ["CT", "MR"]
+    assert found.NumberOfStudyRelatedInstances == 2
+
+    assert len(client.search_for_studies(search_filters={"PatientName": "aero"}, fuzzymatching=True)) == 0
+    assert len(client.search_for_studies(search_filters={"PatientName": "ÆRØ^åse", "PatientID": patient})) == 1
+    assert (
+        len(client.search_for_studies(search_filters={"PatientName": "ås", "PatientID": patient}, fuzzymatching=True))
+        == 1
+    )
+    assert client.search_for_studies(search_filters={"StudyDate": "20240101-20240131", "PatientID": patient})
+    assert client.search_for_studies(search_filters={"StudyDate": "20250101-", "PatientID": patient}) == []
+    assert client.search_for_studies(search_filters={"ModalitiesInStudy": "MR", "PatientID": patient})
+
+    instance = client.retrieve_instance(study, datasets[1].SeriesInstanceUID, datasets[1].SOPInstanceUID)
+    assert instance.Modality == "MR"
+
+
+def test_stow_status_codes_over_http(base_url: str) -> None:
+    data = make_instance()
+    assert post(base_url, [data]).status_code == 200
+    duplicate = post(base_url, [data])
+    assert duplicate.status_code == 409
+    assert duplicate.headers["content-type"].startswith("application/dicom+json")
+    assert duplicate.json()["00081198"]["Value"][0]["00081197"]["Value"] == [45070]
+    mixed = post(base_url, [make_instance(), make_instance(sop="abc.123")])
+    assert mixed.status_code == 202
+    wrong_study = post(base_url, [make_instance()], study=generate_uid())
+    assert wrong_study.status_code == 409
+    assert wrong_study.json()["00081198"]["Value"][0]["00081197"]["Value"] == [43265]
+    assert (
+        httpx.post(f"{base_url}/studies", content=b"{}", headers={"Content-Type": "application/json"}).status_code
+        == 415
+    )
+    body, ctype = multipart_body([make_instance()])
+    not_acceptable = httpx.post(
+        f"{base_url}/studies", content=body, headers={"Content-Type": ctype, "Accept": "image/png"}
+    )
+    assert not_acceptable.status_code == 406
+
+
+def test_qido_errors_and_empty_results(base_url: str) -> None:
+    bad = httpx.get(f"{base_url}/studies", params={"NotAnAttribute": "1"})
+    assert bad.status_code == 400
+    assert "NotAnAttribute" in bad.json()["message"]
+    assert httpx.get(f"{base_url}/studies", params={"limit": "500"}).status_code == 400
+    assert httpx.get(f"{base_url}/studies", params={"PatientID": "no-such-patient"}).status_code == 204
+
+
+def test_retrieve_errors(base_url: str, client: DICOMwebClient) -> None:
+    missing = f"{base_url}/studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.5"
+    assert httpx.get(missing, headers={"Accept": "application/dicom; transfer-syntax=*"}).status_code == 404
+    assert httpx.get(missing + "/metadata").status_code == 404
+    bad_uid = f"{base_url}/studies/1.2.3/series/{'9' * 65}/instances/1.2.3.4.5"
+    assert httpx.get(bad_uid).status_code == 400
+    with pytest.raises(HTTPError):
+        client.retrieve_instance("1.2.3", "1.2.3.4", "1.2.3.4.5")
+
+
+def test_metadata_etag_gives_304(base_url: str) -> None:
+    data = make_instance()
+    assert post(base_url, [data]).status_code == 200
+    ds = pydicom.dcmread(io.BytesIO(data))
+    url = (
+        f"{base_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/metadata"
+    )
+    first = httpx.get(url, headers={"Accept": "application/dicom+json"})
+    assert first.status_code == 200 and first.headers["etag"]
+    assert httpx.get(url, headers={"If-None-Match": first.headers["etag"]}).status_code == 304
+
+
+def test_transcoding_request_that_cannot_be_served_is_406(base_url: str) -> None:
+    data = bundled("JPEG2000.dcm").read_bytes()
+    post(base_url, [data])
+    ds = pydicom.dcmread(io.BytesIO(data))
+    url = f"{base_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    assert (
+        httpx.get(url, headers={"Accept": "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"}).status_code == 406
+    )
