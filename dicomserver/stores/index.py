@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -173,17 +173,40 @@ class CosmosIndexStore:
         self._refresh_study(key.study, select(instance.attrs, LEVEL_ATTRIBUTES[Level.STUDY]))
 
     def remove_instance(self, key: InstanceKey) -> None:
-        pk = study_pk(key.study)
-        item = f"instance|{key.series_instance_uid}|{key.sop_instance_uid}"
-        try:
-            self._container.delete_item(item, partition_key=pk)
-        except CosmosHttpResponseError as exc:
-            if exc.status_code not in (404, 500):
+        self.remove_instances([key])
+
+    def remove_instances(self, keys: Sequence[InstanceKey]) -> None:
+        """Unindex instances, then refresh each affected series and study once."""
+        for key in keys:
+            pk = study_pk(key.study)
+            item = f"instance|{key.series_instance_uid}|{key.sop_instance_uid}"
+            try:
+                self._container.delete_item(item, partition_key=pk)
+            except CosmosHttpResponseError as exc:
+                if exc.status_code not in (404, 500):  # 500: the emulator's "missing"
+                    raise DependencyUnavailable("The index is unavailable (unindex instance).") from exc
+            except AzureError as exc:
                 raise DependencyUnavailable("The index is unavailable (unindex instance).") from exc
-        except AzureError as exc:
-            raise DependencyUnavailable("The index is unavailable (unindex instance).") from exc
-        self._refresh_series(key.series, None)
-        self._refresh_study(key.study, None)
+        for series in dict.fromkeys(key.series for key in keys):
+            self._refresh_series(series, None)
+        for study in dict.fromkeys(key.study for key in keys):
+            self._refresh_study(study, None)
+
+    def list_instances(self, study: StudyKey, series_instance_uid: str | None = None) -> list[InstanceKey]:
+        """The instances of a study (or of one of its series), from the index."""
+        pk = study_pk(study)
+        sql = "SELECT c.SeriesInstanceUID, c.SOPInstanceUID FROM c WHERE c.pk = @pk AND c.type = 'instance'"
+        params: list[dict[str, Any]] = [{"name": "@pk", "value": pk}]
+        if series_instance_uid is not None:
+            sql += " AND c.SeriesInstanceUID = @se"
+            params.append({"name": "@se", "value": series_instance_uid})
+        rows = self._call(
+            "list instances", lambda: list(self._container.query_items(sql, parameters=params, partition_key=pk))
+        )
+        return [
+            InstanceKey(study.partition, study.study_instance_uid, row["SeriesInstanceUID"], row["SOPInstanceUID"])
+            for row in rows
+        ]
 
     def get_instance(self, key: InstanceKey) -> IndexedInstance | None:
         pk = study_pk(key.study)
