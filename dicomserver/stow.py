@@ -14,19 +14,12 @@ the batch.  Changed studies are queued for FHIR sync at the end.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import tempfile
 from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import IO, Any
 
-import pydicom
-from pydicom.errors import InvalidDicomError
-
-from .attributes import all_index_tags
-from .dicomjson import dataset_to_json, select
 from .errors import (
     DependencyUnavailable,
     DicomServerError,
@@ -36,10 +29,11 @@ from .errors import (
     UnsupportedMediaType,
 )
 from .identifiers import DEFAULT_PARTITION, StudyKey
+from .ingest import Rejected, ensure_indexed, index_instance, read_instance
 from .mediatypes import APPLICATION_DICOM, MULTIPART_RELATED, parse_media_type
 from .multipart import MultipartReader, PartData, PartEnd, PartStart
-from .stores import BlobStore, IndexedInstance, IndexStore, SyncQueue
-from .validation import instance_key, validate_dataset
+from .stores import BlobStore, IndexStore, SyncQueue
+from .stores.blob import instance_blob_name
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +123,7 @@ async def store_instances(
         raise UnsupportedMediaType('The request has no Content-Type; use multipart/related; type="application/dicom".')
     media = parse_media_type(content_type)
     results: list[InstanceResult] = []
-    context = _Context(blobs, index, study_instance_uid, base_url, partition)
+    context = _Context(blobs, index, sync_queue, study_instance_uid, base_url, partition)
 
     if media.type == APPLICATION_DICOM:
         part = _Part(APPLICATION_DICOM, max_instance_bytes)
@@ -177,6 +171,7 @@ async def store_instances(
 class _Context:
     blobs: BlobStore
     index: IndexStore
+    sync_queue: SyncQueue
     study_in_path: str | None
     base_url: str
     partition: str
@@ -201,31 +196,23 @@ class _Context:
         if part.size == 0:
             return InstanceResult(None, None, FailureReason.PROCESSING_FAILURE, "The part is empty.")
         f = part.file
-        f.seek(0)
-        try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True, defer_size=256 * 1024)
-        except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError, NotImplementedError) as exc:
-            return InstanceResult(None, None, FailureReason.PROCESSING_FAILURE, f"The part is not a DICOM file: {exc}")
-        check = validate_dataset(ds, self.study_in_path)
-        if not check.ok:
-            return InstanceResult(check.sop_class_uid, check.sop_instance_uid, check.reason, check.message)
-        transfer_syntax = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
-        if not transfer_syntax:
-            return InstanceResult(
-                check.sop_class_uid,
-                check.sop_instance_uid,
-                FailureReason.VALIDATION_FAILURE,
-                "The file meta information has no TransferSyntaxUID.",
-            )
-        key = instance_key(ds, self.partition)
-        metadata = dataset_to_json(ds)
-        result = InstanceResult(check.sop_class_uid, check.sop_instance_uid, study=key.study)
+        parsed = read_instance(f, part.size, self.study_in_path, self.partition)
+        if isinstance(parsed, Rejected):
+            return InstanceResult(parsed.sop_class_uid, parsed.sop_instance_uid, parsed.reason, parsed.message)
+        key = parsed.key
+        result = InstanceResult(parsed.sop_class_uid, key.sop_instance_uid, study=key.study)
 
         _zero_preamble(f)
         f.seek(0)
         try:
             self.blobs.put_instance(key, f, part.size)
         except DuplicateInstance as exc:
+            # A blob left by a STOW that died before indexing is repaired here, so the
+            # instance the client is told exists really is visible.
+            try:
+                ensure_indexed(self.blobs, self.index, self.sync_queue, instance_blob_name(key))
+            except DicomServerError as repair_error:
+                log.warning("inline repair failed sop=%s: %s", key.sop_instance_uid, repair_error.message)
             result.failure, result.message = FailureReason.SOP_INSTANCE_ALREADY_EXISTS, exc.message
             return result
         except DependencyUnavailable as exc:
@@ -236,17 +223,7 @@ class _Context:
             )
             return result
         try:
-            self.blobs.put_metadata(key, json.dumps(metadata, separators=(",", ":")).encode())
-            self.index.add_instance(
-                IndexedInstance(
-                    key=key,
-                    sop_class_uid=check.sop_class_uid or "",
-                    transfer_syntax_uid=transfer_syntax,
-                    size=part.size,
-                    attrs=select(metadata, all_index_tags()),
-                    stored_at=datetime.now(UTC).isoformat(),
-                )
-            )
+            index_instance(self.blobs, self.index, parsed)
         except DicomServerError as exc:
             log.warning("store failed after the blob write; undoing sop=%s: %s", key.sop_instance_uid, exc.message)
             self._undo(key)

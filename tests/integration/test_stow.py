@@ -14,6 +14,7 @@ from pydicom.uid import generate_uid
 
 from dicomserver.errors import BadRequest, UnsupportedMediaType
 from dicomserver.identifiers import DEFAULT_PARTITION, InstanceKey
+from dicomserver.qido import parse_study_search
 from dicomserver.stow import StoreResponse, store_instances
 from dicomserver.wiring import Services
 from tests.dicomfiles import bundled, make_instance, multipart_body, zero_preamble
@@ -128,3 +129,27 @@ def test_truncated_multipart_body_is_400(services: Services) -> None:
     body, ctype = multipart_body([make_instance()])
     with pytest.raises(BadRequest):
         store(services, body[:-20], ctype)
+
+
+def test_parallel_stores_of_one_instance_give_exactly_one_success(services: Services) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    body, ctype = multipart_body([make_instance()])
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: store(services, body, ctype), range(8)))
+    assert sorted(r.status for r in responses) == [200] + [409] * 7
+    assert sorted(code for r in responses for code in failures(r)) == [45070] * 7
+
+
+def test_parallel_stores_into_one_study_keep_exact_aggregates(services: Services) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    study = generate_uid()
+    series = [generate_uid(), generate_uid()]
+    bodies = [multipart_body([make_instance(study=study, series=series[i % 2])]) for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda b: store(services, b[0], b[1]).status, bodies))
+    assert statuses == [200] * 8
+    query = parse_study_search([("StudyInstanceUID", study)]).query
+    (record,) = services.index.search_studies(query).items
+    assert (record.number_of_instances, record.number_of_series) == (8, 2)

@@ -1,0 +1,178 @@
+"""Reading and indexing one instance file; the blob-triggered repair path.
+
+:func:`read_instance` parses and validates a file (STOW part, instance blob or
+import blob) without loading pixel data; :func:`index_instance` writes its
+metadata JSON blob and index documents.  STOW uses both around its
+``If-None-Match: *`` blob write.
+
+:func:`ensure_indexed` is the repair path, run by the blob trigger on the
+instance container (and by STOW when it meets an instance blob that is not
+indexed): a blob that exists but is not in the index — because a STOW died
+between the blob write and the index write — gets indexed.  It is
+idempotent, never deletes or rewrites an instance blob, and re-checks that
+the blob still exists after indexing so a concurrent undo or delete cannot
+leave an index entry without its file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from typing import IO, Any
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from .attributes import all_index_tags
+from .dicomjson import dataset_to_json, select
+from .errors import DicomServerError, FailureReason, NotFound
+from .identifiers import InstanceKey, is_valid_uid
+from .stores import BlobStore, IndexedInstance, IndexStore, SyncQueue
+from .validation import instance_key, validate_dataset
+
+log = logging.getLogger(__name__)
+
+_SPOOL_IN_MEMORY = 8 * 1024 * 1024
+_BLOB_NAME = re.compile(
+    r"(?P<partition>[A-Za-z0-9._-]{1,64})/(?P<study>[0-9.]+)/(?P<series>[0-9.]+)/(?P<sop>[0-9.]+)\.dcm"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedInstance:
+    """A validated instance file, ready to be stored and indexed."""
+
+    key: InstanceKey
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    size: int
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Why a file cannot be stored: a failure reason and a message quoting the problem."""
+
+    reason: FailureReason
+    message: str
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+
+
+#: Exceptions pydicom raises for files it cannot parse.
+PARSE_ERRORS = (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError, NotImplementedError, IndexError)
+
+
+def read_instance(f: IO[bytes], size: int, study_in_path: str | None, partition: str) -> ParsedInstance | Rejected:
+    """Parse (without pixel data) and validate an instance file positioned anywhere.
+
+    Returns
+    -------
+    ParsedInstance | Rejected
+        Never raises for bad content: a bad file is a :class:`Rejected`.
+    """
+    f.seek(0)
+    try:
+        ds = pydicom.dcmread(f, stop_before_pixels=True, defer_size=256 * 1024)
+        check = validate_dataset(ds, study_in_path)
+        if not check.ok:
+            assert check.reason is not None
+            return Rejected(check.reason, check.message, check.sop_class_uid, check.sop_instance_uid)
+        transfer_syntax = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
+        if not is_valid_uid(transfer_syntax):
+            return Rejected(
+                FailureReason.VALIDATION_FAILURE,
+                f"The file meta information has no valid TransferSyntaxUID ('{transfer_syntax}').",
+                check.sop_class_uid,
+                check.sop_instance_uid,
+            )
+        metadata = dataset_to_json(ds)
+    except PARSE_ERRORS as exc:
+        return Rejected(FailureReason.PROCESSING_FAILURE, f"The file is not a readable DICOM file: {exc}")
+    return ParsedInstance(instance_key(ds, partition), check.sop_class_uid or "", transfer_syntax, size, metadata)
+
+
+def index_instance(blobs: BlobStore, index: IndexStore, parsed: ParsedInstance) -> None:
+    """Write the metadata JSON blob and the index documents of a stored instance."""
+    blobs.put_metadata(parsed.key, json.dumps(parsed.metadata, separators=(",", ":")).encode())
+    index.add_instance(
+        IndexedInstance(
+            key=parsed.key,
+            sop_class_uid=parsed.sop_class_uid,
+            transfer_syntax_uid=parsed.transfer_syntax_uid,
+            size=parsed.size,
+            attrs=select(parsed.metadata, all_index_tags()),
+            stored_at=datetime.now(UTC).isoformat(),
+        )
+    )
+
+
+def parse_instance_blob_name(name: str) -> InstanceKey | None:
+    """The key of a canonical instance blob name, or None for any other name."""
+    match = _BLOB_NAME.fullmatch(name)
+    if match is None:
+        return None
+    key = InstanceKey(match["partition"], match["study"], match["series"], match["sop"])
+    if not all(is_valid_uid(u) for u in (key.study_instance_uid, key.series_instance_uid, key.sop_instance_uid)):
+        return None
+    return key
+
+
+class Outcome(Enum):
+    """What :func:`ensure_indexed` did."""
+
+    ALREADY_INDEXED = "already-indexed"
+    INDEXED = "indexed"
+    IGNORED = "ignored"  # not a canonical instance blob name
+    REJECTED = "rejected"  # content invalid or not matching its name; left in place, logged
+    GONE = "gone"  # the blob disappeared (deleted or undone) meanwhile
+
+
+def ensure_indexed(blobs: BlobStore, index: IndexStore, sync_queue: SyncQueue, blob_name: str) -> Outcome:
+    """Make sure the instance blob ``blob_name`` is in the index (idempotent).
+
+    Raises
+    ------
+    DependencyUnavailable
+        When storage or the index fails; the trigger retries.
+    """
+    key = parse_instance_blob_name(blob_name)
+    if key is None:
+        log.warning("ensure_indexed ignores a non-canonical blob name=%s", blob_name)
+        return Outcome.IGNORED
+    if index.get_instance(key) is not None:
+        return Outcome.ALREADY_INDEXED
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as f:
+        size = 0
+        try:
+            for chunk in blobs.iter_instance(key):
+                f.write(chunk)
+                size += len(chunk)
+        except NotFound:
+            return Outcome.GONE
+        parsed = read_instance(f, size, None, key.partition)
+    if isinstance(parsed, Rejected):
+        log.error("instance blob cannot be indexed name=%s reason=%s: %s", blob_name, parsed.reason, parsed.message)
+        return Outcome.REJECTED
+    if parsed.key != key:
+        log.error("instance blob content does not match its name name=%s", blob_name)
+        return Outcome.REJECTED
+    index_instance(blobs, index, parsed)
+    try:
+        blobs.instance_size(key)
+    except NotFound:
+        # Deleted or undone while we indexed it: take our entry back out.
+        index.remove_instance(key)
+        blobs.delete_metadata(key)
+        return Outcome.GONE
+    try:
+        sync_queue.enqueue_studies([key.study])
+    except DicomServerError as exc:
+        log.error("fhir-sync enqueue failed after repair: %s", exc.message)
+    log.info("repaired index for instance blob study=%s sop=%s", key.study_instance_uid, key.sop_instance_uid)
+    return Outcome.INDEXED
