@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import struct
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,15 +30,16 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from .attributes import all_index_tags
-from .dicomjson import dataset_to_json, select
+from .dicomjson import dataset_to_json, select, tag_key
 from .errors import DicomServerError, FailureReason, NotFound
 from .identifiers import InstanceKey, is_valid_uid
 from .stores import BlobStore, IndexedInstance, IndexStore, SyncQueue
-from .validation import instance_key, validate_dataset
+from .validation import find_invalid_attributes, instance_key, validate_dataset
 
 log = logging.getLogger(__name__)
 
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _BLOB_NAME = re.compile(
     r"(?P<partition>[A-Za-z0-9._-]{1,64})/(?P<study>[0-9.]+)/(?P<series>[0-9.]+)/(?P<sop>[0-9.]+)\.dcm"
 )
@@ -52,6 +54,8 @@ class ParsedInstance:
     transfer_syntax_uid: str
     size: int
     metadata: dict[str, Any]
+    #: ErrorComment texts of attributes that failed VR validation (left out of metadata and index).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +95,98 @@ def read_instance(f: IO[bytes], size: int, study_in_path: str | None, partition:
                 check.sop_class_uid,
                 check.sop_instance_uid,
             )
+        truncation = _check_remaining_elements(f, size, ds)
+        if truncation:
+            return Rejected(
+                FailureReason.PROCESSING_FAILURE,
+                f"The file is truncated or corrupt: {truncation}",
+                check.sop_class_uid,
+                check.sop_instance_uid,
+            )
+        invalid = find_invalid_attributes(ds)
         metadata = dataset_to_json(ds)
     except PARSE_ERRORS as exc:
         return Rejected(FailureReason.PROCESSING_FAILURE, f"The file is not a readable DICOM file: {exc}")
-    return ParsedInstance(instance_key(ds, partition), check.sop_class_uid or "", transfer_syntax, size, metadata)
+    for tag in invalid:  # Azure v2: attributes that failed validation are neither returned nor indexed
+        metadata.pop(tag_key(tag), None)
+    return ParsedInstance(
+        instance_key(ds, partition),
+        check.sop_class_uid or "",
+        transfer_syntax,
+        size,
+        metadata,
+        tuple(invalid.values()),
+    )
+
+
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+def _check_remaining_elements(f: IO[bytes], size: int, ds: pydicom.Dataset) -> str | None:
+    """Walk the element headers after where pydicom stopped (Pixel Data and later).
+
+    pydicom reads up to Pixel Data; this checks, by seeking only, that every
+    later element (and each item of encapsulated Pixel Data) lies inside the
+    file, so a truncated file is rejected rather than stored.  Returns a
+    message for the first problem, or None.
+    """
+    if str(getattr(ds.file_meta, "TransferSyntaxUID", "")) == _DEFLATED:
+        return None  # the dataset is deflated as a whole; pydicom already inflated and read it
+    endian = "<" if ds.is_little_endian in (True, None) else ">"
+    implicit = bool(ds.is_implicit_VR)
+    pos = f.tell()
+    while pos < size:
+        f.seek(pos)
+        header = f.read(8)
+        if len(header) < 8:
+            return f"an element header at byte {pos} is cut short"
+        group, element = struct.unpack(endian + "HH", header[:4])
+        vr = header[4:6]
+        if implicit or group == 0xFFFE or not vr.isalpha() or not vr.isupper():
+            # Implicit VR (some files switch to it for Pixel Data; pydicom accepts that too).
+            (length,) = struct.unpack(endian + "L", header[4:8])
+            start = pos + 8
+        else:
+            if vr in _LONG_VRS:
+                extra = f.read(4)
+                if len(extra) < 4:
+                    return f"the element ({group:04X},{element:04X}) header is cut short"
+                (length,) = struct.unpack(endian + "L", extra)
+                start = pos + 12
+            else:
+                (length,) = struct.unpack(endian + "H", header[6:8])
+                start = pos + 8
+        if length == 0xFFFFFFFF:
+            if (group, element) != (0x7FE0, 0x0010):
+                return None  # undefined-length sequences after Pixel Data: trust pydicom's parse
+            problem, pos = _walk_items(f, start, size, endian)
+            if problem:
+                return problem
+            continue
+        if start + length > size:
+            return (
+                f"the element ({group:04X},{element:04X}) declares {length} bytes "
+                f"but only {max(size - start, 0)} remain"
+            )
+        pos = start + length
+    return None
+
+
+def _walk_items(f: IO[bytes], pos: int, size: int, endian: str) -> tuple[str | None, int]:
+    """Check the items of encapsulated Pixel Data; return (problem, position after)."""
+    while True:
+        f.seek(pos)
+        header = f.read(8)
+        if len(header) < 8:
+            return "the encapsulated Pixel Data ends without a sequence delimiter", pos
+        group, element, length = struct.unpack(endian + "HHL", header)
+        if (group, element) == (0xFFFE, 0xE0DD):
+            return None, pos + 8
+        if (group, element) != (0xFFFE, 0xE000):
+            return f"unexpected element ({group:04X},{element:04X}) inside encapsulated Pixel Data", pos
+        if pos + 8 + length > size:
+            return f"a Pixel Data fragment declares {length} bytes but only {size - pos - 8} remain", pos
+        pos += 8 + length
 
 
 def index_instance(blobs: BlobStore, index: IndexStore, parsed: ParsedInstance) -> None:

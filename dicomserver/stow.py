@@ -51,6 +51,7 @@ class InstanceResult:
     retrieve_url: str | None = None
     study: StudyKey | None = None
     dependency_failed: bool = False
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -127,8 +128,12 @@ async def store_instances(
 
     if media.type == APPLICATION_DICOM:
         part = _Part(APPLICATION_DICOM, max_instance_bytes)
-        async for chunk in body:
-            part.write(chunk)
+        try:
+            async for chunk in body:
+                part.write(chunk)
+        except BaseException:
+            part.file.close()
+            raise
         results.append(await asyncio.to_thread(context.process, part))
     elif media.type == MULTIPART_RELATED:
         declared = (media.param("type") or APPLICATION_DICOM).lower()
@@ -141,17 +146,20 @@ async def store_instances(
             raise UnsupportedMediaType("The multipart/related Content-Type has no boundary parameter.")
         reader = MultipartReader(boundary)
         current: _Part | None = None
-        async for chunk in body:
-            for event in reader.feed(chunk):
-                if isinstance(event, PartStart):
-                    ctype = event.headers.get("content-type")
-                    current = _Part(ctype, max_instance_bytes)
-                elif isinstance(event, PartData) and current is not None:
-                    current.write(event.data)
-                elif isinstance(event, PartEnd) and current is not None:
-                    results.append(await asyncio.to_thread(context.process, current))
-                    current = None
-        reader.close()
+        try:
+            async for chunk in body:
+                for event in reader.feed(chunk):
+                    if isinstance(event, PartStart):
+                        current = _Part(event.headers.get("content-type"), max_instance_bytes)
+                    elif isinstance(event, PartData) and current is not None:
+                        current.write(event.data)
+                    elif isinstance(event, PartEnd) and current is not None:
+                        part, current = current, None
+                        results.append(await asyncio.to_thread(context.process, part))
+            reader.close()
+        finally:
+            if current is not None:  # the body ended or failed inside a part
+                current.file.close()
     else:
         raise UnsupportedMediaType(
             f"The Content-Type '{media.type}' is not supported; use multipart/related; type=\"application/dicom\"."
@@ -200,7 +208,7 @@ class _Context:
         if isinstance(parsed, Rejected):
             return InstanceResult(parsed.sop_class_uid, parsed.sop_instance_uid, parsed.reason, parsed.message)
         key = parsed.key
-        result = InstanceResult(parsed.sop_class_uid, key.sop_instance_uid, study=key.study)
+        result = InstanceResult(parsed.sop_class_uid, key.sop_instance_uid, study=key.study, warnings=parsed.warnings)
 
         _zero_preamble(f)
         f.seek(0)
@@ -257,6 +265,16 @@ def _uid(value: str | None) -> dict[str, Any]:
     return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
 
 
+def _warning_attributes(result: InstanceResult) -> dict[str, Any]:
+    """WarningReason 1 and FailedAttributesSequence for an instance stored with invalid attributes (v2)."""
+    if not result.warnings:
+        return {}
+    return {
+        "00081196": {"vr": "US", "Value": [int(FailureReason.DATASET_HAS_VALIDATION_WARNINGS)]},
+        "00741048": {"vr": "SQ", "Value": [{"00000902": {"vr": "LO", "Value": [text]}} for text in result.warnings]},
+    }
+
+
 def _response(results: list[InstanceResult], study_in_path: str | None, base_url: str) -> StoreResponse:
     stored = [r for r in results if r.failure is None]
     failed = [r for r in results if r.failure is not None]
@@ -283,13 +301,14 @@ def _response(results: list[InstanceResult], study_in_path: str | None, base_url
                 "00081150": _uid(r.sop_class_uid),
                 "00081155": _uid(r.sop_instance_uid),
                 "00081190": {"vr": "UR", "Value": [r.retrieve_url]},
+                **_warning_attributes(r),
             }
             for r in stored
         ],
     }
     if not stored:
         del body["00081199"]
-    if stored and not failed:
+    if stored and not failed and not any(r.warnings for r in stored):
         status = 200
     elif stored:
         status = 202

@@ -14,8 +14,12 @@ Rules (Azure DICOM service v2 conformance statement, "Store (STOW-RS)"):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from pydicom import config
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag, Tag
+from pydicom.valuerep import validate_value
 
 from .errors import FailureReason
 from .identifiers import InstanceKey, is_valid_uid
@@ -98,3 +102,74 @@ def instance_key(ds: Dataset, partition: str) -> InstanceKey:
         _text(ds, "SeriesInstanceUID") or "",
         _text(ds, "SOPInstanceUID") or "",
     )
+
+
+#: String VRs whose values are checked against PS3.5 §6.2 (binary VRs are always well-formed).
+_CHECKED_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UI", "UR"})
+
+
+def _values(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return list(value)
+    return [value]
+
+
+def _element_problem(ds: Dataset, tag: BaseTag) -> tuple[int, str] | None:
+    """The first problem in one element (searching sequence items recursively)."""
+    raw = ds.get_item(tag)
+    raw_vr = getattr(raw, "VR", None)
+    if raw_vr is not None and raw_vr not in _CHECKED_VRS and raw_vr != "SQ":
+        return None
+    if getattr(raw, "value", b"") is None and getattr(raw, "length", 0):
+        return None  # deferred large value (LT/UT over the defer size): not read, not checked
+    try:
+        elem = ds[tag]
+    except Exception as exc:  # pydicom raises many types for values it cannot convert
+        return int(tag), f"- Content cannot be read: {exc}"
+    if elem.VR == "SQ":
+        for item in elem.value or []:
+            for inner in item.keys():
+                problem = _element_problem(item, inner)
+                if problem is not None:
+                    return problem
+        return None
+    if elem.VR not in _CHECKED_VRS or elem.value is None:
+        return None
+    for value in _values(elem.value):
+        text = str(value).rstrip("\x00")  # null padding alone is not a problem (Azure v2)
+        try:
+            validate_value(elem.VR, text, config.RAISE)
+        except ValueError as exc:
+            detail = str(exc).split(". Please see")[0].rstrip(".")
+            if detail.startswith("Invalid value for VR"):
+                detail = f"the value does not have the form of a {elem.VR} value"
+            return int(tag), f'- Content "{text}" does not validate VR {elem.VR}: {detail}'
+    return None
+
+
+def _tag_text(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def find_invalid_attributes(ds: Dataset) -> dict[int, str]:
+    """Attributes (other than the required ones) whose values fail VR validation.
+
+    Azure v2 stores such an instance with WarningReason 1 and one ErrorComment
+    per attribute in FailedAttributesSequence; only the first problem per
+    attribute (and per sequence) is reported, and values that fail only
+    because of trailing NUL padding pass.
+
+    Returns
+    -------
+    dict[int, str]
+        Top-level tag → ``DICOM100: (gggg,eeee) - Content "..." does not validate VR XX: ...``.
+    """
+    required = {int(Tag(k)) for k in (*REQUIRED_UIDS, "PatientID")}
+    problems: dict[int, str] = {}
+    for tag in ds.keys():
+        if int(tag) in required or tag.element == 0:
+            continue
+        problem = _element_problem(ds, tag)
+        if problem is not None:
+            problems[int(tag)] = f"DICOM100: {_tag_text(problem[0])} {problem[1]}"
+    return problems

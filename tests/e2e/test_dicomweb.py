@@ -21,7 +21,8 @@ BUNDLED = [
     "MR_small_RLE.dcm",  # RLE Lossless
     "JPEG2000.dcm",
     "SC_rgb_jpeg_dcmd.dcm",  # JPEG baseline
-    "emri_small.dcm",  # multi-frame
+    "rtdose.dcm",  # multi-frame
+    "MR_small_implicit.dcm",
 ]
 
 

@@ -1,0 +1,81 @@
+"""Bad input never causes a 500 and never disturbs what is stored."""
+
+from __future__ import annotations
+
+import io
+
+import pydicom
+import pytest
+
+from dicomserver.errors import DicomServerError
+from dicomserver.identifiers import DEFAULT_PARTITION, InstanceKey
+from dicomserver.wiring import Services
+from tests.badinput import malformed_parts, malformed_requests
+from tests.dicomfiles import make_instance, multipart_body
+from tests.integration.test_stow import failures, referenced, store
+
+PARTS = malformed_parts()
+REQUESTS = malformed_requests()
+
+
+@pytest.mark.parametrize(("name", "data"), PARTS, ids=[p[0] for p in PARTS])
+def test_malformed_part_gets_a_reason_or_is_stored(services: Services, name: str, data: bytes) -> None:
+    body, ctype = multipart_body([data])
+    response = store(services, body, ctype)
+    assert response.status in (200, 202, 409), name
+    if response.status == 409:
+        assert failures(response) and all(code in (272, 43264) for code in failures(response))
+    else:
+        (ref,) = referenced(response)
+        assert ref["00081190"]["Value"][0].startswith("http://dicom.test/v2/studies/")
+
+
+@pytest.mark.parametrize(("name", "body", "ctype"), REQUESTS, ids=[r[0] for r in REQUESTS])
+def test_malformed_request_is_a_4xx(services: Services, name: str, body: bytes, ctype: str) -> None:
+    try:
+        response = store(services, body, ctype)
+    except DicomServerError as exc:
+        assert 400 <= exc.status < 500, name
+    else:
+        assert response.status == 409, name
+
+
+def test_invalid_optional_attributes_are_stored_with_warnings_and_not_indexed(services: Services) -> None:
+    data = make_instance(InstitutionName="x" * 70, patient_id="WARN-1")
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.StudyDate = "NotADate"
+    out = io.BytesIO()
+    ds.save_as(out)
+    response = store(services, *multipart_body([out.getvalue()]))
+    assert response.status == 202
+    (ref,) = referenced(response)
+    assert ref["00081196"]["Value"] == [1]
+    comments = [item["00000902"]["Value"][0] for item in ref["00741048"]["Value"]]
+    assert comments == [
+        'DICOM100: (0008,0020) - Content "NotADate" does not validate VR DA: '
+        "the value does not have the form of a DA value",
+        'DICOM100: (0008,0080) - Content "' + "x" * 70 + '" does not validate VR LO: '
+        "The value length (70) exceeds the maximum length of 64 allowed for VR LO",
+    ]
+    key = InstanceKey(DEFAULT_PARTITION, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    metadata = services.blobs.get_metadata(key)[0]
+    assert b'"00080020"' not in metadata and b'"00100020"' in metadata
+    assert b"".join(services.blobs.iter_instance(key))[132:] == out.getvalue()[132:]  # stored as sent
+
+
+def test_null_padded_values_are_not_warned(services: Services) -> None:
+    data = make_instance()
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.AccessionNumber = "ACC\x00"
+    out = io.BytesIO()
+    ds.save_as(out)
+    assert store(services, *multipart_body([out.getvalue()])).status == 200
+
+
+def test_bad_input_does_not_disturb_stored_instances(services: Services) -> None:
+    good = make_instance()
+    assert store(services, *multipart_body([good])).status == 200
+    for _, data in PARTS:
+        store(services, *multipart_body([data]))
+    again = store(services, *multipart_body([good]))
+    assert failures(again) == [45070]
