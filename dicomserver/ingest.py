@@ -16,11 +16,13 @@ leave an index entry without its file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import struct
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -31,9 +33,10 @@ from pydicom.errors import InvalidDicomError
 
 from .attributes import all_index_tags
 from .dicomjson import dataset_to_json, select, tag_key
-from .errors import DicomServerError, FailureReason, NotFound
-from .identifiers import InstanceKey, is_valid_uid
+from .errors import DicomServerError, DuplicateInstance, FailureReason, NotFound
+from .identifiers import DEFAULT_PARTITION, InstanceKey, is_valid_uid
 from .stores import BlobStore, IndexedInstance, IndexStore, SyncQueue
+from .stores.blob import AzureImportStore
 from .validation import find_invalid_attributes, instance_key, validate_dataset
 
 log = logging.getLogger(__name__)
@@ -204,6 +207,14 @@ def index_instance(blobs: BlobStore, index: IndexStore, parsed: ParsedInstance) 
     )
 
 
+def zero_preamble(f: IO[bytes]) -> None:
+    """Zero the 128-byte preamble of a Part 10 file (Azure stores it zeroed; PS3.10 §7.1)."""
+    f.seek(128)
+    if f.read(4) == b"DICM":
+        f.seek(0)
+        f.write(b"\x00" * 128)
+
+
 def parse_instance_blob_name(name: str) -> InstanceKey | None:
     """The key of a canonical instance blob name, or None for any other name."""
     match = _BLOB_NAME.fullmatch(name)
@@ -268,3 +279,78 @@ def ensure_indexed(blobs: BlobStore, index: IndexStore, sync_queue: SyncQueue, b
         log.error("fhir-sync enqueue failed after repair: %s", exc.message)
     log.info("repaired index for instance blob study=%s sop=%s", key.study_instance_uid, key.sop_instance_uid)
     return Outcome.INDEXED
+
+
+def _sha256(chunks: Iterable[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_chunks(f: IO[bytes]) -> Iterator[bytes]:
+    f.seek(0)
+    while chunk := f.read(1024 * 1024):
+        yield chunk
+
+
+def import_instance(
+    blobs: BlobStore, index: IndexStore, sync_queue: SyncQueue, imports: AzureImportStore, name: str
+) -> Outcome:
+    """Bulk import: validate ``name`` from the import container, store it canonically, index it.
+
+    Any file name is accepted.  A file that cannot be stored is moved to the
+    errors container with ``{name}.error.json`` giving the failure reason code
+    and message.  Idempotent: a retry after a crash at any step finishes the
+    job (an instance already stored with identical bytes counts as imported).
+
+    Raises
+    ------
+    DependencyUnavailable
+        When storage or the index fails; the trigger retries.
+    """
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as f:
+        size = 0
+        try:
+            for chunk in imports.iter_import(name):
+                f.write(chunk)
+                size += len(chunk)
+        except NotFound:
+            return Outcome.GONE
+        parsed = read_instance(f, size, None, DEFAULT_PARTITION)
+        if isinstance(parsed, Rejected):
+            _reject(imports, name, f, size, parsed.reason, parsed.message)
+            return Outcome.REJECTED
+        zero_preamble(f)
+        f.seek(0)
+        try:
+            blobs.put_instance(parsed.key, f, size)
+        except DuplicateInstance as exc:
+            if _sha256(blobs.iter_instance(parsed.key)) != _sha256(_file_chunks(f)):
+                _reject(imports, name, f, size, FailureReason.SOP_INSTANCE_ALREADY_EXISTS, exc.message)
+                return Outcome.REJECTED
+            # Same bytes: an earlier attempt stored it; finish indexing below.
+        index_instance(blobs, index, parsed)
+    try:
+        sync_queue.enqueue_studies([parsed.key.study])
+    except DicomServerError as exc:
+        log.error("fhir-sync enqueue failed after import: %s", exc.message)
+    imports.delete_import(name)
+    log.info("imported blob study=%s sop=%s", parsed.key.study_instance_uid, parsed.key.sop_instance_uid)
+    return Outcome.INDEXED
+
+
+def _reject(imports: AzureImportStore, name: str, f: IO[bytes], size: int, reason: FailureReason, message: str) -> None:
+    log.warning("import rejected blob=%s reason=%d: %s", name, int(reason), message)
+    imports.reject_import(
+        name,
+        f,
+        size,
+        {
+            "blob": name,
+            "failureReason": int(reason),
+            "failureReasonName": reason.name,
+            "message": message,
+            "rejectedAt": datetime.now(UTC).isoformat(),
+        },
+    )

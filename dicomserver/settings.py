@@ -31,6 +31,8 @@ SETTING_NAMES: tuple[str, ...] = (
     "DICOM_COSMOS_EMULATOR",
     "DICOM_INSTANCE_CONTAINER",
     "DICOM_METADATA_CONTAINER",
+    "DICOM_IMPORT_CONTAINER",
+    "DICOM_IMPORT_ERRORS_CONTAINER",
     "DICOM_FHIR_SYNC_QUEUE",
     "DICOM_PUBLIC_BASE_URL",
     "DICOM_MAX_INSTANCE_BYTES",
@@ -59,6 +61,8 @@ class Settings:
     cosmos_emulator: bool = False
     instance_container: str = "dicom"
     metadata_container: str = "dicom-metadata"
+    import_container: str = "dicom-import"
+    import_errors_container: str = "dicom-import-errors"
     fhir_sync_queue: str = "fhir-sync"
     public_base_url: str | None = None
     max_instance_bytes: int = 2 * 1024**3
@@ -94,6 +98,8 @@ class Settings:
             cosmos_emulator=_flag(env.get("DICOM_COSMOS_EMULATOR")),
             instance_container=env.get("DICOM_INSTANCE_CONTAINER", defaults.instance_container),
             metadata_container=env.get("DICOM_METADATA_CONTAINER", defaults.metadata_container),
+            import_container=env.get("DICOM_IMPORT_CONTAINER", defaults.import_container),
+            import_errors_container=env.get("DICOM_IMPORT_ERRORS_CONTAINER", defaults.import_errors_container),
             fhir_sync_queue=env.get("DICOM_FHIR_SYNC_QUEUE", defaults.fhir_sync_queue),
             public_base_url=public.rstrip("/") if public else None,
             max_instance_bytes=max_bytes,

@@ -29,7 +29,7 @@ from .errors import (
     UnsupportedMediaType,
 )
 from .identifiers import DEFAULT_PARTITION, StudyKey
-from .ingest import Rejected, ensure_indexed, index_instance, read_instance
+from .ingest import Rejected, ensure_indexed, index_instance, read_instance, zero_preamble
 from .mediatypes import APPLICATION_DICOM, MULTIPART_RELATED, parse_media_type
 from .multipart import MultipartReader, PartData, PartEnd, PartStart
 from .stores import BlobStore, IndexStore, SyncQueue
@@ -210,7 +210,7 @@ class _Context:
         key = parsed.key
         result = InstanceResult(parsed.sop_class_uid, key.sop_instance_uid, study=key.study, warnings=parsed.warnings)
 
-        _zero_preamble(f)
+        zero_preamble(f)
         f.seek(0)
         try:
             self.blobs.put_instance(key, f, part.size)
@@ -251,14 +251,6 @@ class _Context:
             except DicomServerError as exc:
                 # The blob-triggered repair (ensure_indexed) reconciles what is left.
                 log.error("undo step %s failed sop=%s: %s", step.__name__, key.sop_instance_uid, exc.message)
-
-
-def _zero_preamble(f: IO[bytes]) -> None:
-    """Zero the 128-byte preamble of a Part 10 file (Azure stores it zeroed)."""
-    f.seek(128)
-    if f.read(4) == b"DICM":
-        f.seek(0)
-        f.write(b"\x00" * 128)
 
 
 def _uid(value: str | None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient, TextBase64EncodePolicy
 
 from .settings import Settings
-from .stores.blob import CHUNK_SIZE, AzureBlobStore
+from .stores.blob import CHUNK_SIZE, AzureBlobStore, AzureImportStore
 from .stores.cosmos import make_cosmos_client
 from .stores.index import CosmosIndexStore
 from .stores.queue import AzureSyncQueue
@@ -31,6 +31,7 @@ class Services:
 
     settings: Settings
     blobs: AzureBlobStore
+    imports: AzureImportStore
     index: CosmosIndexStore
     sync_queue: AzureSyncQueue
 
@@ -69,6 +70,7 @@ def build_services(settings: Settings) -> Services:
     else:
         raise ValueError("Set DICOM_STORAGE (emulator) or DICOM_STORAGE__blobServiceUri (Azure).")
     blobs = AzureBlobStore(blob_service, settings.instance_container, settings.metadata_container)
+    imports = AzureImportStore(blob_service, settings.import_container, settings.import_errors_container)
     index = CosmosIndexStore(
         make_cosmos_client(settings, credential), settings.cosmos_database, emulator=settings.cosmos_emulator
     )
@@ -76,7 +78,7 @@ def build_services(settings: Settings) -> Services:
         _queue_client(settings, settings.fhir_sync_queue, credential),
         _queue_client(settings, settings.fhir_sync_queue + "-poison", credential),
     )
-    return Services(settings, blobs, index, queue)
+    return Services(settings, blobs, imports, index, queue)
 
 
 _lock = threading.Lock()
@@ -103,6 +105,7 @@ def services() -> Services:
 def provision_services(built: Services) -> None:
     """Create containers, queues, the Cosmos database and container (idempotent)."""
     built.blobs.ensure_containers()
+    built.imports.ensure_containers()
     built.sync_queue.ensure_queue()
     built.index.ensure_schema()
     log.info("provisioned storage containers, queues and the Cosmos index")

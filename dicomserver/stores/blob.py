@@ -8,6 +8,7 @@ one succeeds; the rest get :class:`~dicomserver.errors.DuplicateInstance`.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, TypeVar
@@ -141,3 +142,71 @@ class AzureBlobStore:
             _translate("metadata delete", blob.delete_blob)
         except ResourceNotFoundError:
             pass
+
+
+class AzureImportStore:
+    """The bulk-import drop container and the container its rejects move to.
+
+    A rejected file is copied to the errors container under the same name, with
+    ``{name}.error.json`` beside it, and only then deleted from the import container.
+    """
+
+    def __init__(self, service: BlobServiceClient, import_container: str, errors_container: str) -> None:
+        self._imports = service.get_container_client(import_container)
+        self._errors = service.get_container_client(errors_container)
+
+    def ensure_containers(self) -> None:
+        for container in (self._imports, self._errors):
+            try:
+                container.create_container()
+            except ResourceExistsError:
+                pass
+
+    def put_import(self, name: str, data: BinaryIO | bytes, length: int | None = None) -> None:
+        """Drop a file into the import container (tools and tests)."""
+        blob = self._imports.get_blob_client(name)
+        _translate("import upload", lambda: blob.upload_blob(data, length=length, overwrite=True))
+
+    def iter_import(self, name: str) -> Iterator[bytes]:
+        blob = self._imports.get_blob_client(name)
+        try:
+            downloader = _translate("import download", blob.download_blob)
+        except ResourceNotFoundError:
+            raise NotFound(f"The import blob '{name}' was not found.") from None
+        yield from downloader.chunks()
+
+    def list_imports(self) -> list[str]:
+        return [b.name for b in _translate("import list", lambda: list(self._imports.list_blobs()))]
+
+    def delete_import(self, name: str) -> None:
+        try:
+            _translate("import delete", lambda: self._imports.get_blob_client(name).delete_blob())
+        except ResourceNotFoundError:
+            pass
+
+    def reject_import(self, name: str, data: BinaryIO, length: int, reason: dict[str, object]) -> None:
+        """Move ``name`` (whose bytes the caller holds in ``data``) to the errors container.
+
+        The copy and the JSON reason are written before the import blob is
+        deleted, so a crash in between leaves the file in both places, never in none.
+        """
+        data.seek(0)
+        target = self._errors.get_blob_client(name)
+        _translate("import reject copy", lambda: target.upload_blob(data, length=length, overwrite=True))
+        body = json.dumps(reason, indent=2).encode()
+        error_blob = self._errors.get_blob_client(f"{name}.error.json")
+        _translate(
+            "import reject reason",
+            lambda: error_blob.upload_blob(
+                body, overwrite=True, content_settings=ContentSettings(content_type="application/json")
+            ),
+        )
+        self.delete_import(name)
+
+    def read_error(self, name: str) -> tuple[bytes, dict[str, object]]:
+        """The rejected file and its reason (tools and tests)."""
+        data = _translate("error read", lambda: self._errors.get_blob_client(name).download_blob().readall())
+        reason = _translate(
+            "error read", lambda: self._errors.get_blob_client(f"{name}.error.json").download_blob().readall()
+        )
+        return data, json.loads(reason)
