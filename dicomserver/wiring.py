@@ -13,9 +13,11 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from azure.storage.blob import BlobServiceClient
+from azure.core.exceptions import AzureError
+from azure.storage.blob import BlobServiceClient, ExponentialRetry
 from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient, TextBase64EncodePolicy
 
+from .errors import DependencyUnavailable
 from .settings import Settings
 from .stores.blob import CHUNK_SIZE, AzureBlobStore, AzureImportStore
 from .stores.cosmos import make_cosmos_client
@@ -23,6 +25,12 @@ from .stores.index import CosmosIndexStore
 from .stores.queue import AzureSyncQueue
 
 log = logging.getLogger(__name__)
+
+
+def _retry() -> ExponentialRetry:
+    """Storage retries: about 8 s in all, not the SDK default of about a minute,
+    so an outage becomes a prompt 503 the client can retry."""
+    return ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=3, random_jitter_range=0.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +51,11 @@ def _credential(settings: Settings) -> Any:
 
 
 def _queue_client(settings: Settings, name: str, credential: Any) -> QueueClient:
-    policies = {"message_encode_policy": TextBase64EncodePolicy(), "message_decode_policy": BinaryBase64DecodePolicy()}
+    policies: dict[str, Any] = {
+        "message_encode_policy": TextBase64EncodePolicy(),
+        "message_decode_policy": BinaryBase64DecodePolicy(),
+        "retry_policy": _retry(),
+    }
     if settings.storage_connection_string:
         return QueueClient.from_connection_string(settings.storage_connection_string, name, **policies)
     if not settings.queue_service_uri:
@@ -58,7 +70,10 @@ def build_services(settings: Settings) -> Services:
         credential = _credential(settings)
     if settings.storage_connection_string:
         blob_service = BlobServiceClient.from_connection_string(
-            settings.storage_connection_string, max_chunk_get_size=CHUNK_SIZE, max_single_put_size=8 * 1024 * 1024
+            settings.storage_connection_string,
+            max_chunk_get_size=CHUNK_SIZE,
+            max_single_put_size=8 * 1024 * 1024,
+            retry_policy=_retry(),
         )
     elif settings.blob_service_uri:
         blob_service = BlobServiceClient(
@@ -66,14 +81,17 @@ def build_services(settings: Settings) -> Services:
             credential=credential,
             max_chunk_get_size=CHUNK_SIZE,
             max_single_put_size=8 * 1024 * 1024,
+            retry_policy=_retry(),
         )
     else:
         raise ValueError("Set DICOM_STORAGE (emulator) or DICOM_STORAGE__blobServiceUri (Azure).")
     blobs = AzureBlobStore(blob_service, settings.instance_container, settings.metadata_container)
     imports = AzureImportStore(blob_service, settings.import_container, settings.import_errors_container)
-    index = CosmosIndexStore(
-        make_cosmos_client(settings, credential), settings.cosmos_database, emulator=settings.cosmos_emulator
-    )
+    try:
+        cosmos = make_cosmos_client(settings, credential)  # reads the account: network I/O
+    except AzureError as exc:
+        raise DependencyUnavailable("Cosmos DB is unavailable.") from exc
+    index = CosmosIndexStore(cosmos, settings.cosmos_database, emulator=settings.cosmos_emulator)
     queue = AzureSyncQueue(
         _queue_client(settings, settings.fhir_sync_queue, credential),
         _queue_client(settings, settings.fhir_sync_queue + "-poison", credential),
@@ -97,7 +115,10 @@ def services() -> Services:
             if _services is None:
                 built = build_services(Settings.from_env())
                 if built.settings.provision_resources:
-                    provision_services(built)
+                    try:
+                        provision_services(built)
+                    except AzureError as exc:
+                        raise DependencyUnavailable("Storage or Cosmos DB is unavailable.") from exc
                 _services = built
     return _services
 
