@@ -45,7 +45,7 @@ def element_to_json(elem: DataElement) -> JsonElement | None:
             out["Value"] = items
         return out
     try:
-        return elem.to_json_dict(bulk_data_element_handler=None, bulk_data_threshold=2**62)  # type: ignore[no-any-return]
+        return elem.to_json_dict(bulk_data_element_handler=None, bulk_data_threshold=2**62)
     except Exception as exc:  # pydicom raises many types for bad values
         log.debug("element %s left out of DICOM JSON: %s", elem.tag, exc)
         return None

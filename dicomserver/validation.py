@@ -120,7 +120,7 @@ def _element_problem(ds: Dataset, tag: BaseTag) -> tuple[int, str] | None:
     raw_vr = getattr(raw, "VR", None)
     if raw_vr is not None and raw_vr not in _CHECKED_VRS and raw_vr != "SQ":
         return None
-    if getattr(raw, "value", b"") is None and getattr(raw, "length", 0):
+    if getattr(raw, "value", b"") is None and int(getattr(raw, "length", 0) or 0) > 0:
         return None  # deferred large value (LT/UT over the defer size): not read, not checked
     try:
         elem = ds[tag]

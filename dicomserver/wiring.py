@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 
 
 def _retry() -> ExponentialRetry:
-    """Storage retries: about 8 s in all, not the SDK default of about a minute,
+    """Storage retries: about 9 s in all, not the SDK default of about a minute,
     so an outage becomes a prompt 503 the client can retry."""
-    return ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=3, random_jitter_range=0.5)
+    return ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3, random_jitter_range=1)
 
 
 @dataclass(frozen=True, slots=True)

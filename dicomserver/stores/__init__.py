@@ -8,7 +8,7 @@ translated into :mod:`dicomserver.errors` inside this package and nowhere else.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import BinaryIO, Protocol
+from typing import IO, Protocol
 
 from ..identifiers import InstanceKey, StudyKey
 from .model import IndexedInstance, QueryPage, StudyQuery
@@ -21,7 +21,7 @@ class BlobStore(Protocol):
 
     def ensure_containers(self) -> None: ...
 
-    def put_instance(self, key: InstanceKey, data: BinaryIO, length: int) -> None:
+    def put_instance(self, key: InstanceKey, data: IO[bytes], length: int) -> None:
         """Create the instance blob; raises DuplicateInstance if it exists."""
 
     def delete_instance(self, key: InstanceKey) -> None: ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
-from typing import BinaryIO, TypeVar
+from typing import IO, TypeVar
 
 from azure.core.exceptions import (
     AzureError,
@@ -66,7 +66,7 @@ class AzureBlobStore:
             except ResourceExistsError:
                 pass
 
-    def put_instance(self, key: InstanceKey, data: BinaryIO, length: int) -> None:
+    def put_instance(self, key: InstanceKey, data: IO[bytes], length: int) -> None:
         blob = self._instances.get_blob_client(instance_blob_name(key))
         try:
             _translate(
@@ -162,7 +162,7 @@ class AzureImportStore:
             except ResourceExistsError:
                 pass
 
-    def put_import(self, name: str, data: BinaryIO | bytes, length: int | None = None) -> None:
+    def put_import(self, name: str, data: IO[bytes] | bytes, length: int | None = None) -> None:
         """Drop a file into the import container (tools and tests)."""
         blob = self._imports.get_blob_client(name)
         _translate("import upload", lambda: blob.upload_blob(data, length=length, overwrite=True))
@@ -184,7 +184,7 @@ class AzureImportStore:
         except ResourceNotFoundError:
             pass
 
-    def reject_import(self, name: str, data: BinaryIO, length: int, reason: dict[str, object]) -> None:
+    def reject_import(self, name: str, data: IO[bytes], length: int, reason: dict[str, object]) -> None:
         """Move ``name`` (whose bytes the caller holds in ``data``) to the errors container.
 
         The copy and the JSON reason are written before the import blob is

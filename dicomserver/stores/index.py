@@ -226,7 +226,7 @@ class CosmosIndexStore:
     def _count(self, pk: str, extra_where: str = "", params: list[dict[str, Any]] | None = None) -> int:
         sql = f"SELECT VALUE COUNT(1) FROM c WHERE c.pk = @pk AND c.type = 'instance'{extra_where}"
         parameters = [{"name": "@pk", "value": pk}, *(params or [])]
-        rows = self._call(
+        rows: list[Any] = self._call(
             "count", lambda: list(self._container.query_items(sql, parameters=parameters, partition_key=pk))
         )
         return int(rows[0]) if rows else 0
