@@ -1,20 +1,26 @@
-"""QIDO-RS: search for studies (PS3.18 §10.6; Azure v2 "Search (QIDO-RS)").
+"""QIDO-RS: search for studies, series and instances (PS3.18 §10.6; Azure v2 "Search (QIDO-RS)").
 
-Parsing turns query parameters into a :class:`StudyQuery` of normalised
-:class:`Match` conditions (see :mod:`dicomserver.matching`); the index turns
-that into Cosmos SQL.  Rules, as in Azure v2:
+Parsing turns query parameters into a :class:`SearchQuery` of normalised
+:class:`Match` conditions grouped by level (see :mod:`dicomserver.matching`);
+the index turns that into Cosmos SQL (:mod:`dicomserver.stores.index`).
+
+Rules, as in Azure v2 unless marked "PS3.18":
 
 * known parameters (``limit``, ``offset``, ``includefield``,
   ``fuzzymatching``) are case-insensitive; every other key is an attribute,
   given as a keyword or an 8-hex-digit tag, and must be searchable at the
-  resource's level, else 400;
+  resource (:data:`SEARCHABLE`), else 400;
 * a repeated attribute or an empty value is a 400;
-* dates (StudyDate, PatientBirthDate) match exactly or by inclusive range
-  ``from-to``, either end open but not both;
+* dates (StudyDate, PatientBirthDate, PerformedProcedureStepStartDate)
+  match exactly or by inclusive range ``from-to``, either end open but not both;
 * person names match ignoring case and accents; with ``fuzzymatching=true``
   every word of the value must be the prefix of a word of the name;
-* StudyInstanceUID accepts a comma-separated list (PS3.18 §8.3.4.1);
-* ``limit`` is 1-200 (default 100); ``offset`` ≥ 0.
+* other strings match ignoring case;
+* PS3.18 §8.3.4.1: ``*`` and ``?`` wildcards in string and name values, and
+  comma-separated UID lists;
+* ``limit`` is 1-200 (default 100); ``offset`` ≥ 0; results are in the order
+  the index received them (oldest first), so offset paging never repeats or
+  skips a result while data is being added (Azure pages newest-first and can).
 """
 
 from __future__ import annotations
@@ -30,34 +36,107 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from .attributes import (
     DATE_ATTRIBUTES,
+    INSTANCE_ALL_EXTRA,
+    INSTANCE_DEFAULT,
     PERSON_NAME_ATTRIBUTES,
+    SERIES_ALL_EXTRA,
+    SERIES_DEFAULT,
     STUDY_ALL_EXTRA,
     STUDY_DEFAULT,
-    STUDY_SEARCHABLE,
     UID_ATTRIBUTES,
 )
 from .dicomjson import tag_key
 from .errors import BadRequest
-from .identifiers import is_valid_uid
+from .identifiers import Level, is_valid_uid
 from .matching import fold_person_name, fold_text, person_name_words
 from .stores import IndexStore
-from .stores.model import Match, MatchKind, StudyQuery, StudyRecord
+from .stores.model import Match, MatchKind, Record, SearchQuery
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 200
+
+STUDY_KEYS = (
+    "StudyInstanceUID",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyDate",
+    "StudyDescription",
+    "ModalitiesInStudy",
+)
+SERIES_KEYS = ("SeriesInstanceUID", "Modality", "PerformedProcedureStepStartDate", "ManufacturerModelName")
+INSTANCE_KEYS = ("SOPInstanceUID",)
+_KEY_LEVEL = {
+    **{k: Level.STUDY for k in STUDY_KEYS},
+    **{k: Level.SERIES for k in SERIES_KEYS},
+    **{k: Level.INSTANCE for k in INSTANCE_KEYS},
+}
 
 _TAG_HEX = re.compile(r"[0-9A-Fa-f]{8}")
 _MODALITIES_IN_STUDY = 0x00080061
 _NUMBER_OF_STUDY_RELATED_SERIES = 0x00201206
 _NUMBER_OF_STUDY_RELATED_INSTANCES = 0x00201208
-_COMPUTED_STUDY = (_MODALITIES_IN_STUDY, _NUMBER_OF_STUDY_RELATED_SERIES, _NUMBER_OF_STUDY_RELATED_INSTANCES)
+_NUMBER_OF_SERIES_RELATED_INSTANCES = 0x00201209
+_STUDY_INSTANCE_UID = 0x0020000D
+_SERIES_INSTANCE_UID = 0x0020000E
 
 
 @dataclass(frozen=True, slots=True)
-class StudySearch:
-    """A parsed /studies search: the query and the attributes to return."""
+class Resource:
+    """A QIDO resource: the result level and which path UIDs it has."""
 
-    query: StudyQuery
+    level: Level
+    study_in_path: bool = False
+    series_in_path: bool = False
+
+    @property
+    def searchable(self) -> tuple[str, ...]:
+        """Attributes that may be matched here (Azure v2 searchable-attributes table)."""
+        if self.level is Level.STUDY:
+            return STUDY_KEYS
+        if self.level is Level.SERIES:
+            return SERIES_KEYS if self.study_in_path else STUDY_KEYS + SERIES_KEYS
+        if self.series_in_path:
+            return INSTANCE_KEYS
+        if self.study_in_path:
+            return SERIES_KEYS + INSTANCE_KEYS
+        return STUDY_KEYS + SERIES_KEYS + INSTANCE_KEYS
+
+    def defaults(self, include_all: bool) -> set[int]:
+        """Attributes returned without includefield (and with ``includefield=all``)."""
+        if self.level is Level.STUDY:
+            tags = set(STUDY_DEFAULT)
+            if include_all:
+                tags |= set(STUDY_ALL_EXTRA) | {
+                    _MODALITIES_IN_STUDY,
+                    _NUMBER_OF_STUDY_RELATED_SERIES,
+                    _NUMBER_OF_STUDY_RELATED_INSTANCES,
+                }
+            return tags
+        if self.level is Level.SERIES:
+            tags = set(SERIES_DEFAULT) | {_STUDY_INSTANCE_UID}
+            if not self.study_in_path:
+                tags |= set(STUDY_DEFAULT)
+            if include_all:
+                tags |= set(SERIES_ALL_EXTRA) | {_NUMBER_OF_SERIES_RELATED_INSTANCES}
+            return tags
+        tags = set(INSTANCE_DEFAULT) | {_STUDY_INSTANCE_UID, _SERIES_INSTANCE_UID}
+        if not self.series_in_path:
+            tags |= set(SERIES_DEFAULT)
+        if not self.study_in_path:
+            tags |= set(STUDY_DEFAULT)
+        if include_all:
+            tags |= set(INSTANCE_ALL_EXTRA)
+        return tags
+
+
+@dataclass(frozen=True, slots=True)
+class Search:
+    """A parsed search: the index query and the attributes to return."""
+
+    query: SearchQuery
     include: frozenset[int]
 
 
@@ -87,7 +166,7 @@ def _date_match(keyword: str, value: str) -> Match:
     if "-" not in value:
         day = _parse_date(value, keyword)
         return Match(keyword, MatchKind.RANGE, (day, day))
-    low, sep, high = value.partition("-")
+    low, _, high = value.partition("-")
     if not low and not high:
         raise BadRequest(f"The {keyword} range '{value}' has no start and no end.")
     low_v = _parse_date(low, keyword) if low else ""
@@ -95,6 +174,14 @@ def _date_match(keyword: str, value: str) -> Match:
     if low_v and high_v and low_v > high_v:
         raise BadRequest(f"The {keyword} range '{value}' starts after it ends.")
     return Match(keyword, MatchKind.RANGE, (low_v, high_v))
+
+
+def _wildcard_regex(folded: str) -> str:
+    """Anchored regular expression for a folded value with ``*`` / ``?`` wildcards."""
+    pieces = []
+    for ch in folded:
+        pieces.append(".*" if ch == "*" else "." if ch == "?" else re.escape(ch))
+    return "^" + "".join(pieces) + "$"
 
 
 def _match(keyword: str, value: str, fuzzy: bool) -> Match:
@@ -106,7 +193,10 @@ def _match(keyword: str, value: str, fuzzy: bool) -> Match:
         return Match(keyword, MatchKind.ANY_OF if len(uids) > 1 else MatchKind.EXACT, uids)
     if keyword in DATE_ATTRIBUTES:
         return _date_match(keyword, value)
+    wildcard = "*" in value or "?" in value
     if keyword in PERSON_NAME_ATTRIBUTES:
+        if wildcard:  # "*" and "?" are not name separators, so folding keeps them
+            return Match(keyword, MatchKind.WILDCARD, (_wildcard_regex(fold_person_name(value)),))
         if fuzzy:
             words = tuple(person_name_words(value))
             if not words:
@@ -114,7 +204,11 @@ def _match(keyword: str, value: str, fuzzy: bool) -> Match:
             return Match(keyword, MatchKind.FUZZY_PERSON_NAME, words)
         return Match(keyword, MatchKind.PERSON_NAME, (fold_person_name(value),))
     if keyword == "ModalitiesInStudy":
+        if wildcard:
+            raise BadRequest("ModalitiesInStudy does not accept wildcards.")
         return Match(keyword, MatchKind.CONTAINS, (value.strip().upper(),))
+    if wildcard:
+        return Match(keyword, MatchKind.WILDCARD, (_wildcard_regex(fold_text(value)),))
     return Match(keyword, MatchKind.EXACT, (fold_text(value),))
 
 
@@ -129,22 +223,27 @@ def _int_param(name: str, value: str, low: int, high: int | None) -> int:
     return number
 
 
-def parse_study_search(params: Iterable[tuple[str, str]]) -> StudySearch:
-    """Parse the query parameters of ``GET /studies``.
+def parse_search(
+    resource: Resource,
+    params: Iterable[tuple[str, str]],
+    *,
+    study_instance_uid: str | None = None,
+    series_instance_uid: str | None = None,
+) -> Search:
+    """Parse the query parameters of a QIDO request.
 
     Raises
     ------
     BadRequest
         Naming the offending parameter or value.
     """
-    pairs = list(params)
     fuzzy = False
     limit, offset = DEFAULT_LIMIT, 0
     include: set[int] = set()
     include_all = False
     filters: dict[str, str] = {}
     seen_known: set[str] = set()
-    for name, value in pairs:
+    for name, value in params:
         lower = name.lower()
         if lower in ("limit", "offset", "fuzzymatching"):
             if lower in seen_known:
@@ -172,46 +271,99 @@ def parse_study_search(params: Iterable[tuple[str, str]]) -> StudySearch:
                 raise BadRequest(f"The query attribute '{name}' is repeated.")
             if not value.strip():
                 raise BadRequest(f"The query attribute '{name}' has an empty value.")
-            if keyword not in STUDY_SEARCHABLE:
-                raise BadRequest(f"The attribute '{name}' is not searchable at the study level.")
+            if keyword not in resource.searchable:
+                raise BadRequest(f"The attribute '{name}' is not searchable at this resource ({resource.level.value}).")
             filters[keyword] = value
     if include_all and include:
         raise BadRequest("includefield=all cannot be combined with other includefield values.")
-    matches = tuple(_match(k, v, fuzzy) for k, v in filters.items())
-    returned = set(STUDY_DEFAULT) | include
-    if include_all:
-        returned |= set(STUDY_ALL_EXTRA) | set(_COMPUTED_STUDY)
-    for keyword in filters:
-        returned.add(int(tag_for_keyword(keyword) or 0))
-    return StudySearch(StudyQuery(matches, limit, offset), frozenset(returned))
+    by_level: dict[Level, list[Match]] = {level: [] for level in Level}
+    for keyword, value in filters.items():
+        by_level[_KEY_LEVEL[keyword]].append(_match(keyword, value, fuzzy))
+    returned = resource.defaults(include_all) | include
+    returned |= {int(tag_for_keyword(keyword) or 0) for keyword in filters}
+    query = SearchQuery(
+        level=resource.level,
+        study_matches=tuple(by_level[Level.STUDY]),
+        series_matches=tuple(by_level[Level.SERIES]),
+        instance_matches=tuple(by_level[Level.INSTANCE]),
+        study_instance_uid=study_instance_uid,
+        series_instance_uid=series_instance_uid,
+        limit=limit,
+        offset=offset,
+    )
+    return Search(query, frozenset(returned))
 
 
-def study_result(record: StudyRecord, include: frozenset[int]) -> dict[str, Any]:
-    """Build the DICOM JSON of one study result."""
+def result_dataset(record: Record, include: frozenset[int]) -> dict[str, Any]:
+    """Build the DICOM JSON of one result from the attributes to return."""
+    computed: dict[int, dict[str, Any]] = {
+        _MODALITIES_IN_STUDY: {"vr": "CS", "Value": list(record.modalities_in_study)}
+        if record.modalities_in_study
+        else {"vr": "CS"},
+        _NUMBER_OF_STUDY_RELATED_SERIES: {"vr": "IS", "Value": [record.number_of_study_series]},
+        _NUMBER_OF_STUDY_RELATED_INSTANCES: {"vr": "IS", "Value": [record.number_of_study_instances]},
+        _NUMBER_OF_SERIES_RELATED_INSTANCES: {"vr": "IS", "Value": [record.number_of_series_instances]},
+    }
     out: dict[str, Any] = {}
     for tag in sorted(include):
         key = tag_key(tag)
-        if tag == _MODALITIES_IN_STUDY:
-            out[key] = (
-                {"vr": "CS", "Value": list(record.modalities_in_study)} if record.modalities_in_study else {"vr": "CS"}
-            )
-        elif tag == _NUMBER_OF_STUDY_RELATED_SERIES:
-            out[key] = {"vr": "IS", "Value": [record.number_of_series]}
-        elif tag == _NUMBER_OF_STUDY_RELATED_INSTANCES:
-            out[key] = {"vr": "IS", "Value": [record.number_of_instances]}
+        if tag in computed:
+            out[key] = computed[tag]
         elif key in record.attrs:
             out[key] = record.attrs[key]
     return out
 
 
-async def search_for_studies(*, index: IndexStore, params: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
-    """Search for studies (PS3.18 §10.6.1); an empty list means 204.
+async def search(
+    *,
+    index: IndexStore,
+    resource: Resource,
+    params: Iterable[tuple[str, str]],
+    study_instance_uid: str | None = None,
+    series_instance_uid: str | None = None,
+) -> list[dict[str, Any]]:
+    """Search at ``resource`` (PS3.18 §10.6.1); an empty list means 204.
 
     Raises
     ------
     BadRequest
         For an invalid query.
     """
-    search = parse_study_search(params)
-    page = await asyncio.to_thread(index.search_studies, search.query)
-    return [study_result(record, search.include) for record in page.items]
+    parsed = parse_search(
+        resource, params, study_instance_uid=study_instance_uid, series_instance_uid=series_instance_uid
+    )
+    page = await asyncio.to_thread(index.search, parsed.query)
+    return [result_dataset(record, parsed.include) for record in page.items]
+
+
+async def search_for_studies(*, index: IndexStore, params: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+    """``GET /studies``."""
+    return await search(index=index, resource=Resource(Level.STUDY), params=params)
+
+
+async def search_for_series(
+    *, index: IndexStore, params: Iterable[tuple[str, str]], study_instance_uid: str | None = None
+) -> list[dict[str, Any]]:
+    """``GET /series`` or ``GET /studies/{study}/series``."""
+    resource = Resource(Level.SERIES, study_in_path=study_instance_uid is not None)
+    return await search(index=index, resource=resource, params=params, study_instance_uid=study_instance_uid)
+
+
+async def search_for_instances(
+    *,
+    index: IndexStore,
+    params: Iterable[tuple[str, str]],
+    study_instance_uid: str | None = None,
+    series_instance_uid: str | None = None,
+) -> list[dict[str, Any]]:
+    """``GET /instances``, ``/studies/{s}/instances`` or ``/studies/{s}/series/{se}/instances``."""
+    resource = Resource(
+        Level.INSTANCE, study_in_path=study_instance_uid is not None, series_in_path=series_instance_uid is not None
+    )
+    return await search(
+        index=index,
+        resource=resource,
+        params=params,
+        study_instance_uid=study_instance_uid,
+        series_instance_uid=series_instance_uid,
+    )

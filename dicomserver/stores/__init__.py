@@ -11,9 +11,9 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Protocol
 
 from ..identifiers import InstanceKey, StudyKey
-from .model import IndexedInstance, QueryPage, StudyQuery
+from .model import IndexedInstance, QueryPage, Record, SearchQuery
 
-__all__ = ["BlobStore", "IndexStore", "SyncQueue", "IndexedInstance", "QueryPage", "StudyQuery"]
+__all__ = ["BlobStore", "IndexStore", "SyncQueue", "IndexedInstance", "QueryPage", "Record", "SearchQuery"]
 
 
 class BlobStore(Protocol):
@@ -55,7 +55,8 @@ class IndexStore(Protocol):
 
     def get_instance(self, key: InstanceKey) -> IndexedInstance | None: ...
 
-    def search_studies(self, query: StudyQuery) -> QueryPage: ...
+    def search(self, query: SearchQuery) -> QueryPage:
+        """Run a QIDO search at the query's level."""
 
 
 class SyncQueue(Protocol):

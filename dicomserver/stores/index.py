@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -58,7 +58,7 @@ from ..errors import DependencyUnavailable
 from ..identifiers import InstanceKey, Level, SeriesKey, StudyKey
 from ..matching import fold_person_name, fold_text, person_name_words
 from .cosmos import read_item_or_none
-from .model import IndexedInstance, Match, MatchKind, QueryPage, StudyQuery, StudyRecord
+from .model import IndexedInstance, Match, MatchKind, QueryPage, Record, SearchQuery
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,13 @@ INDEXING_POLICY: dict[str, Any] = {
     "includedPaths": [{"path": "/*"}],
     "excludedPaths": [{"path": "/attrs/*"}, {"path": '/"_etag"/?'}],
     "compositeIndexes": [
-        [{"path": "/type", "order": "ascending"}, {"path": "/sortKey", "order": "descending"}],
+        [{"path": "/type", "order": "ascending"}, {"path": "/sortKey", "order": "ascending"}],
     ],
 }
 
 _MAX_RETRIES = 20
+#: Studies per batch when a series/instance search has study-level conditions.
+_STUDY_BATCH = 50
 
 #: Search keywords whose value lives at the top of a document rather than in ``q``.
 _TOP_LEVEL_FIELDS = {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "ModalitiesInStudy"}
@@ -166,6 +168,7 @@ class CosmosIndexStore:
             "size": instance.size,
             "attrs": instance.attrs,
             "q": _search_values(instance.attrs, _STUDY_SEARCH_KEYWORDS + _SERIES_SEARCH_KEYWORDS),
+            "sortKey": f"{time.time_ns():020d}|{key.sop_instance_uid}",
             "storedAt": instance.stored_at or _now(),
         }
         self._call("index instance", lambda: self._container.upsert_item(doc))
@@ -334,46 +337,123 @@ class CosmosIndexStore:
 
     # -- queries --------------------------------------------------------------
 
-    def search_studies(self, query: StudyQuery) -> QueryPage:
-        where = ["c.type = 'study'"]
-        params: list[dict[str, Any]] = []
-        for match in query.matches:
-            where.append(_condition(match, params))
-        params.append({"name": "@top", "value": query.offset + query.limit})
-        sql = (
-            "SELECT TOP @top c.attrs, c.ModalitiesInStudy, c.NumberOfStudyRelatedSeries, "
-            "c.NumberOfStudyRelatedInstances FROM c WHERE " + " AND ".join(where) + " ORDER BY c.sortKey DESC"
-        )
+    def search(self, query: SearchQuery) -> QueryPage:
+        """Run a QIDO search; see the module docstring for how levels combine."""
         start = time.perf_counter()
-        iterator = self._container.query_items(sql, parameters=params, enable_cross_partition_query=True)
+        charge = _Charge()
+        top = query.offset + query.limit
+        if query.level is Level.STUDY:
+            rows = self._select("study", query.study_matches, query, top, charge)
+            records = [_study_record(row) for row in rows]
+        else:
+            rows = self._level_rows(query, top, charge)
+            studies = self._studies_by_pk({row["pk"] for row in rows[query.offset : top]}, charge)
+            records = [_lower_record(row, studies.get(row["pk"])) for row in rows]
+        log.info(
+            "qido level=%s matches=%d rows=%d request_charge=%.2f elapsed_ms=%.1f",
+            query.level.value,
+            len(query.study_matches) + len(query.series_matches) + len(query.instance_matches),
+            len(rows),
+            charge.total,
+            (time.perf_counter() - start) * 1000,
+        )
+        return QueryPage(items=records[query.offset : top], request_charge=charge.total)
+
+    def _level_rows(self, query: SearchQuery, top: int, charge: _Charge) -> list[dict[str, Any]]:
+        """Series or instance documents matching the query, in result order."""
+        doc_type = "series" if query.level is Level.SERIES else "instance"
+        own = query.series_matches + (query.instance_matches if doc_type == "instance" else ())
+        if query.study_instance_uid is not None or not query.study_matches:
+            return self._select(doc_type, own, query, top, charge)
+        # Study-level conditions are evaluated on the study documents (latest wins, as in
+        # Azure), then the lower level is searched within those studies, batch by batch,
+        # in study order, until the page is full.
         rows: list[dict[str, Any]] = []
-        charge = 0.0
+        for batch in self._matching_study_pks(query, charge):
+            rows.extend(self._select(doc_type, own, query, top - len(rows), charge, pks=batch))
+            if len(rows) >= top:
+                break
+        return rows
+
+    def _matching_study_pks(self, query: SearchQuery, charge: _Charge) -> Iterator[list[str]]:
+        where, params = self._where("study", query.study_matches, query)
+        sql = f"SELECT c.pk FROM c WHERE {where} ORDER BY c.sortKey ASC"
+        pages = self._container.query_items(
+            sql, parameters=params, enable_cross_partition_query=True, max_item_count=_STUDY_BATCH
+        ).by_page()
+        try:
+            for page in pages:
+                charge.add(self._container)
+                batch = [row["pk"] for row in page]
+                if batch:
+                    yield batch
+        except AzureError as exc:
+            raise DependencyUnavailable("The index is unavailable (search).") from exc
+
+    def _where(
+        self, doc_type: str, matches: tuple[Match, ...], query: SearchQuery, pks: list[str] | None = None
+    ) -> tuple[str, list[dict[str, Any]]]:
+        params: list[dict[str, Any]] = [
+            {"name": "@type", "value": doc_type},
+            {"name": "@partition", "value": query.partition},
+        ]
+        where = ["c.type = @type", "c.partition = @partition"]
+        if query.study_instance_uid is not None:
+            params.append({"name": "@pk", "value": study_pk(StudyKey(query.partition, query.study_instance_uid))})
+            where.append("c.pk = @pk")
+        if query.series_instance_uid is not None and doc_type != "study":
+            params.append({"name": "@se", "value": query.series_instance_uid})
+            where.append("c.SeriesInstanceUID = @se")
+        if pks is not None:
+            params.append({"name": "@pks", "value": pks})
+            where.append("ARRAY_CONTAINS(@pks, c.pk)")
+        where.extend(_condition(match, params) for match in matches)
+        return " AND ".join(where), params
+
+    def _select(
+        self,
+        doc_type: str,
+        matches: tuple[Match, ...],
+        query: SearchQuery,
+        top: int,
+        charge: _Charge,
+        pks: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """``SELECT TOP top`` documents of one type, oldest first (stable offset paging)."""
+        where, params = self._where(doc_type, matches, query, pks)
+        params.append({"name": "@top", "value": max(top, 1)})
+        sql = f"SELECT TOP @top * FROM c WHERE {where} ORDER BY c.sortKey ASC"
+        pk = params[2]["value"] if query.study_instance_uid is not None else None
+        if pk is not None:
+            iterator = self._container.query_items(sql, parameters=params, partition_key=pk)
+        else:
+            iterator = self._container.query_items(sql, parameters=params, enable_cross_partition_query=True)
+        rows: list[dict[str, Any]] = []
         try:
             for page in iterator.by_page():
+                charge.add(self._container)
                 rows.extend(page)
-                headers = self._container.client_connection.last_response_headers
-                charge += float(headers.get("x-ms-request-charge", 0) or 0)
-                if len(rows) >= query.offset + query.limit:
+                if len(rows) >= top:
                     break
         except AzureError as exc:
             raise DependencyUnavailable("The index is unavailable (search).") from exc
-        log.info(
-            "qido studies matches=%d rows=%d request_charge=%.2f elapsed_ms=%.1f",
-            len(query.matches),
-            len(rows),
-            charge,
-            (time.perf_counter() - start) * 1000,
-        )
-        items = [
-            StudyRecord(
-                attrs=row.get("attrs") or {},
-                modalities_in_study=tuple(row.get("ModalitiesInStudy") or ()),
-                number_of_series=int(row.get("NumberOfStudyRelatedSeries") or 0),
-                number_of_instances=int(row.get("NumberOfStudyRelatedInstances") or 0),
+        return rows[:top]
+
+    def _studies_by_pk(self, pks: set[str], charge: _Charge) -> dict[str, dict[str, Any]]:
+        """The study documents of ``pks`` (for the study-level attributes of lower-level results)."""
+        if not pks:
+            return {}
+        sql = "SELECT * FROM c WHERE c.type = 'study' AND ARRAY_CONTAINS(@pks, c.pk)"
+        try:
+            rows = list(
+                self._container.query_items(
+                    sql, parameters=[{"name": "@pks", "value": sorted(pks)}], enable_cross_partition_query=True
+                )
             )
-            for row in rows[query.offset : query.offset + query.limit]
-        ]
-        return QueryPage(items=items, request_charge=charge)
+        except AzureError as exc:
+            raise DependencyUnavailable("The index is unavailable (search).") from exc
+        charge.add(self._container)
+        return {row["pk"]: row for row in rows}
 
     # -- helpers ----------------------------------------------------------------
 
@@ -383,6 +463,38 @@ class CosmosIndexStore:
         except AzureError as exc:
             log.warning("cosmos failed during %s: %s", what, exc)
             raise DependencyUnavailable(f"The index is unavailable ({what}).") from exc
+
+
+class _Charge:
+    """Request units of one search (Cosmos reports them per response)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+
+    def add(self, container: ContainerProxy) -> None:
+        headers: dict[str, Any] = container.client_connection.last_response_headers or {}
+        self.total += float(headers.get("x-ms-request-charge", 0) or 0)
+
+
+def _study_record(row: dict[str, Any]) -> Record:
+    return Record(
+        attrs=row.get("attrs") or {},
+        modalities_in_study=tuple(row.get("ModalitiesInStudy") or ()),
+        number_of_study_series=int(row.get("NumberOfStudyRelatedSeries") or 0),
+        number_of_study_instances=int(row.get("NumberOfStudyRelatedInstances") or 0),
+    )
+
+
+def _lower_record(row: dict[str, Any], study: dict[str, Any] | None) -> Record:
+    """A series or instance result, with the study's attributes and computed values."""
+    study_record = _study_record(study) if study else Record(attrs={})
+    return Record(
+        attrs={**study_record.attrs, **(row.get("attrs") or {})},
+        modalities_in_study=study_record.modalities_in_study,
+        number_of_study_series=study_record.number_of_study_series,
+        number_of_study_instances=study_record.number_of_study_instances,
+        number_of_series_instances=int(row.get("NumberOfSeriesRelatedInstances") or 0),
+    )
 
 
 def _field(keyword: str) -> str:
@@ -412,6 +524,8 @@ def _condition(match: Match, params: list[dict[str, Any]]) -> str:
         if high:
             parts.append(f"{path} <= {param(high)}")
         return "(" + " AND ".join(parts) + ")"
+    if match.kind is MatchKind.WILDCARD:
+        return f"RegexMatch({path}, {param(match.values[0])})"
     if match.kind is MatchKind.FUZZY_PERSON_NAME:
         words = f"c.q.{match.keyword}Words"
         return " AND ".join(

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from ..identifiers import InstanceKey
+from ..identifiers import DEFAULT_PARTITION, InstanceKey, Level
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,7 @@ class MatchKind(Enum):
     PERSON_NAME = "person_name"  # case/accent-insensitive equality of the whole name
     FUZZY_PERSON_NAME = "fuzzy_person_name"  # each query word prefixes a name word
     CONTAINS = "contains"  # multi-valued attribute holds the value (ModalitiesInStudy)
+    WILDCARD = "wildcard"  # PS3.18 §8.3.4.1 "*" and "?" (values = (regex,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,27 +47,38 @@ class Match:
 
 
 @dataclass(frozen=True, slots=True)
-class StudyQuery:
-    """A search for studies: all ``matches`` must hold."""
+class SearchQuery:
+    """A QIDO search at one level: every match must hold.
 
-    matches: tuple[Match, ...] = ()
+    Matches are grouped by the level of the attribute they test; the path
+    UIDs (``/studies/{s}/series/{se}/instances``) narrow the search.
+    """
+
+    level: Level
+    study_matches: tuple[Match, ...] = ()
+    series_matches: tuple[Match, ...] = ()
+    instance_matches: tuple[Match, ...] = ()
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    partition: str = DEFAULT_PARTITION
     limit: int = 100
     offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)
-class StudyRecord:
-    """A study as the index holds it."""
+class Record:
+    """One search result: DICOM JSON of every level it covers, and computed values."""
 
     attrs: dict[str, Any]
-    modalities_in_study: tuple[str, ...]
-    number_of_series: int
-    number_of_instances: int
+    modalities_in_study: tuple[str, ...] = ()
+    number_of_study_series: int = 0
+    number_of_study_instances: int = 0
+    number_of_series_instances: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class QueryPage:
     """A page of search results."""
 
-    items: list[StudyRecord] = field(default_factory=list)
+    items: list[Record] = field(default_factory=list)
     request_charge: float = 0.0

@@ -13,10 +13,10 @@ from pydicom.uid import generate_uid
 from dicomserver import delete
 from dicomserver.errors import NotFound
 from dicomserver.identifiers import DEFAULT_PARTITION, InstanceKey, SeriesKey, StudyKey
-from dicomserver.qido import parse_study_search
 from dicomserver.wiring import Services
 from tests.dicomfiles import make_instance, multipart_body
 from tests.integration.test_stow import store
+from tests.search import study_search
 
 
 def stored(services: Services, **kwargs: object) -> InstanceKey:
@@ -28,7 +28,7 @@ def stored(services: Services, **kwargs: object) -> InstanceKey:
 
 
 def study_record(services: Services, study: str):  # type: ignore[no-untyped-def]
-    items = services.index.search_studies(parse_study_search([("StudyInstanceUID", study)]).query).items
+    items = services.index.search(study_search([("StudyInstanceUID", study)]).query).items
     return items[0] if items else None
 
 
@@ -49,10 +49,10 @@ def test_delete_instance_removes_blobs_and_index_and_updates_aggregates(services
     with pytest.raises(NotFound):
         b"".join(services.blobs.iter_instance(a))
     record = study_record(services, study)
-    assert (record.number_of_instances, record.number_of_series) == (2, 2)
+    assert (record.number_of_study_instances, record.number_of_study_series) == (2, 2)
     run(delete.delete_series(series=b.series, **kw))
     record = study_record(services, study)
-    assert (record.number_of_instances, record.modalities_in_study) == (1, ("MR",))
+    assert (record.number_of_study_instances, record.modalities_in_study) == (1, ("MR",))
     run(delete.delete_study(study=c.study, **kw))
     assert study_record(services, study) is None
 
@@ -94,5 +94,5 @@ def test_delete_racing_stores_into_the_same_series_leaves_exact_aggregates(servi
         list(pool.map(delete_one, first))
         added_keys = list(added)
     record = study_record(services, study)
-    assert record.number_of_instances == 4
+    assert record.number_of_study_instances == 4
     assert set(services.index.list_instances(StudyKey(DEFAULT_PARTITION, study))) == set(added_keys)

@@ -12,12 +12,12 @@ import pytest
 
 from dicomserver.errors import DependencyUnavailable
 from dicomserver.identifiers import DEFAULT_PARTITION, InstanceKey
-from dicomserver.qido import parse_study_search
 from dicomserver.settings import Settings
 from dicomserver.wiring import Services, build_services, provision_services
 from tests.dicomfiles import make_instance, multipart_body, zero_preamble
 from tests.faultproxy import FaultProxy
 from tests.integration.test_stow import store
+from tests.search import study_search
 
 
 def key_of(data: bytes) -> InstanceKey:
@@ -26,8 +26,8 @@ def key_of(data: bytes) -> InstanceKey:
 
 
 def visible_studies(services: Services, key: InstanceKey) -> int:
-    query = parse_study_search([("StudyInstanceUID", key.study_instance_uid)]).query
-    return len(services.index.search_studies(query).items)
+    query = study_search([("StudyInstanceUID", key.study_instance_uid)]).query
+    return len(services.index.search(query).items)
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from pydicom.uid import generate_uid
 from dicomserver.attributes import all_index_tags
 from dicomserver.dicomjson import dataset_to_json, select
 from dicomserver.identifiers import DEFAULT_PARTITION
-from dicomserver.qido import parse_study_search
 from dicomserver.stores.model import IndexedInstance
 from dicomserver.validation import instance_key
 from dicomserver.wiring import Services
 from tests.dicomfiles import make_instance
+from tests.search import study_search
 
 
 def indexed(**kwargs: object) -> IndexedInstance:
@@ -28,7 +28,7 @@ def indexed(**kwargs: object) -> IndexedInstance:
 
 
 def search(services: Services, *pairs: tuple[str, str]) -> list[str]:
-    page = services.index.search_studies(parse_study_search(pairs).query)
+    page = services.index.search(study_search(pairs).query)
     return [r.attrs["0020000D"]["Value"][0] for r in page.items]
 
 
@@ -52,10 +52,10 @@ def test_study_aggregates_stay_exact_under_parallel_stores(services: Services) -
     instances = [indexed(study=study, series=series[i % 3], modality=modalities[i % 3]) for i in range(12)]
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(services.index.add_instance, instances))
-    page = services.index.search_studies(parse_study_search([("StudyInstanceUID", study)]).query)
+    page = services.index.search(study_search([("StudyInstanceUID", study)]).query)
     (record,) = page.items
-    assert record.number_of_instances == 12
-    assert record.number_of_series == 3
+    assert record.number_of_study_instances == 12
+    assert record.number_of_study_series == 3
     assert record.modalities_in_study == ("CT", "MR")
 
 
@@ -65,8 +65,8 @@ def test_removing_instances_updates_and_finally_removes_the_study(services: Serv
     services.index.add_instance(a)
     services.index.add_instance(b)
     services.index.remove_instance(b.key)
-    (record,) = services.index.search_studies(parse_study_search([("StudyInstanceUID", study)]).query).items
-    assert (record.number_of_instances, record.modalities_in_study) == (1, ("CT",))
+    (record,) = services.index.search(study_search([("StudyInstanceUID", study)]).query).items
+    assert (record.number_of_study_instances, record.modalities_in_study) == (1, ("CT",))
     services.index.remove_instance(a.key)
     assert search(services, ("StudyInstanceUID", study)) == []
 
@@ -92,12 +92,12 @@ def test_search_matches_each_study_attribute(services: Services) -> None:
     assert search(services, ("PatientID", "P-1"), ("ModalitiesInStudy", "MR")) == []
 
 
-def test_paging_is_newest_first_without_repeats(services: Services) -> None:
+def test_paging_is_in_arrival_order_without_repeats(services: Services) -> None:
     stored = []
     for _i in range(7):
         inst = indexed(patient_id="PAGING")
         services.index.add_instance(inst)
         stored.append(inst.key.study_instance_uid)
     pages = [search(services, ("PatientID", "PAGING"), ("limit", "3"), ("offset", str(o))) for o in (0, 3, 6, 9)]
-    assert pages[0] + pages[1] + pages[2] == list(reversed(stored))
+    assert pages[0] + pages[1] + pages[2] == stored
     assert pages[3] == []

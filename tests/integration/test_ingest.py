@@ -8,11 +8,11 @@ import pydicom
 
 from dicomserver.identifiers import DEFAULT_PARTITION, InstanceKey
 from dicomserver.ingest import Outcome, ensure_indexed
-from dicomserver.qido import parse_study_search
 from dicomserver.stores.blob import instance_blob_name
 from dicomserver.wiring import Services
 from tests.dicomfiles import make_instance, multipart_body
 from tests.integration.test_stow import failures, store
+from tests.search import study_search
 
 
 def orphan_blob(services: Services, data: bytes) -> InstanceKey:
@@ -24,8 +24,8 @@ def orphan_blob(services: Services, data: bytes) -> InstanceKey:
 
 
 def visible(services: Services, key: InstanceKey) -> bool:
-    query = parse_study_search([("StudyInstanceUID", key.study_instance_uid)]).query
-    return bool(services.index.search_studies(query).items)
+    query = study_search([("StudyInstanceUID", key.study_instance_uid)]).query
+    return bool(services.index.search(query).items)
 
 
 def test_orphan_blob_is_indexed_once(services: Services) -> None:

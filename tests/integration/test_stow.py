@@ -14,10 +14,10 @@ from pydicom.uid import generate_uid
 
 from dicomserver.errors import BadRequest, UnsupportedMediaType
 from dicomserver.identifiers import DEFAULT_PARTITION, InstanceKey
-from dicomserver.qido import parse_study_search
 from dicomserver.stow import StoreResponse, store_instances
 from dicomserver.wiring import Services
 from tests.dicomfiles import bundled, make_instance, multipart_body, zero_preamble
+from tests.search import study_search
 
 
 async def chunked(body: bytes, size: int = 7919) -> AsyncIterator[bytes]:
@@ -150,6 +150,6 @@ def test_parallel_stores_into_one_study_keep_exact_aggregates(services: Services
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(lambda b: store(services, b[0], b[1]).status, bodies))
     assert statuses == [200] * 8
-    query = parse_study_search([("StudyInstanceUID", study)]).query
-    (record,) = services.index.search_studies(query).items
-    assert (record.number_of_instances, record.number_of_series) == (8, 2)
+    query = study_search([("StudyInstanceUID", study)]).query
+    (record,) = services.index.search(query).items
+    assert (record.number_of_study_instances, record.number_of_study_series) == (8, 2)
