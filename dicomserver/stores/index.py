@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -472,7 +472,7 @@ class _Charge:
         self.total = 0.0
 
     def add(self, container: ContainerProxy) -> None:
-        headers: dict[str, Any] = container.client_connection.last_response_headers or {}
+        headers: Mapping[str, Any] = container.client_connection.last_response_headers or {}
         self.total += float(headers.get("x-ms-request-charge", 0) or 0)
 
 
