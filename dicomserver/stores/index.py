@@ -14,12 +14,15 @@ Documents (``type`` tells them apart):
     instance ("latest wins", as in Azure); ``q``: normalised search values
     (see :mod:`dicomserver.matching`); the aggregates ``ModalitiesInStudy``,
     ``NumberOfStudyRelatedSeries``, ``NumberOfStudyRelatedInstances``;
-    ``sortKey`` (creation time in ns + UID: newest-first, unique, stable).
+    ``sortKey`` (creation time in ns + UID: unique, immutable).
 ``series`` (id ``"series|{SeriesInstanceUID}"``)
     series-level ``attrs``, ``Modality``, ``NumberOfSeriesRelatedInstances``.
 ``instance`` (id ``"instance|{SeriesInstanceUID}|{SOPInstanceUID}"``)
-    every indexed attribute of all levels in ``attrs``, plus SOPClassUID,
-    TransferSyntaxUID and size.
+    every indexed attribute of all levels in ``attrs``, series-level search
+    values in ``q``, SOPClassUID, TransferSyntaxUID, size and ``sortKey``.
+
+The indexing policy indexes everything except ``attrs`` (returned, never
+filtered on), and has one composite index for the ORDER BY.
 
 Aggregates are *recomputed* from the documents below them (COUNT over the
 instance documents, a read of the series documents) and written with an
@@ -30,13 +33,32 @@ preceded it: counts stay exact under parallel stores, in any order.
 
 Queries
 -------
-Every value is a query parameter (``@p0``...).  Matching uses only functions
-both Cosmos DB and the emulator support: ``=``, ``>=``/``<=`` on ``YYYYMMDD``
-strings for date ranges, ``ARRAY_CONTAINS`` for UID lists and
-ModalitiesInStudy, ``EXISTS(... STARTSWITH(w, @p))`` over the name words for
-fuzzy person-name matching.  Paging: ``SELECT TOP (offset+limit) ... ORDER BY
-c.sortKey DESC`` and the first ``offset`` rows are skipped (the emulator has
-no OFFSET/LIMIT).  The request charge of each query is logged.
+Every value is a query parameter (``@p0``...), never spliced into SQL text.
+Matching uses only functions both Cosmos DB and the emulator support: ``=``
+on folded values, ``>=``/``<=`` on ``YYYYMMDD`` strings for date ranges,
+``ARRAY_CONTAINS`` for UID lists and ModalitiesInStudy, ``EXISTS(SELECT
+VALUE w FROM w IN c.q.PatientNameWords WHERE STARTSWITH(w, @p))`` for fuzzy
+person names, ``RegexMatch`` for PS3.18 ``*``/``?`` wildcards.
+
+* ``/studies``: study documents, cross-partition.
+* ``/series`` and ``/instances`` without study-level conditions: series or
+  instance documents directly (single-partition when the path names the
+  study: ``c.pk = @pk``).
+* ``/series`` and ``/instances`` *with* study-level conditions: those are
+  evaluated on the study documents (so they see the study's latest-wins
+  values and ModalitiesInStudy), giving study ``pk`` values in batches of
+  50, oldest first; each batch is searched with ``ARRAY_CONTAINS(@pks,
+  c.pk)`` plus the series/instance conditions, until the page is full.
+  Results of lower levels get the study attributes and counts from one
+  batched read of their study documents.
+
+Paging: ``SELECT TOP (offset+limit) ... ORDER BY c.sortKey ASC`` and the
+first ``offset`` rows are skipped (the emulator has no OFFSET/LIMIT).
+``sortKey`` is the creation time in ns plus the UID: unique and immutable,
+and ascending order means new data lands after the pages already read, so
+offset paging never repeats or skips a result while data is being added.
+The composite index ``(type ASC, sortKey ASC)`` serves the ORDER BY.  The
+request charge of each search is summed and logged.
 """
 
 from __future__ import annotations
