@@ -76,10 +76,13 @@ INSTANCE_ALL_EXTRA = _tags(
     "NumberOfFrames",
 )
 
-#: Attributes kept in the index for each level (default ∪ includefield=all).
+#: Kept for the FHIR ImagingStudy (series.bodySite), returned only when asked for by includefield.
+SERIES_FHIR_EXTRA = _tags("BodyPartExamined")
+
+#: Attributes kept in the index for each level (default ∪ includefield=all ∪ FHIR needs).
 LEVEL_ATTRIBUTES: dict[Level, tuple[int, ...]] = {
     Level.STUDY: STUDY_DEFAULT + STUDY_ALL_EXTRA,
-    Level.SERIES: SERIES_DEFAULT + SERIES_ALL_EXTRA,
+    Level.SERIES: SERIES_DEFAULT + SERIES_ALL_EXTRA + SERIES_FHIR_EXTRA,
     Level.INSTANCE: INSTANCE_DEFAULT + INSTANCE_ALL_EXTRA,
 }
 

@@ -37,6 +37,9 @@ SETTING_NAMES: tuple[str, ...] = (
     "DICOM_PUBLIC_BASE_URL",
     "DICOM_MAX_INSTANCE_BYTES",
     "DICOM_PROVISION_RESOURCES",
+    "FHIR_URL",
+    "FHIR_BEARER_TOKEN",
+    "FHIR_PATIENT_IDENTIFIER_SYSTEM",
     "AZURE_CLIENT_ID",
 )
 
@@ -67,6 +70,12 @@ class Settings:
     public_base_url: str | None = None
     max_instance_bytes: int = 2 * 1024**3
     provision_resources: bool = False
+    #: FHIR R4 base URL; empty disables the FHIR sync (messages are consumed and logged).
+    fhir_url: str | None = None
+    #: Static bearer token for a local FHIR server; in Azure the managed identity is used.
+    fhir_bearer_token: str | None = None
+    #: Identifier system of Patient.identifier when the instance has no IssuerOfPatientID.
+    fhir_patient_identifier_system: str = "urn:dicomserver:patient-id"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -104,4 +113,9 @@ class Settings:
             public_base_url=public.rstrip("/") if public else None,
             max_instance_bytes=max_bytes,
             provision_resources=_flag(env.get("DICOM_PROVISION_RESOURCES")),
+            fhir_url=(env.get("FHIR_URL") or "").rstrip("/") or None,
+            fhir_bearer_token=env.get("FHIR_BEARER_TOKEN") or None,
+            fhir_patient_identifier_system=env.get(
+                "FHIR_PATIENT_IDENTIFIER_SYSTEM", defaults.fhir_patient_identifier_system
+            ),
         )

@@ -18,6 +18,7 @@ from azure.storage.blob import BlobServiceClient, ExponentialRetry
 from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient, TextBase64EncodePolicy
 
 from .errors import DependencyUnavailable
+from .fhir.client import FhirClient
 from .settings import Settings
 from .stores.blob import CHUNK_SIZE, AzureBlobStore, AzureImportStore
 from .stores.cosmos import make_cosmos_client
@@ -142,3 +143,41 @@ def reset_for_tests() -> None:
     global _services
     with _lock:
         _services = None
+
+
+def fhir_client(settings: Settings) -> FhirClient | None:
+    """The FHIR client for ``settings`` (None when FHIR_URL is not set).
+
+    Token: ``FHIR_BEARER_TOKEN`` when set (local servers), otherwise the
+    managed identity for scope ``{FHIR_URL}/.default`` (Azure Health Data
+    Services); a plain ``http://`` URL on loopback gets no token at all.
+    """
+    if not settings.fhir_url:
+        return None
+    if settings.fhir_bearer_token:
+        static = settings.fhir_bearer_token
+        return FhirClient(settings.fhir_url, lambda: static)
+    if settings.fhir_url.startswith(("http://127.0.0.1", "http://localhost")):
+        return FhirClient(settings.fhir_url)
+    credential = _credential(settings)
+    scope = f"{settings.fhir_url}/.default"
+    return FhirClient(settings.fhir_url, lambda: str(credential.get_token(scope).token))
+
+
+_fhir_lock = threading.Lock()
+_fhir: list[FhirClient | None] = []
+
+
+def fhir() -> FhirClient | None:
+    """The process-wide FHIR client (None when FHIR_URL is not set)."""
+    with _fhir_lock:
+        if not _fhir:
+            _fhir.append(fhir_client(services().settings))
+        return _fhir[0]
+
+
+def dicomweb_base_url(settings: Settings) -> str:
+    """The public DICOMweb base URL (``.../v2``) that FHIR Endpoints point at."""
+    if not settings.public_base_url:
+        log.warning("DICOM_PUBLIC_BASE_URL is not set; FHIR Endpoint.address uses http://127.0.0.1:7071")
+    return f"{settings.public_base_url or 'http://127.0.0.1:7071'}/v2"

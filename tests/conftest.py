@@ -36,3 +36,13 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         cosmos_port=devstack.free_port(),
     ) as env:
         yield env
+
+
+@pytest.fixture(scope="session")
+def fhir_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A sekmet-fhir FHIR R4 server (own virtualenv), started once per test session."""
+    from scripts import devstack
+    from scripts.fhirserver import fhir_server
+
+    with fhir_server(tmp_path_factory.mktemp("fhir"), devstack.free_port()) as url:
+        yield url

@@ -11,9 +11,18 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Protocol
 
 from ..identifiers import InstanceKey, StudyKey
-from .model import IndexedInstance, QueryPage, Record, SearchQuery
+from .model import IndexedInstance, QueryPage, Record, SearchQuery, StudySnapshot
 
-__all__ = ["BlobStore", "IndexStore", "SyncQueue", "IndexedInstance", "QueryPage", "Record", "SearchQuery"]
+__all__ = [
+    "BlobStore",
+    "IndexStore",
+    "SyncQueue",
+    "IndexedInstance",
+    "QueryPage",
+    "Record",
+    "SearchQuery",
+    "StudySnapshot",
+]
 
 
 class BlobStore(Protocol):
@@ -54,6 +63,11 @@ class IndexStore(Protocol):
     def list_instances(self, study: StudyKey, series_instance_uid: str | None = None) -> list[InstanceKey]: ...
 
     def get_instance(self, key: InstanceKey) -> IndexedInstance | None: ...
+
+    def study_snapshot(self, study: StudyKey) -> StudySnapshot | None:
+        """Everything indexed about one study, or None when it has no instance."""
+
+    def list_studies(self, partition: str, patient_id: str | None = None) -> Iterator[StudyKey]: ...
 
     def search(self, query: SearchQuery) -> QueryPage:
         """Run a QIDO search at the query's level."""

@@ -80,7 +80,16 @@ from ..errors import DependencyUnavailable
 from ..identifiers import InstanceKey, Level, SeriesKey, StudyKey
 from ..matching import fold_person_name, fold_text, person_name_words
 from .cosmos import read_item_or_none
-from .model import IndexedInstance, Match, MatchKind, QueryPage, Record, SearchQuery
+from .model import (
+    IndexedInstance,
+    Match,
+    MatchKind,
+    QueryPage,
+    Record,
+    SearchQuery,
+    SeriesSnapshot,
+    StudySnapshot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +241,59 @@ class CosmosIndexStore:
             InstanceKey(study.partition, study.study_instance_uid, row["SeriesInstanceUID"], row["SOPInstanceUID"])
             for row in rows
         ]
+
+    def study_snapshot(self, study: StudyKey) -> StudySnapshot | None:
+        """Every document of a study (one single-partition query); None when it has no instance."""
+        pk = study_pk(study)
+        rows: list[dict[str, Any]] = self._call(
+            "study snapshot",
+            lambda: list(
+                self._container.query_items(
+                    "SELECT c.type, c.SeriesInstanceUID, c.attrs, c.ModalitiesInStudy, c.NumberOfStudyRelatedSeries, "
+                    "c.NumberOfStudyRelatedInstances, c.NumberOfSeriesRelatedInstances, c.sortKey "
+                    "FROM c WHERE c.pk = @pk",
+                    parameters=[{"name": "@pk", "value": pk}],
+                    partition_key=pk,
+                )
+            ),
+        )
+        studies = [r for r in rows if r.get("type") == "study"]
+        instances = sorted((r for r in rows if r.get("type") == "instance"), key=lambda r: r.get("sortKey", ""))
+        if not studies or not instances:
+            return None
+        by_series: dict[str, list[dict[str, Any]]] = {}
+        for row in instances:
+            by_series.setdefault(row["SeriesInstanceUID"], []).append(row.get("attrs") or {})
+        series = [
+            SeriesSnapshot(
+                attrs=row.get("attrs") or {},
+                number_of_instances=int(row.get("NumberOfSeriesRelatedInstances") or 0),
+                instances=by_series.get(row["SeriesInstanceUID"], []),
+            )
+            for row in sorted((r for r in rows if r.get("type") == "series"), key=lambda r: r.get("sortKey", ""))
+        ]
+        doc = studies[0]
+        return StudySnapshot(
+            key=study,
+            attrs=doc.get("attrs") or {},
+            modalities_in_study=tuple(doc.get("ModalitiesInStudy") or ()),
+            number_of_series=int(doc.get("NumberOfStudyRelatedSeries") or 0),
+            number_of_instances=int(doc.get("NumberOfStudyRelatedInstances") or 0),
+            series=series,
+        )
+
+    def list_studies(self, partition: str, patient_id: str | None = None) -> Iterator[StudyKey]:
+        """Every study (optionally of one PatientID), for resync tools."""
+        sql = "SELECT c.StudyInstanceUID FROM c WHERE c.type = 'study' AND c.partition = @partition"
+        params: list[dict[str, Any]] = [{"name": "@partition", "value": partition}]
+        if patient_id is not None:
+            sql += " AND c.q.PatientID = @pid"
+            params.append({"name": "@pid", "value": fold_text(patient_id)})
+        try:
+            for row in self._container.query_items(sql, parameters=params, enable_cross_partition_query=True):
+                yield StudyKey(partition, row["StudyInstanceUID"])
+        except AzureError as exc:
+            raise DependencyUnavailable("The index is unavailable (list studies).") from exc
 
     def get_instance(self, key: InstanceKey) -> IndexedInstance | None:
         pk = study_pk(key.study)

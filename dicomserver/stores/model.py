@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from ..identifiers import DEFAULT_PARTITION, InstanceKey, Level
+from ..identifiers import DEFAULT_PARTITION, InstanceKey, Level, StudyKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,3 +82,24 @@ class QueryPage:
 
     items: list[Record] = field(default_factory=list)
     request_charge: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSnapshot:
+    """A series as the index holds it, with its instances' attributes."""
+
+    attrs: dict[str, Any]
+    number_of_instances: int
+    instances: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class StudySnapshot:
+    """Everything the index holds about one study (the FHIR sync's input)."""
+
+    key: StudyKey
+    attrs: dict[str, Any]
+    modalities_in_study: tuple[str, ...]
+    number_of_series: int
+    number_of_instances: int
+    series: list[SeriesSnapshot]

@@ -19,9 +19,12 @@ from ..identifiers import StudyKey
 log = logging.getLogger(__name__)
 
 
-def sync_message(study: StudyKey) -> str:
-    """The fhir-sync message body for ``study``."""
-    return json.dumps({"partition": study.partition, "study": study.study_instance_uid}, separators=(",", ":"))
+def sync_message(study: StudyKey, attempt: int = 0) -> str:
+    """The fhir-sync message body for ``study`` (``attempt`` counts back-off retries)."""
+    body: dict[str, object] = {"partition": study.partition, "study": study.study_instance_uid}
+    if attempt:
+        body["attempt"] = attempt
+    return json.dumps(body, separators=(",", ":"))
 
 
 class AzureSyncQueue:
@@ -45,3 +48,29 @@ class AzureSyncQueue:
             except AzureError as exc:
                 log.warning("fhir-sync enqueue failed study=%s: %s", study.study_instance_uid, exc)
                 raise DependencyUnavailable("The fhir-sync queue is unavailable.") from exc
+
+    def retry_later(self, study: StudyKey, attempt: int, delay_seconds: int) -> None:
+        """Queue the study again, invisible for ``delay_seconds`` (back-off)."""
+        try:
+            self._queue.send_message(sync_message(study, attempt), visibility_timeout=delay_seconds)
+        except AzureError as exc:
+            raise DependencyUnavailable("The fhir-sync queue is unavailable.") from exc
+
+    def send_to_poison(self, body: str) -> None:
+        """Park a message in the ``-poison`` queue for the resync tool."""
+        try:
+            self._poison.send_message(body)
+        except AzureError as exc:
+            raise DependencyUnavailable("The fhir-sync poison queue is unavailable.") from exc
+
+    def drain_poison(self) -> list[str]:
+        """Remove and return every message of the poison queue."""
+        bodies: list[str] = []
+        try:
+            for message in self._poison.receive_messages(max_messages=32, visibility_timeout=60):
+                content = message.content
+                bodies.append(content.decode() if isinstance(content, bytes) else str(content))
+                self._poison.delete_message(message)
+        except AzureError as exc:
+            raise DependencyUnavailable("The fhir-sync poison queue is unavailable.") from exc
+        return bodies

@@ -1,0 +1,130 @@
+"""A small FHIR R4 REST client with the conditional requests the sync needs.
+
+``fhirclient``'s own transport cannot send ``If-Match`` / ``If-None-Exist``,
+so requests go through httpx; resources are built and validated with
+``fhirclient``'s models in :mod:`.mapping`.
+
+Errors: 429, 5xx, timeouts and connection failures raise
+:class:`TransientFhirError` (the queue retries the message); 412 raises
+:class:`PreconditionFailed` (the sync re-reads and tries again); any other
+4xx raises :class:`FhirError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+
+
+class FhirError(Exception):
+    """The FHIR server refused a request (4xx other than 412 and 429)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TransientFhirError(FhirError):
+    """Worth retrying later: 429, 5xx, timeout or no connection."""
+
+
+class PreconditionFailed(FhirError):
+    """412: the resource changed since it was read (or a conditional matched several)."""
+
+
+class FhirClient:
+    """Conditional REST calls against one FHIR base URL.
+
+    Parameters
+    ----------
+    base_url:
+        The FHIR base, e.g. ``https://ws-fhir.fhir.azurehealthcareapis.com``.
+    token:
+        Returns a bearer token for each request (None: no Authorization header).
+    """
+
+    def __init__(self, base_url: str, token: Callable[[], str | None] | None = None, *, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self._http = httpx.Client(timeout=timeout, headers={"Accept": FHIR_JSON})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}) or {})
+        if self._token is not None and (token := self._token()):
+            headers["Authorization"] = f"Bearer {token}"
+        if "json" in kwargs:
+            headers["Content-Type"] = FHIR_JSON
+        try:
+            response = self._http.request(method, f"{self.base_url}/{path}", headers=headers, **kwargs)
+        except httpx.TransportError as exc:
+            raise TransientFhirError(f"FHIR {method} {path} failed: {exc}") from exc
+        if response.status_code == 412:
+            raise PreconditionFailed(f"FHIR {method} {path}: precondition failed", 412)
+        if response.status_code == 429 or response.status_code >= 500:
+            raise TransientFhirError(f"FHIR {method} {path} answered {response.status_code}", response.status_code)
+        if response.status_code >= 400:
+            raise FhirError(
+                f"FHIR {method} {path} answered {response.status_code}: {response.text[:500]}", response.status_code
+            )
+        return response
+
+    def search(self, resource_type: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        """Resources of the first page of a search (the sync's searches match at most a few)."""
+        bundle = self._request("GET", resource_type, params=params).json()
+        return [
+            entry["resource"]
+            for entry in bundle.get("entry", [])
+            if entry.get("search", {}).get("mode", "match") == "match"
+        ]
+
+    def read(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
+        """GET a resource by id; None when it does not exist (404) or was deleted (410)."""
+        try:
+            body: dict[str, Any] = self._request("GET", f"{resource_type}/{resource_id}").json()
+        except FhirError as exc:
+            if exc.status in (404, 410):
+                return None
+            raise
+        return body
+
+    def update(self, resource: dict[str, Any], version_id: str | None = None) -> dict[str, Any]:
+        """PUT a resource by id (update, or create with a client-chosen id).
+
+        With ``version_id`` the write carries ``If-Match: W/"{version_id}"`` and
+        fails with :class:`PreconditionFailed` if the resource changed.
+        """
+        headers = {"Prefer": "return=representation"}
+        if version_id is not None:
+            headers["If-Match"] = f'W/"{version_id}"'
+        path = f"{resource['resourceType']}/{resource['id']}"
+        return self._body_or_read(self._request("PUT", path, json=resource, headers=headers), resource["resourceType"])
+
+    def delete(self, resource_type: str, resource_id: str, version_id: str | None = None) -> None:
+        headers = {"If-Match": f'W/"{version_id}"'} if version_id is not None else {}
+        try:
+            self._request("DELETE", f"{resource_type}/{resource_id}", headers=headers)
+        except FhirError as exc:
+            if exc.status not in (404, 410):
+                raise
+
+    def _body_or_read(self, response: httpx.Response, resource_type: str) -> dict[str, Any]:
+        if response.content:
+            body: dict[str, Any] = response.json()
+            if body.get("resourceType") == resource_type:
+                return body
+        location = response.headers.get("location") or response.headers.get("content-location")
+        if not location:
+            raise FhirError(f"FHIR {resource_type} write returned neither a body nor a Location")
+        path = location.split(f"/{resource_type}/", 1)[1].split("/_history")[0]
+        read: dict[str, Any] = self._request("GET", f"{resource_type}/{path}").json()
+        return read

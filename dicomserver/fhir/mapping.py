@@ -1,0 +1,226 @@
+"""DICOM → FHIR R4 mapping (pure; no I/O).
+
+Built from the index's view of a study (:class:`StudySnapshot`), never from
+DICOM files.  Differences from Microsoft's DICOM cast, on purpose (HL7 R4
+ImagingStudy and its DICOM mapping):
+
+* modality Codings use the system ``http://dicom.nema.org/resources/ontology/DCM``
+  (cast: ``DCM``), and the study-level modality list is ModalitiesInStudy as
+  computed by the index (cast: usually empty);
+* sopClass is ``urn:ietf:rfc:3986`` | ``urn:oid:{uid}`` (cast: no system);
+* numberOfSeries, numberOfInstances and series.numberOfInstances are set;
+* description (StudyDescription), referrer (ReferringPhysicianName as
+  display), basedOn (the accession number as a ServiceRequest identifier),
+  series.bodySite (BodyPartExamined) and series.laterality are set;
+* ``started`` is a dateTime with a timezone when TimezoneOffsetFromUTC is
+  known, else only the date (FHIR requires a timezone on any time).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import quote
+
+from fhirclient.models.endpoint import Endpoint
+from fhirclient.models.imagingstudy import ImagingStudy
+from fhirclient.models.patient import Patient
+
+from ..dicomjson import first_value
+from ..stores.model import StudySnapshot
+
+DICOM_UID_SYSTEM = "urn:dicom:uid"
+DCM_SYSTEM = "http://dicom.nema.org/resources/ontology/DCM"
+RFC3986 = "urn:ietf:rfc:3986"
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+ENDPOINT_CONNECTION_TYPE = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
+ENDPOINT_IDENTIFIER_SYSTEM = "urn:dicomserver:endpoint"
+SNOMED = "http://snomed.info/sct"
+_LATERALITY = {"R": ("24028007", "Right"), "L": ("7771000", "Left")}
+_GENDER = {"M": "male", "F": "female", "O": "other"}
+
+
+def _value(attrs: dict[str, Any], tag: str) -> Any:
+    return first_value(attrs.get(tag))
+
+
+def _text(attrs: dict[str, Any], tag: str) -> str | None:
+    value = _value(attrs, tag)
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        value = value.get("Alphabetic", "")
+    text = str(value).strip()
+    return text or None
+
+
+def _date(da: str | None) -> str | None:
+    if not da or not re.fullmatch(r"\d{8}", da):
+        return None
+    return f"{da[:4]}-{da[4:6]}-{da[6:]}"
+
+
+def _started(da: str | None, tm: str | None, tz: str | None) -> str | None:
+    """FHIR dateTime from DA + TM (+ TimezoneOffsetFromUTC); date only without a timezone."""
+    day = _date(da)
+    if day is None:
+        return None
+    match = re.fullmatch(r"(\d{2})(\d{2})?(\d{2})?", (tm or "").split(".")[0])
+    zone = re.fullmatch(r"([+-])(\d{2})(\d{2})", tz or "")
+    if not match or not zone:
+        return day
+    hh, mm, ss = match.group(1), match.group(2) or "00", match.group(3) or "00"
+    return f"{day}T{hh}:{mm}:{ss}{zone.group(1)}{zone.group(2)}:{zone.group(3)}"
+
+
+def study_identifier(study_instance_uid: str) -> str:
+    """The search token of an ImagingStudy: ``urn:dicom:uid|urn:oid:{uid}``."""
+    return f"{DICOM_UID_SYSTEM}|urn:oid:{study_instance_uid}"
+
+
+def patient_identifier(snapshot: StudySnapshot, default_system: str) -> tuple[str, str] | None:
+    """``(system, value)`` of the Patient, from IssuerOfPatientID or the default system."""
+    patient_id = _text(snapshot.attrs, "00100020")
+    if not patient_id:
+        return None
+    issuer = _text(snapshot.attrs, "00100021")
+    if issuer is None:
+        system = default_system
+    elif re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:\S+$", issuer):
+        system = issuer  # already a URI
+    else:
+        system = f"urn:dicomserver:issuer:{quote(issuer, safe='')}"
+    return system, patient_id
+
+
+def human_name(pn: str) -> dict[str, Any] | None:
+    """A FHIR HumanName from the alphabetic group of a DICOM PN value."""
+    parts = (pn.split("=")[0].split("^") + [""] * 5)[:5]
+    family, given, middle, prefix, suffix = (p.strip() for p in parts)
+    name: dict[str, Any] = {"use": "usual"}
+    if family:
+        name["family"] = family
+    given_words = given.split() + middle.split()
+    if given_words:
+        name["given"] = given_words
+    if prefix:
+        name["prefix"] = prefix.split()
+    if suffix:
+        name["suffix"] = suffix.split()
+    return name if len(name) > 1 else None
+
+
+def patient(snapshot: StudySnapshot, default_system: str) -> dict[str, Any] | None:
+    """The Patient to create when none has the study's identifier (None without PatientID)."""
+    identifier = patient_identifier(snapshot, default_system)
+    if identifier is None:
+        return None
+    resource: dict[str, Any] = {
+        "resourceType": "Patient",
+        "identifier": [{"system": identifier[0], "value": identifier[1]}],
+    }
+    name = human_name(_text(snapshot.attrs, "00100010") or "")
+    if name:
+        resource["name"] = [name]
+    sex = (_text(snapshot.attrs, "00100040") or "").upper()
+    if sex:
+        resource["gender"] = _GENDER.get(sex, "unknown")
+    birth = _date(_text(snapshot.attrs, "00100030"))
+    if birth:
+        resource["birthDate"] = birth
+    return Patient(resource, strict=True).as_json()  # type: ignore[no-any-return]
+
+
+def endpoint(base_url: str) -> dict[str, Any]:
+    """The one Endpoint of this service (found again by its identifier)."""
+    resource = {
+        "resourceType": "Endpoint",
+        "identifier": [{"system": ENDPOINT_IDENTIFIER_SYSTEM, "value": base_url}],
+        "status": "active",
+        "connectionType": {"system": ENDPOINT_CONNECTION_TYPE, "code": "dicom-wado-rs"},
+        "name": f"DICOM WADO-RS endpoint {base_url}",
+        "payloadType": [{"text": "DICOM WADO-RS"}],
+        "payloadMimeType": ["application/dicom"],
+        "address": base_url,
+    }
+    return Endpoint(resource, strict=True).as_json()  # type: ignore[no-any-return]
+
+
+def _modality(code: str) -> dict[str, str]:
+    return {"system": DCM_SYSTEM, "code": code}
+
+
+def imaging_study(snapshot: StudySnapshot, patient_id: str, endpoint_id: str) -> dict[str, Any]:
+    """The ImagingStudy for a study's current state.
+
+    Raises
+    ------
+    fhirclient.models.fhirabstractbase.FHIRValidationError
+        If the result is not a valid R4 ImagingStudy (a bug, never data-dependent).
+    """
+    attrs = snapshot.attrs
+    uid = snapshot.key.study_instance_uid
+    identifiers: list[dict[str, Any]] = [{"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{uid}"}]
+    resource: dict[str, Any] = {
+        "resourceType": "ImagingStudy",
+        "identifier": identifiers,
+        "status": "available",
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "endpoint": [{"reference": f"Endpoint/{endpoint_id}"}],
+        "numberOfSeries": snapshot.number_of_series,
+        "numberOfInstances": snapshot.number_of_instances,
+    }
+    accession = _text(attrs, "00080050")
+    if accession:
+        acsn = {"type": {"coding": [{"system": V2_0203, "code": "ACSN"}]}, "value": accession}
+        identifiers.append(acsn)
+        resource["basedOn"] = [{"type": "ServiceRequest", "identifier": acsn}]
+    if snapshot.modalities_in_study:
+        resource["modality"] = [_modality(m) for m in snapshot.modalities_in_study]
+    started = _started(_text(attrs, "00080020"), _text(attrs, "00080030"), _text(attrs, "00080201"))
+    if started:
+        resource["started"] = started
+    description = _text(attrs, "00081030")
+    if description:
+        resource["description"] = description
+    referrer = _text(attrs, "00080090")
+    if referrer:
+        resource["referrer"] = {"display": referrer.replace("^", " ").strip()}
+    resource["series"] = [_series(s.attrs, s.number_of_instances, s.instances) for s in snapshot.series]
+    return ImagingStudy(resource, strict=True).as_json()  # type: ignore[no-any-return]
+
+
+def _series(attrs: dict[str, Any], count: int, instances: list[dict[str, Any]]) -> dict[str, Any]:
+    series: dict[str, Any] = {
+        "uid": _text(attrs, "0020000E"),
+        "modality": _modality(_text(attrs, "00080060") or "OT"),
+        "numberOfInstances": count,
+    }
+    number = _value(attrs, "00200011")
+    if isinstance(number, int) or (isinstance(number, str) and number.strip().lstrip("-").isdigit()):
+        series["number"] = int(number)
+    description = _text(attrs, "0008103E")
+    if description:
+        series["description"] = description
+    body_part = _text(attrs, "00180015")
+    if body_part:
+        series["bodySite"] = {"display": body_part}
+    laterality = _LATERALITY.get((_text(attrs, "00200060") or "").upper())
+    if laterality:
+        series["laterality"] = {"system": SNOMED, "code": laterality[0], "display": laterality[1]}
+    started = _started(_text(attrs, "00080021"), _text(attrs, "00080031"), _text(attrs, "00080201"))
+    if started:
+        series["started"] = started
+    series["instance"] = [_instance(i) for i in instances]
+    return series
+
+
+def _instance(attrs: dict[str, Any]) -> dict[str, Any]:
+    instance: dict[str, Any] = {
+        "uid": _text(attrs, "00080018"),
+        "sopClass": {"system": RFC3986, "code": f"urn:oid:{_text(attrs, '00080016')}"},
+    }
+    number = _value(attrs, "00200013")
+    if isinstance(number, int) or (isinstance(number, str) and number.strip().lstrip("-").isdigit()):
+        instance["number"] = int(number)
+    return instance

@@ -1,0 +1,209 @@
+"""Rebuild one study in FHIR from the index's current state.
+
+The sync is idempotent and order-insensitive: it reads the ImagingStudy from
+FHIR *first*, then the study from the index, then writes with ``If-Match`` on
+the version it read.  If another sync wrote in between, the write fails with
+412 and the whole step repeats with fresh reads, so the last successful write
+always reflects an index state read after every earlier write: duplicated or
+reordered ``fhir-sync`` messages can never leave FHIR behind the index.
+Nothing is written when FHIR already matches.
+
+Resource ids are deterministic (a hash of the DICOMweb base URL, partition
+and StudyInstanceUID; of the identifier for a Patient; of the base URL for
+the Endpoint) and written with PUT-as-create, so parallel syncs create one
+resource: conditional create (If-None-Exist) is not atomic on every server.
+
+When a study has no instance left, its ImagingStudy is deleted (DICOM cast
+instead deletes only when ``meta.source`` matches; here the id ties the
+resource to this service).  Patients and the Endpoint are never deleted.  An
+existing Patient with the identifier is used as it is (it may be owned by
+the clinical system); a new one gets name, gender and birth date.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from enum import Enum
+from typing import Any
+
+from ..identifiers import StudyKey, is_valid_uid
+from ..stores import IndexStore
+from ..stores.queue import AzureSyncQueue, sync_message
+from . import mapping
+from .client import FhirClient, FhirError, PreconditionFailed, TransientFhirError
+
+log = logging.getLogger(__name__)
+
+_ATTEMPTS = 8
+
+
+class SyncOutcome(Enum):
+    """What :func:`sync_study` did."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+    ABSENT = "absent"  # not in the index and not in FHIR
+    SKIPPED = "skipped"  # no PatientID: an ImagingStudy needs a subject
+
+
+_endpoint_lock = threading.Lock()
+_endpoint_ids: dict[tuple[str, str], str] = {}
+
+
+def resource_id(kind: str, *parts: str) -> str:
+    """A deterministic FHIR id, so parallel syncs create one resource (PUT as create)."""
+    return f"dicom-{kind}-" + hashlib.sha1("|".join(parts).encode(), usedforsecurity=False).hexdigest()
+
+
+def ensure_endpoint(fhir: FhirClient, dicomweb_base_url: str) -> str:
+    """The id of this service's Endpoint, written once per process."""
+    cache_key = (fhir.base_url, dicomweb_base_url)
+    with _endpoint_lock:
+        if cache_key not in _endpoint_ids:
+            resource = {**mapping.endpoint(dicomweb_base_url), "id": resource_id("ep", dicomweb_base_url)}
+            _endpoint_ids[cache_key] = str(fhir.update(resource)["id"])
+        return _endpoint_ids[cache_key]
+
+
+def ensure_patient(fhir: FhirClient, resource: dict[str, Any]) -> str:
+    """The id of the Patient with ``resource``'s identifier, creating it when absent.
+
+    An existing Patient (perhaps owned by the clinical system) is used as it is.
+    """
+    identifier = resource["identifier"][0]
+    token = f"{identifier['system']}|{identifier['value']}"
+    found = fhir.search("Patient", {"identifier": token})
+    if len(found) > 1:
+        raise FhirError(f"{len(found)} Patients have the identifier {token}; merge them in FHIR first")
+    if found:
+        return str(found[0]["id"])
+    new_id = resource_id("pat", identifier["system"], identifier["value"])
+    return str(fhir.update({**resource, "id": new_id})["id"])
+
+
+def _same(current: dict[str, Any], new: dict[str, Any]) -> bool:
+    ignore = {"id", "meta", "text"}
+    return {k: v for k, v in current.items() if k not in ignore} == {k: v for k, v in new.items() if k not in ignore}
+
+
+def sync_study(
+    *,
+    index: IndexStore,
+    fhir: FhirClient,
+    study: StudyKey,
+    dicomweb_base_url: str,
+    patient_identifier_system: str,
+) -> SyncOutcome:
+    """Make FHIR match the index for one study.
+
+    The ImagingStudy's id is derived from the DICOMweb base URL, partition and
+    StudyInstanceUID.  Each round reads FHIR, then the index, then writes with
+    If-Match (a create is verified by one more round).
+
+    Raises
+    ------
+    TransientFhirError
+        When the server is busy or unreachable, or writes keep conflicting (retry later).
+    FhirError
+        When the server refuses a request.
+    """
+    study_id = resource_id("study", dicomweb_base_url, study.partition, study.study_instance_uid)
+    created = False
+    for _ in range(_ATTEMPTS):
+        current = fhir.read("ImagingStudy", study_id)
+        snapshot = index.study_snapshot(study)
+        try:
+            if snapshot is None:
+                if current is None:
+                    return SyncOutcome.ABSENT
+                fhir.delete("ImagingStudy", study_id, current.get("meta", {}).get("versionId"))
+                return SyncOutcome.DELETED
+            patient = mapping.patient(snapshot, patient_identifier_system)
+            if patient is None:
+                log.warning("study=%s has no PatientID; not synced to FHIR", study.study_instance_uid)
+                return SyncOutcome.SKIPPED
+            resource = mapping.imaging_study(
+                snapshot, ensure_patient(fhir, patient), ensure_endpoint(fhir, dicomweb_base_url)
+            )
+            if current is not None and _same(current, resource):
+                return SyncOutcome.CREATED if created else SyncOutcome.UNCHANGED
+            version = current.get("meta", {}).get("versionId") if current is not None else None
+            fhir.update({**resource, "id": study_id}, version)
+            if current is None:
+                created = True  # PUT-as-create carries no precondition: verify on the next round
+                continue
+            return SyncOutcome.UPDATED
+        except PreconditionFailed:
+            log.info("fhir-sync conflict study=%s; re-reading", study.study_instance_uid)
+            continue
+    raise TransientFhirError(f"FHIR writes for study {study.study_instance_uid} kept conflicting")
+
+
+#: Back-off retries of a transient FHIR failure before the message is parked in ``-poison``.
+MAX_ATTEMPTS = 8
+
+
+def parse_sync_message(body: bytes | str) -> tuple[StudyKey, int] | None:
+    """``(study, attempt)`` from a fhir-sync message; None for a malformed one."""
+    try:
+        data = json.loads(body)
+        study = StudyKey(str(data["partition"]), str(data["study"]))
+        attempt = int(data.get("attempt", 0))
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not is_valid_uid(study.study_instance_uid):
+        return None
+    return study, attempt
+
+
+def handle_sync_message(
+    *,
+    body: bytes | str,
+    index: IndexStore,
+    fhir: FhirClient,
+    queue: AzureSyncQueue,
+    dicomweb_base_url: str,
+    patient_identifier_system: str,
+) -> SyncOutcome | None:
+    """Process one fhir-sync message, with exponential back-off on transient FHIR failures.
+
+    A transient failure (429, 5xx, timeout) re-queues the study invisible for
+    10 s, 20 s, 40 s ... (at most 10 min); after :data:`MAX_ATTEMPTS` the
+    message goes to ``fhir-sync-poison``.  A FHIR refusal (4xx) goes to the
+    poison queue at once.  Anything else (the index unreachable) raises, so
+    the Functions host retries it and moves it to ``-poison`` after
+    ``maxDequeueCount``.
+    """
+    parsed = parse_sync_message(body)
+    if parsed is None:
+        log.error("malformed fhir-sync message dropped: %r", body[:200])
+        return None
+    study, attempt = parsed
+    try:
+        outcome = sync_study(
+            index=index,
+            fhir=fhir,
+            study=study,
+            dicomweb_base_url=dicomweb_base_url,
+            patient_identifier_system=patient_identifier_system,
+        )
+    except TransientFhirError as exc:
+        if attempt + 1 >= MAX_ATTEMPTS:
+            log.error("fhir-sync giving up study=%s after %d attempts: %s", study.study_instance_uid, attempt + 1, exc)
+            queue.send_to_poison(sync_message(study, attempt + 1))
+            return None
+        delay = min(10 * 2**attempt, 600)
+        log.warning("fhir-sync transient failure study=%s retry_in=%ss: %s", study.study_instance_uid, delay, exc)
+        queue.retry_later(study, attempt + 1, delay)
+        return None
+    except FhirError as exc:
+        log.error("fhir-sync refused study=%s: %s", study.study_instance_uid, exc)
+        queue.send_to_poison(sync_message(study, attempt + 1))
+        return None
+    log.info("fhir-sync study=%s outcome=%s", study.study_instance_uid, outcome.value)
+    return outcome
