@@ -58,6 +58,12 @@ class FhirClient:
     def close(self) -> None:
         self._http.close()
 
+    def __enter__(self) -> FhirClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = dict(kwargs.pop("headers", {}) or {})
         if self._token is not None and (token := self._token()):

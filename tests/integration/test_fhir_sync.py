@@ -149,12 +149,13 @@ def test_transient_failures_back_off_and_finally_park_in_poison(services: Servic
             patient_identifier_system=SYSTEM,
         )
 
-    handle(0)
-    assert queue.drain_poison() == []
-    handle(7)  # the last attempt
-    assert [m for m in queue.drain_poison()] == [sync_message(study, 8)]
-    with pytest.raises(TransientFhirError):
-        sync(services, unreachable, study.study_instance_uid)
+    with unreachable:
+        handle(0)
+        assert queue.drain_poison() == []
+        handle(7)  # the last attempt
+        assert queue.drain_poison() == [sync_message(study, 8)]
+        with pytest.raises(TransientFhirError):
+            sync(services, unreachable, study.study_instance_uid)
 
 
 def test_mapping_produces_valid_r4_resources_for_edge_values() -> None:

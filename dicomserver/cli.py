@@ -1,0 +1,108 @@
+"""Operations tools: ``python -m dicomserver.cli <command>``.
+
+Commands (settings come from the environment, as for the function app):
+
+``resync --study UID | --patient ID | --all [--enqueue]``
+    Rebuild studies in FHIR from the index, with a progress bar (``--enqueue``
+    puts fhir-sync messages on the queue for the function app instead).
+``requeue-poison``
+    Move every message of ``fhir-sync-poison`` back onto ``fhir-sync``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from tqdm import tqdm
+
+from .fhir.client import FhirClient
+from .fhir.sync import parse_sync_message, sync_study
+from .identifiers import DEFAULT_PARTITION, StudyKey
+from .settings import Settings
+from .wiring import Services, build_services, dicomweb_base_url, fhir_client
+
+log = logging.getLogger(__name__)
+
+
+def _studies(args: argparse.Namespace, services: Services) -> list[StudyKey]:
+    if args.study:
+        return [StudyKey(args.partition, args.study)]
+    return list(services.index.list_studies(args.partition, args.patient))
+
+
+def resync(args: argparse.Namespace) -> int:
+    """Resync the selected studies; returns the process exit code."""
+    settings = Settings.from_env()
+    services = build_services(settings)
+    studies = _studies(args, services)
+    if args.enqueue:
+        services.sync_queue.enqueue_studies(studies)
+        print(f"queued {len(studies)} studies on {settings.fhir_sync_queue}")
+        return 0
+    client = fhir_client(settings)
+    if client is None:
+        print("FHIR_URL is not set", file=sys.stderr)
+        return 2
+    with client:
+        counts, failures = _resync_all(args, settings, services, client, studies)
+    print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no studies")
+    return 1 if failures else 0
+
+
+def _resync_all(
+    args: argparse.Namespace, settings: Settings, services: Services, client: FhirClient, studies: list[StudyKey]
+) -> tuple[dict[str, int], int]:
+    counts: dict[str, int] = {}
+    failures = 0
+    for study in tqdm(studies, desc="resync", unit="study", disable=args.quiet):
+        try:
+            outcome = sync_study(
+                index=services.index,
+                fhir=client,
+                study=study,
+                dicomweb_base_url=dicomweb_base_url(settings),
+                patient_identifier_system=settings.fhir_patient_identifier_system,
+            ).value
+        except Exception as exc:  # report and go on: one bad study must not stop a full resync
+            log.error("resync failed study=%s: %s", study.study_instance_uid, exc)
+            outcome, failures = "failed", failures + 1
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts, failures
+
+
+def requeue_poison(args: argparse.Namespace) -> int:
+    """Move poison messages back to the fhir-sync queue (with their attempt count reset)."""
+    services = build_services(Settings.from_env())
+    moved = 0
+    while bodies := services.sync_queue.drain_poison():
+        studies = [parsed[0] for body in bodies if (parsed := parse_sync_message(body)) is not None]
+        services.sync_queue.enqueue_studies(studies)
+        moved += len(studies)
+    print(f"requeued {moved} messages")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dicomserver.cli", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    sync = commands.add_parser("resync", help="rebuild studies in FHIR from the index")
+    which = sync.add_mutually_exclusive_group(required=True)
+    which.add_argument("--study", help="one StudyInstanceUID")
+    which.add_argument("--patient", help="every study of one PatientID")
+    which.add_argument("--all", action="store_true", help="every study")
+    sync.add_argument("--partition", default=DEFAULT_PARTITION)
+    sync.add_argument("--enqueue", action="store_true", help="queue fhir-sync messages instead of syncing here")
+    sync.add_argument("--quiet", action="store_true", help="no progress bar")
+    sync.set_defaults(handler=resync)
+    poison = commands.add_parser("requeue-poison", help="move fhir-sync-poison messages back to fhir-sync")
+    poison.set_defaults(handler=requeue_poison)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
