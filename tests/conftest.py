@@ -10,6 +10,7 @@ from pydicom import config
 
 # Tests build deliberately invalid datasets; pydicom must let them be written.
 config.settings.writing_validation_mode = config.IGNORE
+config.settings.reading_validation_mode = config.IGNORE
 
 
 @pytest.fixture(autouse=True)

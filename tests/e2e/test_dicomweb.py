@@ -43,11 +43,10 @@ def post(base_url: str, parts: list[bytes], study: str | None = None) -> httpx.R
 def test_bundled_file_round_trips_byte_for_byte(base_url: str, client: DICOMwebClient, name: str) -> None:
     data = bundled(name).read_bytes()
     ds = pydicom.dcmread(io.BytesIO(data))
+    # Some bundled files share UIDs (MR_small and its re-encodings): start from a clean study.
+    assert httpx.delete(f"{base_url}/studies/{ds.StudyInstanceUID}").status_code in (204, 404)
     response = post(base_url, [data])
-    if response.status_code == 409:  # stored by an earlier parametrisation sharing the file's UIDs
-        assert response.json()["00081198"]["Value"][0]["00081197"]["Value"] == [45070]
-    else:
-        assert response.status_code == 200, response.text
+    assert response.status_code in (200, 202), response.text  # 202: stored with validation warnings
     instance_url = (
         f"{base_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
     )
@@ -60,9 +59,9 @@ def test_bundled_file_round_trips_byte_for_byte(base_url: str, client: DICOMwebC
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, media_types=(("application/dicom", "*"),)
     )
     assert got.SOPInstanceUID == ds.SOPInstanceUID
-    assert got.PixelData == ds.PixelData
+    assert got.get("PixelData") == ds.get("PixelData")
 
-    (metadata,) = client.retrieve_instance_metadata(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    metadata = client.retrieve_instance_metadata(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
     assert metadata["00080018"]["Value"] == [ds.SOPInstanceUID]
     assert "7FE00010" not in metadata
 
