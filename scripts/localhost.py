@@ -237,7 +237,7 @@ class QueueDriver:
 
     def poll_once(self) -> int:
         """Process one batch; returns how many messages it handled."""
-        import azure.functions as func
+        from azure.functions.queue import QueueMessage  # the worker's class, with dequeue_count
 
         visibility = max(int(self.config.visibility_timeout), 30)  # lease while the function runs
         messages = list(
@@ -245,7 +245,7 @@ class QueueDriver:
         )
         for message in messages[: self.config.batch_size]:
             body = _decode(message.content)
-            argument = func.QueueMessage(
+            argument = QueueMessage(
                 id=message.id,
                 body=body,
                 dequeue_count=message.dequeue_count,

@@ -1,0 +1,33 @@
+# make run: the service with its emulators at http://127.0.0.1:7071/v2 (Ctrl-C stops everything)
+# make test: the whole test suite (starts its own emulators on free ports)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test lint bench clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+venv: $(VENV)/.installed
+node_modules: node_modules/.installed
+
+run: $(VENV)/.installed node_modules/.installed
+	$(PY) -m scripts.run
+
+test: $(VENV)/.installed node_modules/.installed
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check dicomserver functions scripts tests function_app.py
+	$(VENV)/bin/mypy dicomserver
+
+clean:
+	rm -rf .local .pytest_cache .mypy_cache .ruff_cache

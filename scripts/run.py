@@ -1,0 +1,97 @@
+"""``make run``: the emulators, the FHIR server and the local Functions host, until Ctrl-C.
+
+Ports (override with environment variables): Azurite blob 10000 / queue 10001
+(``AZURITE_BLOB_PORT``, ``AZURITE_QUEUE_PORT``), Cosmos DB stand-in 8081
+(``COSMOS_PORT``), FHIR 8090 (``FHIR_PORT``), Functions host 7071
+(``FUNCTIONS_HTTP_PORT``).  Data lives in ``.local/``.  Azurite and the FHIR
+server keep theirs across runs, but the Cosmos stand-in is in memory only, so
+each run forgets the blob receipts: the repair trigger (``ensure_indexed``)
+then re-indexes every stored instance, and QIDO sees them again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from scripts import devstack
+from scripts.fhirserver import fhir_server
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _port(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _forget_blob_receipts(connection: str) -> None:
+    """Drop the local host's blob receipts so the repair trigger re-indexes every blob."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.blob import BlobServiceClient
+
+    from scripts.localhost import RECEIPTS_CONTAINER
+
+    container = BlobServiceClient.from_connection_string(connection).get_container_client(RECEIPTS_CONTAINER)
+    try:
+        for blob in container.list_blobs(name_starts_with="blobreceipts/"):
+            container.delete_blob(blob.name)
+    except ResourceNotFoundError:
+        pass
+
+
+def main() -> int:
+    blob, queue, cosmos = (
+        _port("AZURITE_BLOB_PORT", 10000),
+        _port("AZURITE_QUEUE_PORT", 10001),
+        _port("COSMOS_PORT", 8081),
+    )
+    fhir_port, http_port = _port("FHIR_PORT", 8090), _port("FUNCTIONS_HTTP_PORT", 7071)
+    if devstack.port_in_use(http_port):
+        print(f"port {http_port} is already in use: is another `make run` still running?", file=sys.stderr)
+        return 1
+    local = ROOT / ".local"
+    stop_requested = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        with (
+            devstack.local_stack(local / "azurite", blob, queue, cosmos) as env,
+            fhir_server(local / "fhir", fhir_port) as fhir_url,
+        ):
+            env = {
+                **os.environ,
+                **env,
+                "FHIR_URL": fhir_url,
+                "DICOM_PUBLIC_BASE_URL": os.environ.get("DICOM_PUBLIC_BASE_URL", f"http://127.0.0.1:{http_port}"),
+                "FUNCTIONS_HTTP_PORT": str(http_port),
+            }
+            print(f"Azurite blob :{blob} queue :{queue}, Cosmos DB stand-in :{cosmos}, FHIR {fhir_url}", flush=True)
+            _forget_blob_receipts(env["DICOM_STORAGE"])
+            host = subprocess.Popen(
+                [sys.executable, "-m", "scripts.localhost"], cwd=ROOT, env=env, start_new_session=True
+            )
+            try:
+                devstack.wait_for_port("127.0.0.1", http_port, 60, host)
+                print(f"\nDICOMweb base URL: http://127.0.0.1:{http_port}/v2   (Ctrl-C stops everything)\n", flush=True)
+                host.wait()
+            finally:
+                devstack.stop(host)
+    except KeyboardInterrupt:
+        print("\nstopped", flush=True)
+        return 0
+    except devstack.StackError as exc:
+        print(f"cannot start the local stack: {exc}", file=sys.stderr)
+        return 1
+    return 0 if stop_requested else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
