@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint token clean
+ROLE ?= owner
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +25,10 @@ run: $(VENV)/.installed node_modules/.installed
 
 test: $(VENV)/.installed node_modules/.installed
 	$(PY) -m pytest
+
+# a local-mode bearer token (make -s token ROLE=reader)
+token: $(VENV)/.installed
+	@$(PY) -m scripts.token --role $(ROLE)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check dicomserver functions scripts tests function_app.py

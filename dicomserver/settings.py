@@ -38,6 +38,13 @@ SETTING_NAMES: tuple[str, ...] = (
     "DICOM_MAX_INSTANCE_BYTES",
     "DICOM_PROVISION_RESOURCES",
     "FHIR_URL",
+    "DICOM_AUTH_MODE",
+    "DICOM_AUTH_TENANT_ID",
+    "DICOM_AUTH_AUDIENCE",
+    "DICOM_AUTH_AUTHORITY",
+    "DICOM_AUTH_OWNER_ROLES",
+    "DICOM_AUTH_READER_ROLES",
+    "DICOM_AUTH_LOCAL_KEY_DIR",
     "FHIR_BEARER_TOKEN",
     "FHIR_PATIENT_IDENTIFIER_SYSTEM",
     "AZURE_CLIENT_ID",
@@ -48,6 +55,17 @@ def _flag(value: str | None, default: bool = False) -> bool:
     if value is None or value == "":
         return default
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _list(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+def _auth_mode(value: str) -> str:
+    mode = value.strip().lower()
+    if mode not in ("entra", "local", "none"):
+        raise ValueError(f"DICOM_AUTH_MODE must be entra, local or none, got {value!r}")
+    return mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +88,16 @@ class Settings:
     public_base_url: str | None = None
     max_instance_bytes: int = 2 * 1024**3
     provision_resources: bool = False
+    #: ``entra`` (default), ``local`` (tokens from python -m scripts.token) or ``none``.
+    auth_mode: str = "entra"
+    auth_tenant_id: str | None = None
+    #: Accepted ``aud`` values: the API's app ID URI and its client ID.
+    auth_audiences: tuple[str, ...] = ("api://dicomserver-local",)
+    auth_authority: str = "https://login.microsoftonline.com"
+    #: App role values (and display names) that grant everything / reading.
+    auth_owner_roles: tuple[str, ...] = ("DICOM.Data.Owner", "DICOM Data Owner")
+    auth_reader_roles: tuple[str, ...] = ("DICOM.Data.Reader", "DICOM Data Reader")
+    auth_local_key_dir: str = ".local/auth"
     #: FHIR R4 base URL; empty disables the FHIR sync (messages are consumed and logged).
     fhir_url: str | None = None
     #: Static bearer token for a local FHIR server; in Azure the managed identity is used.
@@ -113,6 +141,13 @@ class Settings:
             public_base_url=public.rstrip("/") if public else None,
             max_instance_bytes=max_bytes,
             provision_resources=_flag(env.get("DICOM_PROVISION_RESOURCES")),
+            auth_mode=_auth_mode(env.get("DICOM_AUTH_MODE") or defaults.auth_mode),
+            auth_tenant_id=env.get("DICOM_AUTH_TENANT_ID") or None,
+            auth_audiences=_list(env.get("DICOM_AUTH_AUDIENCE")) or defaults.auth_audiences,
+            auth_authority=env.get("DICOM_AUTH_AUTHORITY") or defaults.auth_authority,
+            auth_owner_roles=_list(env.get("DICOM_AUTH_OWNER_ROLES")) or defaults.auth_owner_roles,
+            auth_reader_roles=_list(env.get("DICOM_AUTH_READER_ROLES")) or defaults.auth_reader_roles,
+            auth_local_key_dir=env.get("DICOM_AUTH_LOCAL_KEY_DIR") or defaults.auth_local_key_dir,
             fhir_url=(env.get("FHIR_URL") or "").rstrip("/") or None,
             fhir_bearer_token=env.get("FHIR_BEARER_TOKEN") or None,
             fhir_patient_identifier_system=env.get(

@@ -17,7 +17,8 @@ from azure.core.exceptions import AzureError
 from azure.storage.blob import BlobServiceClient, ExponentialRetry
 from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient, TextBase64EncodePolicy
 
-from .errors import DependencyUnavailable
+from .auth import Authenticator, build_authenticator
+from .errors import DependencyUnavailable, DicomServerError
 from .fhir.client import FhirClient
 from .settings import Settings
 from .stores.blob import CHUNK_SIZE, AzureBlobStore, AzureImportStore
@@ -181,3 +182,25 @@ def dicomweb_base_url(settings: Settings) -> str:
     if not settings.public_base_url:
         log.warning("DICOM_PUBLIC_BASE_URL is not set; FHIR Endpoint.address uses http://127.0.0.1:7071")
     return f"{settings.public_base_url or 'http://127.0.0.1:7071'}/v2"
+
+
+_auth_lock = threading.Lock()
+_authenticators: list[Authenticator] = []
+
+
+def authenticator() -> Authenticator:
+    """The process-wide authenticator for ``DICOM_AUTH_MODE`` (built on first use).
+
+    Raises
+    ------
+    DicomServerError
+        500 when the authentication settings are incomplete (the message says which).
+    """
+    with _auth_lock:
+        if not _authenticators:
+            try:
+                _authenticators.append(build_authenticator(Settings.from_env()))
+            except ValueError as exc:
+                log.error("authentication is misconfigured: %s", exc)
+                raise DicomServerError(f"Authentication is misconfigured: {exc}") from exc
+        return _authenticators[0]

@@ -6,10 +6,11 @@ from collections.abc import Awaitable, Callable
 
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 
+from dicomserver.auth import action_for_method
 from dicomserver.errors import DicomServerError
 from dicomserver.identifiers import DEFAULT_PARTITION, InstanceKey, parse_path_uid
 from dicomserver.wado import Retrieved
-from dicomserver.wiring import Services, services
+from dicomserver.wiring import Services, authenticator, services
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,17 @@ def error_response(exc: DicomServerError) -> Response:
     body = {"status": exc.status, "message": exc.message}
     if exc.reason is not None:
         body["reason"] = int(exc.reason)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if exc.status == 401 else None
     return Response(json.dumps(body), status_code=exc.status, media_type="application/json", headers=headers)
 
 
-async def handle(call: Callable[[Services], Awaitable[Response]]) -> Response:
-    """Run a handler with the process-wide services, mapping errors to responses."""
+async def handle(req: Request, call: Callable[[Services], Awaitable[Response]]) -> Response:
+    """Authenticate and authorize the caller, then run a handler with the process-wide services.
+
+    Errors become responses here and nowhere else.
+    """
     try:
+        authenticator().authenticate(req.headers.get("authorization"), action_for_method(req.method))
         return await call(services())
     except DicomServerError as exc:
         if exc.status >= 500:

@@ -18,7 +18,7 @@ async def delete_study(req: Request) -> Response:
         await delete.delete_study(blobs=svc.blobs, index=svc.index, sync_queue=svc.sync_queue, study=study)
         return Response(status_code=204)
 
-    return await _http.handle(call)
+    return await _http.handle(req, call)
 
 
 @bp.route(route="v2/studies/{study}/series/{series}", methods=["DELETE"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -29,7 +29,7 @@ async def delete_series(req: Request) -> Response:
         await delete.delete_series(blobs=svc.blobs, index=svc.index, sync_queue=svc.sync_queue, series=series)
         return Response(status_code=204)
 
-    return await _http.handle(call)
+    return await _http.handle(req, call)
 
 
 @bp.route(
@@ -43,4 +43,4 @@ async def delete_instance(req: Request) -> Response:
         await delete.delete_instance(blobs=svc.blobs, index=svc.index, sync_queue=svc.sync_queue, key=key)
         return Response(status_code=204)
 
-    return await _http.handle(call)
+    return await _http.handle(req, call)

@@ -24,7 +24,7 @@ async def search_for_studies(req: Request) -> Response:
     async def call(svc: _http.Services) -> Response:
         return _respond(await qido.search_for_studies(index=svc.index, params=req.query_params.multi_items()))
 
-    return await _http.handle(call)
+    return await _http.handle(req, call)
 
 
 @bp.route(route="v2/series", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -32,7 +32,7 @@ async def search_for_series(req: Request) -> Response:
     async def call(svc: _http.Services) -> Response:
         return _respond(await qido.search_for_series(index=svc.index, params=req.query_params.multi_items()))
 
-    return await _http.handle(call)
+    return await _http.handle(req, call)
 
 
 @bp.route(route="v2/studies/{study}/series", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -42,7 +42,7 @@ async def search_for_series_in_study(req: Request) -> Response:
         params = req.query_params.multi_items()
         return _respond(await qido.search_for_series(index=svc.index, params=params, study_instance_uid=study))
 
-    return await _http.handle(call)
+    return await _http.handle(req, call)
 
 
 @bp.route(route="v2/instances", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -50,7 +50,7 @@ async def search_for_instances(req: Request) -> Response:
     async def call(svc: _http.Services) -> Response:
         return _respond(await qido.search_for_instances(index=svc.index, params=req.query_params.multi_items()))
 
-    return await _http.handle(call)
+    return await _http.handle(req, call)
 
 
 @bp.route(route="v2/studies/{study}/instances", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -60,7 +60,7 @@ async def search_for_instances_in_study(req: Request) -> Response:
         params = req.query_params.multi_items()
         return _respond(await qido.search_for_instances(index=svc.index, params=params, study_instance_uid=study))
 
-    return await _http.handle(call)
+    return await _http.handle(req, call)
 
 
 @bp.route(route="v2/studies/{study}/series/{series}/instances", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -75,4 +75,4 @@ async def search_for_instances_in_series(req: Request) -> Response:
         )
         return _respond(results)
 
-    return await _http.handle(call)
+    return await _http.handle(req, call)

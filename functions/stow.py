@@ -35,9 +35,9 @@ async def _store(req: Request, svc: Services) -> Response:
 
 @bp.route(route="v2/studies", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def store_instances(req: Request) -> Response:
-    return await _http.handle(lambda svc: _store(req, svc))
+    return await _http.handle(req, lambda svc: _store(req, svc))
 
 
 @bp.route(route="v2/studies/{study}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def store_instances_in_study(req: Request) -> Response:
-    return await _http.handle(lambda svc: _store(req, svc))
+    return await _http.handle(req, lambda svc: _store(req, svc))

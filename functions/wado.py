@@ -20,7 +20,7 @@ async def retrieve_instance(req: Request) -> Response:
         )
         return _http.stream(result)
 
-    return await _http.handle(call)
+    return await _http.handle(req, call)
 
 
 @bp.route(route=_INSTANCE + "/metadata", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -34,4 +34,4 @@ async def retrieve_instance_metadata(req: Request) -> Response:
         )
         return _http.stream(result)
 
-    return await _http.handle(call)
+    return await _http.handle(req, call)

@@ -456,6 +456,25 @@ def _provision() -> None:
     provision()
 
 
+def _serve_local_jwks(host: LocalHost) -> None:
+    """In DICOM_AUTH_MODE=local, publish the local signing key's JWKS like a tenant does."""
+    if os.environ.get("DICOM_AUTH_MODE", "").lower() != "local":
+        return
+    from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+    from dicomserver.auth import local_jwks_path
+    from dicomserver.settings import Settings
+
+    path = local_jwks_path(Settings.from_env())
+
+    async def jwks(scope: dict[str, Any]) -> Response:
+        if not path.exists():
+            return PlainTextResponse("no local signing key yet: run `make token`", status_code=404)
+        return JSONResponse(json.loads(path.read_text()))
+
+    host.extra_http["/.well-known/jwks.json"] = jwks
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Local Azure Functions host for function_app.app")
     parser.add_argument("--host", default="127.0.0.1")
@@ -475,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     import function_app
 
     host = build_host(function_app.app, json.loads((ROOT / "host.json").read_text()), os.environ)
+    _serve_local_jwks(host)
     base = f"http://{args.host}:{args.port}"
     print("Functions:", *host.describe(base), sep="\n", flush=True)
     if not args.no_triggers:

@@ -72,7 +72,13 @@ def main() -> int:
                 "FHIR_URL": fhir_url,
                 "DICOM_PUBLIC_BASE_URL": os.environ.get("DICOM_PUBLIC_BASE_URL", f"http://127.0.0.1:{http_port}"),
                 "FUNCTIONS_HTTP_PORT": str(http_port),
+                "DICOM_AUTH_MODE": os.environ.get("DICOM_AUTH_MODE", "local"),
             }
+            if env["DICOM_AUTH_MODE"] == "local":
+                from dicomserver.settings import Settings
+                from scripts.token import ensure_key
+
+                ensure_key(Path(Settings.from_env(env).auth_local_key_dir))
             print(f"Azurite blob :{blob} queue :{queue}, Cosmos DB stand-in :{cosmos}, FHIR {fhir_url}", flush=True)
             _forget_blob_receipts(env["DICOM_STORAGE"])
             host = subprocess.Popen(
@@ -80,7 +86,13 @@ def main() -> int:
             )
             try:
                 devstack.wait_for_port("127.0.0.1", http_port, 60, host)
-                print(f"\nDICOMweb base URL: http://127.0.0.1:{http_port}/v2   (Ctrl-C stops everything)\n", flush=True)
+                print(f"\nDICOMweb base URL: http://127.0.0.1:{http_port}/v2   (Ctrl-C stops everything)", flush=True)
+                if env["DICOM_AUTH_MODE"] == "local":
+                    print(
+                        "Calls need a token:  TOKEN=$(make -s token)   (make -s token ROLE=reader for a reader)",
+                        flush=True,
+                    )
+                    print('  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:7071/v2/studies\n', flush=True)
                 host.wait()
             finally:
                 devstack.stop(host)
