@@ -114,3 +114,19 @@ def test_search_series_and_instances_with_dicomweb_client(base_url: str) -> None
     scoped = client.search_for_instances(study_instance_uid=study, series_instance_uid=mr_series)
     assert len(scoped) == 1
     assert httpx.get(f"{base_url}/series", params={"SOPInstanceUID": "1.2"}).status_code == 400
+
+
+def test_bad_input_over_http_is_never_a_500_and_the_service_keeps_serving(base_url: str) -> None:
+    from tests.badinput import malformed_parts, malformed_requests
+
+    statuses: dict[str, int] = {}
+    for name, data in malformed_parts():
+        body, ctype = multipart_body([data])
+        statuses[name] = httpx.post(f"{base_url}/studies", content=body, headers={"Content-Type": ctype}).status_code
+    for name, body, ctype in malformed_requests():
+        headers = {"Content-Type": ctype} if ctype else {}
+        statuses[name] = httpx.post(f"{base_url}/studies", content=body, headers=headers).status_code
+    assert all(status < 500 for status in statuses.values()), statuses
+    assert all(status in (200, 202, 400, 409, 415) for status in statuses.values()), statuses
+    good, ctype = multipart_body([make_instance()])
+    assert httpx.post(f"{base_url}/studies", content=good, headers={"Content-Type": ctype}).status_code == 200
