@@ -324,7 +324,7 @@ def import_instance(
         zero_preamble(f)
         f.seek(0)
         try:
-            blobs.put_instance(parsed.key, f, size)
+            blobs.put_instance(parsed.key, f, size, parsed.transfer_syntax_uid)
         except DuplicateInstance as exc:
             if _sha256(blobs.iter_instance(parsed.key)) != _sha256(_file_chunks(f)):
                 _reject(imports, name, f, size, FailureReason.SOP_INSTANCE_ALREADY_EXISTS, exc.message)

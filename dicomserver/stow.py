@@ -38,6 +38,8 @@ from .stores.blob import instance_blob_name
 log = logging.getLogger(__name__)
 
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024
+#: Parts of one request stored at the same time.
+PARALLEL_PARTS = 4
 
 
 @dataclass(slots=True)
@@ -146,6 +148,17 @@ async def store_instances(
             raise UnsupportedMediaType("The multipart/related Content-Type has no boundary parameter.")
         reader = MultipartReader(boundary)
         current: _Part | None = None
+        # Parts are stored concurrently (at most PARALLEL_PARTS at a time, each spooled to its own
+        # file) while the body keeps streaming in; results keep the order of the parts.
+        slots = asyncio.Semaphore(PARALLEL_PARTS)
+        tasks: list[asyncio.Task[InstanceResult]] = []
+
+        async def store_part(part: _Part) -> InstanceResult:
+            try:
+                return await asyncio.to_thread(context.process, part)
+            finally:
+                slots.release()
+
         try:
             async for chunk in body:
                 for event in reader.feed(chunk):
@@ -155,11 +168,14 @@ async def store_instances(
                         current.write(event.data)
                     elif isinstance(event, PartEnd) and current is not None:
                         part, current = current, None
-                        results.append(await asyncio.to_thread(context.process, part))
+                        await slots.acquire()
+                        tasks.append(asyncio.create_task(store_part(part)))
             reader.close()
         finally:
             if current is not None:  # the body ended or failed inside a part
                 current.file.close()
+            # Parts already handed over finish (or fail) on their own terms, even on a bad body.
+            results.extend(await asyncio.gather(*tasks))
     else:
         raise UnsupportedMediaType(
             f"The Content-Type '{media.type}' is not supported; use multipart/related; type=\"application/dicom\"."
@@ -213,7 +229,7 @@ class _Context:
         zero_preamble(f)
         f.seek(0)
         try:
-            self.blobs.put_instance(key, f, part.size)
+            self.blobs.put_instance(key, f, part.size, parsed.transfer_syntax_uid)
         except DuplicateInstance as exc:
             # A blob left by a STOW that died before indexing is repaired here, so the
             # instance the client is told exists really is visible.

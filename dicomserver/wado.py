@@ -17,7 +17,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
-from .errors import NotAcceptable, NotFound
+from .errors import NotAcceptable
 from .identifiers import InstanceKey
 from .mediatypes import (
     ANY,
@@ -49,13 +49,6 @@ async def aiter_blocking(iterator: Iterator[bytes]) -> AsyncIterator[bytes]:
         chunk = await asyncio.to_thread(next, iterator, None)
         if chunk is None:
             return
-        yield chunk
-
-
-async def _prefetched(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    if first:
-        yield first
-    async for chunk in rest:
         yield chunk
 
 
@@ -98,19 +91,20 @@ async def retrieve_instance(*, blobs: BlobStore, index: IndexStore, key: Instanc
     NotAcceptable
         If no acceptable representation can be produced.
     """
-    stored = await asyncio.to_thread(index.get_instance, key)
-    if stored is None:
-        raise NotFound(
-            f"The instance {key.sop_instance_uid} of series {key.series_instance_uid} "
-            f"in study {key.study_instance_uid} was not found."
-        )
-    multipart, ts = _choose_instance_representation(accept, stored.transfer_syntax_uid)
-    chunks = blobs.iter_instance(key)
-    first = await asyncio.to_thread(next, chunks, None)  # surfaces NotFound before the response starts
-    body = _prefetched(first, aiter_blocking(chunks))
+    opened = await asyncio.to_thread(blobs.open_instance, key)  # NotFound before the response starts
+    stored_ts = opened.transfer_syntax_uid
+    if stored_ts is None:  # stored before the blob carried its transfer syntax
+        stored = await asyncio.to_thread(index.get_instance, key)
+        stored_ts = stored.transfer_syntax_uid if stored is not None else EXPLICIT_VR_LITTLE_ENDIAN
+    try:
+        multipart, ts = _choose_instance_representation(accept, stored_ts)
+    except NotAcceptable:
+        opened.chunks.close()  # type: ignore[attr-defined]
+        raise
+    body = aiter_blocking(opened.chunks)
     part_type = f"{APPLICATION_DICOM}; transfer-syntax={ts}"
     if not multipart:
-        return Retrieved(part_type, body, {"Content-Length": str(stored.size)})
+        return Retrieved(part_type, body, {"Content-Length": str(opened.size)})
     boundary = new_boundary()
 
     async def one_part() -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Protocol
 
 from ..identifiers import InstanceKey, StudyKey
+from .blob import OpenedInstance
 from .model import IndexedInstance, QueryPage, Record, SearchQuery, StudySnapshot
 
 __all__ = [
@@ -30,8 +31,13 @@ class BlobStore(Protocol):
 
     def ensure_containers(self) -> None: ...
 
-    def put_instance(self, key: InstanceKey, data: IO[bytes], length: int) -> None:
+    def put_instance(
+        self, key: InstanceKey, data: IO[bytes], length: int, transfer_syntax_uid: str | None = None
+    ) -> None:
         """Create the instance blob; raises DuplicateInstance if it exists."""
+
+    def open_instance(self, key: InstanceKey) -> OpenedInstance:
+        """Start streaming an instance (raises NotFound)."""
 
     def delete_instance(self, key: InstanceKey) -> None: ...
 

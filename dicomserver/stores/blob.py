@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import IO, TypeVar
 
 from azure.core.exceptions import (
@@ -29,6 +30,17 @@ T = TypeVar("T")
 
 #: Chunk size of streamed downloads.
 CHUNK_SIZE = 4 * 1024 * 1024
+#: Blob metadata key holding the instance's transfer syntax UID.
+TRANSFER_SYNTAX_METADATA = "transfersyntax"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedInstance:
+    """An instance blob being read: its size, transfer syntax (if recorded) and chunks."""
+
+    size: int
+    transfer_syntax_uid: str | None
+    chunks: Iterator[bytes]
 
 
 def instance_blob_name(key: InstanceKey) -> str:
@@ -66,8 +78,11 @@ class AzureBlobStore:
             except ResourceExistsError:
                 pass
 
-    def put_instance(self, key: InstanceKey, data: IO[bytes], length: int) -> None:
+    def put_instance(
+        self, key: InstanceKey, data: IO[bytes], length: int, transfer_syntax_uid: str | None = None
+    ) -> None:
         blob = self._instances.get_blob_client(instance_blob_name(key))
+        metadata = {TRANSFER_SYNTAX_METADATA: transfer_syntax_uid} if transfer_syntax_uid else None
         try:
             _translate(
                 "instance upload",
@@ -76,6 +91,7 @@ class AzureBlobStore:
                     length=length,
                     overwrite=False,
                     content_settings=ContentSettings(content_type="application/dicom"),
+                    metadata=metadata,
                     max_concurrency=2,
                 ),
             )
@@ -117,6 +133,34 @@ class AzureBlobStore:
             if chunk is None:
                 return
             yield chunk
+
+    def open_instance(self, key: InstanceKey) -> OpenedInstance:
+        """Start streaming an instance: one request returns its size, transfer syntax and first chunk.
+
+        WADO needs nothing else, so retrieving an instance costs no index read.
+        """
+        blob = self._instances.get_blob_client(instance_blob_name(key))
+        try:
+            downloader = _translate("instance download", lambda: blob.download_blob(max_concurrency=1))
+        except ResourceNotFoundError:
+            raise NotFound(
+                f"The instance {key.sop_instance_uid} of series {key.series_instance_uid} "
+                f"in study {key.study_instance_uid} was not found."
+            ) from None
+        chunks = downloader.chunks()
+
+        def iterate() -> Iterator[bytes]:
+            while True:
+                try:
+                    chunk = _translate("instance download", lambda: next(chunks, None))
+                except ResourceNotFoundError:
+                    raise NotFound(f"The instance {key.sop_instance_uid} was deleted while being read.") from None
+                if chunk is None:
+                    return
+                yield chunk
+
+        props = downloader.properties
+        return OpenedInstance(int(props.size), (props.metadata or {}).get(TRANSFER_SYNTAX_METADATA), iterate())
 
     def put_metadata(self, key: InstanceKey, body: bytes) -> None:
         blob = self._metadata.get_blob_client(metadata_blob_name(key))
