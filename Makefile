@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint token clean
+.PHONY: run test lint token bench clean
 ROLE ?= owner
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -29,6 +29,10 @@ test: $(VENV)/.installed node_modules/.installed
 # a local-mode bearer token (make -s token ROLE=reader)
 token: $(VENV)/.installed
 	@$(PY) -m scripts.token --role $(ROLE)
+
+# STOW/QIDO/WADO beside Orthanc (installed from Debian if missing) and the storage floor; not part of CI
+bench: $(VENV)/.installed node_modules/.installed
+	$(PY) -m bench $(BENCH_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check dicomserver functions scripts tests function_app.py
