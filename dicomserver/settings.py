@@ -25,6 +25,7 @@ SETTING_NAMES: tuple[str, ...] = (
     f"{STORAGE_CONNECTION}__blobServiceUri",
     f"{STORAGE_CONNECTION}__queueServiceUri",
     f"{STORAGE_CONNECTION}__clientId",
+    f"{STORAGE_CONNECTION}__credential",
     "DICOM_COSMOS_ENDPOINT",
     "DICOM_COSMOS_KEY",
     "DICOM_COSMOS_DATABASE",

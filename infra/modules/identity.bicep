@@ -1,0 +1,15 @@
+// The function app's user-assigned managed identity: every outbound call (Blob, Queue, Cosmos DB, FHIR) uses it.
+@description('Azure region.')
+param location string
+
+@description('Identity name.')
+param name string
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: name
+  location: location
+}
+
+output id string = identity.id
+output principalId string = identity.properties.principalId
+output clientId string = identity.properties.clientId
