@@ -14,11 +14,12 @@ module does not do yet: such a request gets 406.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
-from .errors import NotAcceptable
-from .identifiers import InstanceKey
+from .errors import NotAcceptable, NotFound
+from .identifiers import InstanceKey, StudyKey
 from .mediatypes import (
     ANY,
     APPLICATION_DICOM,
@@ -30,7 +31,7 @@ from .mediatypes import (
     parse_accept,
 )
 from .multipart import iter_multipart, new_boundary
-from .stores import BlobStore, IndexStore
+from .stores import BlobStore, IndexedInstance, IndexStore
 
 
 @dataclass(slots=True)
@@ -147,3 +148,109 @@ async def _single(data: bytes) -> AsyncIterator[bytes]:
 async def _empty() -> AsyncIterator[bytes]:
     return
     yield b""  # pragma: no cover
+
+
+def _choose_multi_representation(accept: str | None) -> str:
+    """The transfer syntax for a study/series retrieve (``*`` = as stored), or raise 406."""
+    for media in parse_accept(accept):
+        if media.type == ANY:
+            return ORIGINAL_TRANSFER_SYNTAX
+        if media.type == MULTIPART_RELATED and (media.param("type") or APPLICATION_DICOM).lower() == APPLICATION_DICOM:
+            return media.param("transfer-syntax") or EXPLICIT_VR_LITTLE_ENDIAN
+    raise NotAcceptable(
+        f"The Accept header '{accept}' is not supported for a study or series; use "
+        'multipart/related; type="application/dicom".'
+    )
+
+
+async def _instances(index: IndexStore, study: StudyKey, series_instance_uid: str | None) -> list[IndexedInstance]:
+    found = await asyncio.to_thread(index.list_instance_details, study, series_instance_uid)
+    if not found:
+        what = f"series {series_instance_uid} of study" if series_instance_uid else "study"
+        raise NotFound(f"The {what} {study.study_instance_uid} was not found.")
+    return found
+
+
+async def retrieve_study(
+    *,
+    blobs: BlobStore,
+    index: IndexStore,
+    study: StudyKey,
+    series_instance_uid: str | None = None,
+    accept: str | None,
+) -> Retrieved:
+    """Retrieve every instance of a study or series, one part each, streamed (PS3.18 §10.4.1.1.1).
+
+    Instances are opened one after the other as the response is written, so
+    memory stays bounded whatever the study size.
+
+    Raises
+    ------
+    NotFound
+        If the study (or the series in it) has no instance.
+    NotAcceptable
+        If the Accept header asks for another media type, or for a transfer syntax
+        that some instance is not stored in (transcoding is not available yet).
+    """
+    wanted = _choose_multi_representation(accept)
+    instances = await _instances(index, study, series_instance_uid)
+    if wanted != ORIGINAL_TRANSFER_SYNTAX:
+        other = sorted({i.transfer_syntax_uid for i in instances if i.transfer_syntax_uid != wanted})
+        if other:
+            raise NotAcceptable(
+                f"Instances are stored with transfer syntax {', '.join(other)}; transcoding to {wanted} "
+                "is not supported. Ask for transfer-syntax=*."
+            )
+    boundary = new_boundary()
+
+    async def parts() -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
+        for instance in instances:
+            try:
+                opened = await asyncio.to_thread(blobs.open_instance, instance.key)
+            except NotFound:
+                continue  # deleted while the response was being written
+            ts = opened.transfer_syntax_uid or instance.transfer_syntax_uid
+            yield f"{APPLICATION_DICOM}; transfer-syntax={ts}", aiter_blocking(opened.chunks)
+
+    return Retrieved(
+        f'{MULTIPART_RELATED}; type="{APPLICATION_DICOM}"; boundary={boundary}', iter_multipart(parts(), boundary)
+    )
+
+
+async def retrieve_study_metadata(
+    *,
+    blobs: BlobStore,
+    index: IndexStore,
+    study: StudyKey,
+    series_instance_uid: str | None = None,
+    accept: str | None,
+    if_none_match: str | None,
+) -> Retrieved:
+    """The metadata of every instance of a study or series, as one streamed DICOM JSON array.
+
+    The ETag is derived from the instances and their store times, so it is known
+    before any metadata blob is read; ``If-None-Match`` with it gives 304.
+    """
+    _check_metadata_accept(accept)
+    instances = await _instances(index, study, series_instance_uid)
+    digest = hashlib.sha1(usedforsecurity=False)
+    for i in instances:
+        digest.update(f"{i.key.series_instance_uid}|{i.key.sop_instance_uid}|{i.stored_at};".encode())
+    etag = f'W/"{digest.hexdigest()}"'
+    headers = {"ETag": etag}
+    if if_none_match and etag in {tag.strip() for tag in if_none_match.split(",")}:
+        return Retrieved(APPLICATION_DICOM_JSON, _empty(), headers, status=304)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"["
+        first = True
+        for instance in instances:
+            try:
+                data, _ = await asyncio.to_thread(blobs.get_metadata, instance.key)
+            except NotFound:
+                continue
+            yield data if first else b"," + data
+            first = False
+        yield b"]"
+
+    return Retrieved(APPLICATION_DICOM_JSON, body(), headers)

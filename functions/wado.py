@@ -1,9 +1,10 @@
-"""WADO-RS: GET an instance and its metadata."""
+"""WADO-RS: GET studies, series and instances, and their metadata."""
 
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from dicomserver import wado
+from dicomserver.identifiers import DEFAULT_PARTITION, StudyKey
 
 from . import _http
 
@@ -29,6 +30,66 @@ async def retrieve_instance_metadata(req: Request) -> Response:
         result = await wado.retrieve_instance_metadata(
             blobs=svc.blobs,
             key=_http.instance_key(req),
+            accept=req.headers.get("accept"),
+            if_none_match=req.headers.get("if-none-match"),
+        )
+        return _http.stream(result)
+
+    return await _http.handle(req, call)
+
+
+@bp.route(route="v2/studies/{study}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def retrieve_study(req: Request) -> Response:
+    async def call(svc: _http.Services) -> Response:
+        study = StudyKey(DEFAULT_PARTITION, _http.path_uids(req)["study"])
+        result = await wado.retrieve_study(
+            blobs=svc.blobs, index=svc.index, study=study, accept=req.headers.get("accept")
+        )
+        return _http.stream(result)
+
+    return await _http.handle(req, call)
+
+
+@bp.route(route="v2/studies/{study}/series/{series}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def retrieve_series(req: Request) -> Response:
+    async def call(svc: _http.Services) -> Response:
+        uids = _http.path_uids(req)
+        result = await wado.retrieve_study(
+            blobs=svc.blobs,
+            index=svc.index,
+            study=StudyKey(DEFAULT_PARTITION, uids["study"]),
+            series_instance_uid=uids["series"],
+            accept=req.headers.get("accept"),
+        )
+        return _http.stream(result)
+
+    return await _http.handle(req, call)
+
+
+@bp.route(route="v2/studies/{study}/metadata", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def retrieve_study_metadata(req: Request) -> Response:
+    async def call(svc: _http.Services) -> Response:
+        result = await wado.retrieve_study_metadata(
+            blobs=svc.blobs,
+            index=svc.index,
+            study=StudyKey(DEFAULT_PARTITION, _http.path_uids(req)["study"]),
+            accept=req.headers.get("accept"),
+            if_none_match=req.headers.get("if-none-match"),
+        )
+        return _http.stream(result)
+
+    return await _http.handle(req, call)
+
+
+@bp.route(route="v2/studies/{study}/series/{series}/metadata", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def retrieve_series_metadata(req: Request) -> Response:
+    async def call(svc: _http.Services) -> Response:
+        uids = _http.path_uids(req)
+        result = await wado.retrieve_study_metadata(
+            blobs=svc.blobs,
+            index=svc.index,
+            study=StudyKey(DEFAULT_PARTITION, uids["study"]),
+            series_instance_uid=uids["series"],
             accept=req.headers.get("accept"),
             if_none_match=req.headers.get("if-none-match"),
         )

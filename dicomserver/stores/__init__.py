@@ -68,6 +68,9 @@ class IndexStore(Protocol):
 
     def list_instances(self, study: StudyKey, series_instance_uid: str | None = None) -> list[InstanceKey]: ...
 
+    def list_instance_details(self, study: StudyKey, series_instance_uid: str | None = None) -> list[IndexedInstance]:
+        """The instances of a study or series with transfer syntax, size and store time."""
+
     def get_instance(self, key: InstanceKey) -> IndexedInstance | None: ...
 
     def study_snapshot(self, study: StudyKey) -> StudySnapshot | None:

@@ -242,6 +242,35 @@ class CosmosIndexStore:
             for row in rows
         ]
 
+    def list_instance_details(self, study: StudyKey, series_instance_uid: str | None = None) -> list[IndexedInstance]:
+        """The instances of a study or series with transfer syntax, size and store time (no attributes)."""
+        pk = study_pk(study)
+        sql = (
+            "SELECT c.SeriesInstanceUID, c.SOPInstanceUID, c.SOPClassUID, c.TransferSyntaxUID, c.size, c.storedAt "
+            "FROM c WHERE c.pk = @pk AND c.type = 'instance'"
+        )
+        params: list[dict[str, Any]] = [{"name": "@pk", "value": pk}]
+        if series_instance_uid is not None:
+            sql += " AND c.SeriesInstanceUID = @se"
+            params.append({"name": "@se", "value": series_instance_uid})
+        rows: list[dict[str, Any]] = self._call(
+            "list instances", lambda: list(self._container.query_items(sql, parameters=params, partition_key=pk))
+        )
+        details = [
+            IndexedInstance(
+                key=InstanceKey(
+                    study.partition, study.study_instance_uid, row["SeriesInstanceUID"], row["SOPInstanceUID"]
+                ),
+                sop_class_uid=row.get("SOPClassUID", ""),
+                transfer_syntax_uid=row.get("TransferSyntaxUID", ""),
+                size=int(row.get("size") or 0),
+                attrs={},
+                stored_at=row.get("storedAt", ""),
+            )
+            for row in rows
+        ]
+        return sorted(details, key=lambda d: (d.key.series_instance_uid, d.stored_at, d.key.sop_instance_uid))
+
     def study_snapshot(self, study: StudyKey) -> StudySnapshot | None:
         """Every document of a study (one single-partition query); None when it has no instance."""
         pk = study_pk(study)
