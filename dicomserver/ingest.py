@@ -34,6 +34,7 @@ from pydicom.errors import InvalidDicomError
 from .attributes import all_index_tags
 from .dicomjson import dataset_to_json, select, tag_key
 from .errors import DicomServerError, DuplicateInstance, FailureReason, NotFound
+from .frames import FrameTable, frame_table
 from .identifiers import DEFAULT_PARTITION, InstanceKey, is_valid_uid
 from .stores import BlobStore, IndexedInstance, IndexStore, SyncQueue
 from .stores.blob import AzureImportStore
@@ -59,6 +60,8 @@ class ParsedInstance:
     metadata: dict[str, Any]
     #: ErrorComment texts of attributes that failed VR validation (left out of metadata and index).
     warnings: tuple[str, ...] = ()
+    #: Byte ranges of each frame in the file (None: no Pixel Data, or frames not locatable).
+    frames: FrameTable | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,7 @@ def read_instance(f: IO[bytes], size: int, study_in_path: str | None, partition:
                 check.sop_class_uid,
                 check.sop_instance_uid,
             )
+        pixel_data_position = f.tell()
         truncation = _check_remaining_elements(f, size, ds)
         if truncation:
             return Rejected(
@@ -112,6 +116,7 @@ def read_instance(f: IO[bytes], size: int, study_in_path: str | None, partition:
         return Rejected(FailureReason.PROCESSING_FAILURE, f"The file is not a readable DICOM file: {exc}")
     for tag in invalid:  # Azure v2: attributes that failed validation are neither returned nor indexed
         metadata.pop(tag_key(tag), None)
+    frames = frame_table(f, size, ds, pixel_data_position) if pixel_data_position < size else None
     return ParsedInstance(
         instance_key(ds, partition),
         check.sop_class_uid or "",
@@ -119,6 +124,7 @@ def read_instance(f: IO[bytes], size: int, study_in_path: str | None, partition:
         size,
         metadata,
         tuple(invalid.values()),
+        frames,
     )
 
 
@@ -203,6 +209,7 @@ def index_instance(blobs: BlobStore, index: IndexStore, parsed: ParsedInstance) 
             size=parsed.size,
             attrs=select(parsed.metadata, all_index_tags()),
             stored_at=datetime.now(UTC).isoformat(),
+            frames=parsed.frames,
         )
     )
 

@@ -19,6 +19,9 @@ ANY = "*/*"
 
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+JPEG2000 = "1.2.840.10008.1.2.4.90"
+JPEG2000_LOSSY = "1.2.840.10008.1.2.4.91"
+IMAGE_JP2 = "image/jp2"
 #: ``transfer-syntax=*``: return the instance as stored.
 ORIGINAL_TRANSFER_SYNTAX = "*"
 

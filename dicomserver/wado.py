@@ -18,14 +18,19 @@ import hashlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
-from .errors import NotAcceptable, NotFound
+from .errors import BadRequest, NotAcceptable, NotFound
 from .identifiers import InstanceKey, StudyKey
 from .mediatypes import (
     ANY,
     APPLICATION_DICOM,
     APPLICATION_DICOM_JSON,
     APPLICATION_JSON,
+    APPLICATION_OCTET_STREAM,
     EXPLICIT_VR_LITTLE_ENDIAN,
+    IMAGE_JP2,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    JPEG2000,
+    JPEG2000_LOSSY,
     MULTIPART_RELATED,
     ORIGINAL_TRANSFER_SYNTAX,
     parse_accept,
@@ -254,3 +259,90 @@ async def retrieve_study_metadata(
         yield b"]"
 
     return Retrieved(APPLICATION_DICOM_JSON, body(), headers)
+
+
+_UNCOMPRESSED_LE = {EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN}
+
+
+def parse_frame_list(text: str) -> list[int]:
+    """``1,3,5`` → ``[1, 3, 5]`` (frame numbers start at 1).
+
+    Raises
+    ------
+    BadRequest
+        For anything else.
+    """
+    try:
+        numbers = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise BadRequest(f"The frame list '{text}' is not a comma-separated list of frame numbers.") from None
+    if not numbers or any(n < 1 for n in numbers):
+        raise BadRequest(f"The frame list '{text}' is invalid: frame numbers start at 1.")
+    return numbers
+
+
+def _choose_frame_representation(accept: str | None, stored_ts: str, count: int) -> tuple[bool, str, str]:
+    """``(multipart, part media type, transfer syntax)`` for frames, or raise 406 (Azure v2 frame rules)."""
+    for media in parse_accept(accept):
+        if media.type == ANY:
+            return True, APPLICATION_OCTET_STREAM, stored_ts
+        if media.type == MULTIPART_RELATED:
+            part = (media.param("type") or APPLICATION_OCTET_STREAM).lower()
+            multipart = True
+        elif media.type == APPLICATION_OCTET_STREAM and count == 1:
+            part, multipart = APPLICATION_OCTET_STREAM, False
+        else:
+            continue
+        if part == APPLICATION_OCTET_STREAM:
+            ts = media.param("transfer-syntax") or EXPLICIT_VR_LITTLE_ENDIAN
+            if ts == ORIGINAL_TRANSFER_SYNTAX:
+                return multipart, part, stored_ts
+            if ts == EXPLICIT_VR_LITTLE_ENDIAN and stored_ts in _UNCOMPRESSED_LE:
+                return multipart, part, EXPLICIT_VR_LITTLE_ENDIAN  # same pixel bytes
+        elif part == IMAGE_JP2:  # PS3.18 Table 8.7.3-2: JPEG 2000 (4.90 by default, or 4.91)
+            ts = media.param("transfer-syntax") or JPEG2000
+            if ts == stored_ts and ts in (JPEG2000, JPEG2000_LOSSY):
+                return multipart, part, ts
+    raise NotAcceptable(
+        f"The frames are stored with transfer syntax {stored_ts} and cannot be returned as '{accept}' "
+        'without transcoding; ask for multipart/related; type="application/octet-stream"; transfer-syntax=*.'
+    )
+
+
+async def retrieve_frames(
+    *, blobs: BlobStore, index: IndexStore, key: InstanceKey, frames: list[int], accept: str | None
+) -> Retrieved:
+    """Frames of an instance by ranged blob reads of the offset table computed at store time (PS3.18 §10.4.1.1.4).
+
+    Raises
+    ------
+    NotFound
+        Unknown instance, no pixel data, or a frame number beyond the last frame.
+    NotAcceptable
+        When the requested media type needs transcoding, or the frames cannot be located.
+    """
+    stored = await asyncio.to_thread(index.get_instance, key)
+    if stored is None:
+        raise NotFound(f"The instance {key.sop_instance_uid} of series {key.series_instance_uid} was not found.")
+    table = stored.frames
+    if table is None:
+        raise NotFound(f"The instance {key.sop_instance_uid} has no frames that can be served (no pixel data?).")
+    beyond = [n for n in frames if n > len(table)]
+    if beyond:
+        raise NotFound(f"The instance has {len(table)} frame(s); frame {beyond[0]} does not exist.")
+    multipart, part_type, ts = _choose_frame_representation(accept, stored.transfer_syntax_uid, len(frames))
+    content_type = f"{part_type}; transfer-syntax={ts}"
+
+    def read(number: int) -> Iterator[bytes]:
+        for offset, length in table[number - 1]:
+            yield from blobs.iter_instance(key, offset, length)
+
+    if not multipart:
+        return Retrieved(content_type, aiter_blocking(read(frames[0])))
+    boundary = new_boundary()
+
+    async def parts() -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
+        for number in frames:
+            yield content_type, aiter_blocking(read(number))
+
+    return Retrieved(f'{MULTIPART_RELATED}; type="{part_type}"; boundary={boundary}', iter_multipart(parts(), boundary))

@@ -96,3 +96,19 @@ async def retrieve_series_metadata(req: Request) -> Response:
         return _http.stream(result)
 
     return await _http.handle(req, call)
+
+
+@bp.route(route=_INSTANCE + "/frames/{frames}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def retrieve_frames(req: Request) -> Response:
+    async def call(svc: _http.Services) -> Response:
+        frame_list = req.url.path.rstrip("/").rsplit("/", 1)[-1]
+        result = await wado.retrieve_frames(
+            blobs=svc.blobs,
+            index=svc.index,
+            key=_http.instance_key(req),
+            frames=wado.parse_frame_list(frame_list),
+            accept=req.headers.get("accept"),
+        )
+        return _http.stream(result)
+
+    return await _http.handle(req, call)

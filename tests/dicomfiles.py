@@ -14,8 +14,8 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
 def bundled(name: str) -> Path:
-    """Path of a file bundled with pydicom (raises if missing)."""
-    path = get_testdata_file(name)
+    """Path of a file bundled with pydicom (never downloads; raises if missing)."""
+    path = get_testdata_file(name, download=False)
     if path is None:
         raise FileNotFoundError(name)
     return Path(str(path))

@@ -201,6 +201,7 @@ class CosmosIndexStore:
             "q": _search_values(instance.attrs, _STUDY_SEARCH_KEYWORDS + _SERIES_SEARCH_KEYWORDS),
             "sortKey": f"{time.time_ns():020d}|{key.sop_instance_uid}",
             "storedAt": instance.stored_at or _now(),
+            "frames": instance.frames,
         }
         self._call("index instance", lambda: self._container.upsert_item(doc))
         self._refresh_series(key.series, select(instance.attrs, LEVEL_ATTRIBUTES[Level.SERIES]))
@@ -337,6 +338,7 @@ class CosmosIndexStore:
             size=int(doc["size"]),
             attrs=doc["attrs"],
             stored_at=doc.get("storedAt", ""),
+            frames=doc.get("frames"),
         )
 
     def _count(self, pk: str, extra_where: str = "", params: list[dict[str, Any]] | None = None) -> int:

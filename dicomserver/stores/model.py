@@ -23,6 +23,8 @@ class IndexedInstance:
     size: int
     attrs: dict[str, Any]
     stored_at: str = ""
+    #: Byte ranges of each frame in the instance blob (see :mod:`dicomserver.frames`).
+    frames: list[list[list[int]]] | None = None
 
 
 class MatchKind(Enum):
