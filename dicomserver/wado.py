@@ -37,6 +37,8 @@ from .mediatypes import (
 )
 from .multipart import iter_multipart, new_boundary
 from .stores import BlobStore, IndexedInstance, IndexStore
+from .stores.blob import OpenedInstance
+from .transcode import MAX_TRANSCODE_BYTES, TRANSCODABLE, check_size, render, to_explicit_vr_little_endian
 
 
 @dataclass(slots=True)
@@ -58,6 +60,12 @@ async def aiter_blocking(iterator: Iterator[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
+def _transcoded(opened: OpenedInstance) -> bytes:
+    """The instance as Explicit VR Little Endian (whole instance in memory: at most 100 MB)."""
+    check_size(opened.size)
+    return to_explicit_vr_little_endian(b"".join(opened.chunks))
+
+
 def _choose_instance_representation(accept: str | None, stored_ts: str) -> tuple[bool, str]:
     """Return ``(multipart, transfer_syntax_uid)`` for an instance, or raise 406."""
     wanted = []
@@ -75,11 +83,13 @@ def _choose_instance_representation(accept: str | None, stored_ts: str) -> tuple
         ts = media.param("transfer-syntax") or EXPLICIT_VR_LITTLE_ENDIAN
         if ts == ORIGINAL_TRANSFER_SYNTAX or ts == stored_ts:
             return multipart, stored_ts
+        if ts == EXPLICIT_VR_LITTLE_ENDIAN and stored_ts in TRANSCODABLE:
+            return multipart, ts  # transcoded
         wanted.append(ts)
     if wanted:
         raise NotAcceptable(
-            f"The instance is stored with transfer syntax {stored_ts}; transcoding to {', '.join(wanted)} "
-            "is not supported. Ask for transfer-syntax=*."
+            f"The instance is stored with transfer syntax {stored_ts} and cannot be transcoded to "
+            f"{', '.join(wanted)} (only to {EXPLICIT_VR_LITTLE_ENDIAN}). Ask for transfer-syntax=*."
         )
     raise NotAcceptable(
         f"The Accept header '{accept}' is not supported; use application/dicom or "
@@ -107,10 +117,13 @@ async def retrieve_instance(*, blobs: BlobStore, index: IndexStore, key: Instanc
     except NotAcceptable:
         opened.chunks.close()  # type: ignore[attr-defined]
         raise
-    body = aiter_blocking(opened.chunks)
+    if ts != stored_ts:
+        body = _single(await asyncio.to_thread(_transcoded, opened))
+    else:
+        body = aiter_blocking(opened.chunks)
     part_type = f"{APPLICATION_DICOM}; transfer-syntax={ts}"
     if not multipart:
-        return Retrieved(part_type, body, {"Content-Length": str(opened.size)})
+        return Retrieved(part_type, body, {"Content-Length": str(opened.size)} if ts == stored_ts else {})
     boundary = new_boundary()
 
     async def one_part() -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
@@ -200,11 +213,16 @@ async def retrieve_study(
     wanted = _choose_multi_representation(accept)
     instances = await _instances(index, study, series_instance_uid)
     if wanted != ORIGINAL_TRANSFER_SYNTAX:
-        other = sorted({i.transfer_syntax_uid for i in instances if i.transfer_syntax_uid != wanted})
-        if other:
+        other = {i.transfer_syntax_uid for i in instances if i.transfer_syntax_uid != wanted}
+        if wanted != EXPLICIT_VR_LITTLE_ENDIAN:
+            other_ok: set[str] = set()
+        else:
+            other_ok = {ts for ts in other if ts in TRANSCODABLE}
+        too_big = [i for i in instances if i.transfer_syntax_uid in other_ok and i.size > MAX_TRANSCODE_BYTES]
+        if other - other_ok or too_big:
             raise NotAcceptable(
-                f"Instances are stored with transfer syntax {', '.join(other)}; transcoding to {wanted} "
-                "is not supported. Ask for transfer-syntax=*."
+                f"Instances stored as {', '.join(sorted(other - other_ok)) or 'over 100 MB'} cannot be "
+                f"transcoded to {wanted}. Ask for transfer-syntax=*."
             )
     boundary = new_boundary()
 
@@ -215,7 +233,11 @@ async def retrieve_study(
             except NotFound:
                 continue  # deleted while the response was being written
             ts = opened.transfer_syntax_uid or instance.transfer_syntax_uid
-            yield f"{APPLICATION_DICOM}; transfer-syntax={ts}", aiter_blocking(opened.chunks)
+            if wanted not in (ORIGINAL_TRANSFER_SYNTAX, ts):
+                data = await asyncio.to_thread(_transcoded, opened)
+                yield f"{APPLICATION_DICOM}; transfer-syntax={wanted}", _single(data)
+            else:
+                yield f"{APPLICATION_DICOM}; transfer-syntax={ts}", aiter_blocking(opened.chunks)
 
     return Retrieved(
         f'{MULTIPART_RELATED}; type="{APPLICATION_DICOM}"; boundary={boundary}', iter_multipart(parts(), boundary)
@@ -346,3 +368,45 @@ async def retrieve_frames(
             yield content_type, aiter_blocking(read(number))
 
     return Retrieved(f'{MULTIPART_RELATED}; type="{part_type}"; boundary={boundary}', iter_multipart(parts(), boundary))
+
+
+def _render_media_type(accept: str | None) -> str:
+    for media in parse_accept(accept):
+        if media.type in (ANY, "image/*", "image/jpeg"):
+            return "image/jpeg"
+        if media.type == "image/png":
+            return "image/png"
+    raise NotAcceptable(f"The Accept header '{accept}' is not supported for rendering; use image/jpeg or image/png.")
+
+
+def parse_quality(value: str | None) -> int:
+    """The ``quality`` query parameter: 1-100, default 100 (ignored for PNG)."""
+    if value is None:
+        return 100
+    try:
+        quality = int(value)
+    except ValueError:
+        raise BadRequest(f"The quality '{value}' is not an integer between 1 and 100.") from None
+    if not 1 <= quality <= 100:
+        raise BadRequest(f"The quality {quality} is out of range: it must be between 1 and 100.")
+    return quality
+
+
+async def retrieve_rendered(
+    *, blobs: BlobStore, key: InstanceKey, frame: int, accept: str | None, quality: int
+) -> Retrieved:
+    """A frame rendered as JPEG (default) or PNG, windowed from the instance (PS3.18 §10.4.1.1.5).
+
+    Raises
+    ------
+    NotFound
+        Unknown instance, no pixel data or no such frame.
+    NotAcceptable
+        Unsupported Accept, pixel data that cannot be decoded, or an instance over 100 MB.
+    """
+    media_type = _render_media_type(accept)
+    opened = await asyncio.to_thread(blobs.open_instance, key)
+    check_size(opened.size)
+    data = await asyncio.to_thread(lambda: b"".join(opened.chunks))
+    image = await asyncio.to_thread(render, data, frame, media_type, quality)
+    return Retrieved(media_type, _single(image), {"Content-Length": str(len(image))})

@@ -4,6 +4,7 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from dicomserver import wado
+from dicomserver.errors import BadRequest
 from dicomserver.identifiers import DEFAULT_PARTITION, StudyKey
 
 from . import _http
@@ -108,6 +109,39 @@ async def retrieve_frames(req: Request) -> Response:
             key=_http.instance_key(req),
             frames=wado.parse_frame_list(frame_list),
             accept=req.headers.get("accept"),
+        )
+        return _http.stream(result)
+
+    return await _http.handle(req, call)
+
+
+@bp.route(route=_INSTANCE + "/rendered", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def retrieve_instance_rendered(req: Request) -> Response:
+    async def call(svc: _http.Services) -> Response:
+        result = await wado.retrieve_rendered(
+            blobs=svc.blobs,
+            key=_http.instance_key(req),
+            frame=1,
+            accept=req.headers.get("accept"),
+            quality=wado.parse_quality(req.query_params.get("quality")),
+        )
+        return _http.stream(result)
+
+    return await _http.handle(req, call)
+
+
+@bp.route(route=_INSTANCE + "/frames/{frame}/rendered", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def retrieve_frame_rendered(req: Request) -> Response:
+    async def call(svc: _http.Services) -> Response:
+        frames = wado.parse_frame_list(req.url.path.rstrip("/").split("/")[-2])
+        if len(frames) != 1:
+            raise BadRequest("Only one frame can be rendered per request.")
+        result = await wado.retrieve_rendered(
+            blobs=svc.blobs,
+            key=_http.instance_key(req),
+            frame=frames[0],
+            accept=req.headers.get("accept"),
+            quality=wado.parse_quality(req.query_params.get("quality")),
         )
         return _http.stream(result)
 

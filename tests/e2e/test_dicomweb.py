@@ -153,10 +153,60 @@ def test_metadata_etag_gives_304(base_url: str) -> None:
 
 
 def test_transcoding_request_that_cannot_be_served_is_406(base_url: str) -> None:
-    data = bundled("JPEG2000.dcm").read_bytes()
+    data = bundled("CT_small.dcm").read_bytes()
     post(base_url, [data])
     ds = pydicom.dcmread(io.BytesIO(data))
     url = f"{base_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
-    assert (
-        httpx.get(url, headers={"Accept": "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"}).status_code == 406
+    to_jpeg = {"Accept": "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50"}  # no encoder: not offered
+    assert httpx.get(url, headers=to_jpeg).status_code == 406
+    assert httpx.get(url, headers={"Accept": "image/png"}).status_code == 406
+
+
+TRANSCODED = ["JPEG2000.dcm", "MR_small_RLE.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm", "JPGExtended.dcm"]
+
+
+@pytest.mark.parametrize("name", TRANSCODED)
+def test_default_retrieve_transcodes_to_explicit_vr_little_endian(base_url: str, name: str) -> None:
+    data = bundled(name).read_bytes()
+    original = pydicom.dcmread(io.BytesIO(data))
+    httpx.delete(f"{base_url}/studies/{original.StudyInstanceUID}")
+    assert post(base_url, [data]).status_code in (200, 202)
+    client = DICOMwebClient(url=base_url)
+    got = client.retrieve_instance(
+        original.StudyInstanceUID,
+        original.SeriesInstanceUID,
+        original.SOPInstanceUID,
+        media_types=(("application/dicom", "1.2.840.10008.1.2.1"),),
     )
+    assert got.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert (got.pixel_array == original.pixel_array).all()  # lossless decode of what was stored
+    assert got.PatientName == original.PatientName
+
+
+@pytest.mark.parametrize(
+    ("accept", "magic"), [("image/jpeg", b"\xff\xd8"), ("image/png", b"\x89PNG"), (None, b"\xff\xd8")]
+)
+def test_rendered_instance_and_frame(base_url: str, accept: str | None, magic: bytes) -> None:
+    data = bundled("rtdose.dcm").read_bytes()
+    ds = pydicom.dcmread(io.BytesIO(data))
+    post(base_url, [data])
+    url = f"{base_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    headers = {"Accept": accept} if accept else {}
+    for path in ("/rendered", "/frames/3/rendered"):
+        response = httpx.get(url + path, headers=headers, params={"quality": "80"})
+        assert response.status_code == 200, response.text
+        assert response.content.startswith(magic)
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(httpx.get(url + "/frames/2/rendered", headers={"Accept": "image/png"}).content))
+    assert image.size == (ds.Columns, ds.Rows)
+    assert httpx.get(url + "/frames/99/rendered").status_code == 404
+    assert httpx.get(url + "/rendered", params={"quality": "0"}).status_code == 400
+
+
+def test_rendered_needs_pixel_data(base_url: str) -> None:
+    data = bundled("rtplan.dcm").read_bytes()
+    ds = pydicom.dcmread(io.BytesIO(data))
+    post(base_url, [data])
+    url = f"{base_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    assert httpx.get(url + "/rendered").status_code == 404

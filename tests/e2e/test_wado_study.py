@@ -74,4 +74,5 @@ def test_study_retrieve_errors(base_url: str) -> None:
     default_ts = httpx.get(
         f"{base_url}/studies/{ds.StudyInstanceUID}", headers={"Accept": 'multipart/related; type="application/dicom"'}
     )
-    assert default_ts.status_code == 406  # JPEG 2000 cannot be sent as explicit VR little endian without transcoding
+    assert default_ts.status_code == 200  # transcoded from JPEG 2000 to explicit VR little endian
+    assert "transfer-syntax=1.2.840.10008.1.2.1" in default_ts.content[:300].decode("latin-1")
