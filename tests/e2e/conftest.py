@@ -15,11 +15,15 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+HOST_PIDS: dict[str, int] = {}
 
 
 @contextmanager
 def local_host(env_overrides: dict[str, str], log_dir: Path, *extra_args: str) -> Iterator[str]:
-    """Run ``python -m scripts.localhost`` on a free port; yields its ``.../v2`` base URL."""
+    """Run ``python -m scripts.localhost`` on a free port; yields its ``.../v2`` base URL.
+
+    The host's PID is recorded in :data:`HOST_PIDS` under that URL (memory tests sample it).
+    """
     from scripts import devstack
 
     port = devstack.free_port()
@@ -61,7 +65,9 @@ def local_host(env_overrides: dict[str, str], log_dir: Path, *extra_args: str) -
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"local host did not start:\n{log_path.read_text()}") from None
                     time.sleep(0.2)
-            yield f"http://127.0.0.1:{port}/v2"
+            url = f"http://127.0.0.1:{port}/v2"
+            HOST_PIDS[url] = proc.pid
+            yield url
         finally:
             devstack.stop(proc)
 
