@@ -94,6 +94,7 @@ def generate(
     studies_per_patient: int = 2,
     multiframe_every: int = 0,
     compressed_every: int = 0,
+    frames: int = 8,
 ) -> Iterator[Instance]:
     """Yield ``instances`` instances, deterministically for a given ``seed``."""
     rng = random.Random(seed)
@@ -128,9 +129,9 @@ def generate(
                     if made >= instances:
                         return
                     ds = _dataset(rng, study, series, number)
-                    frames = 8 if multiframe_every and made % multiframe_every == 0 else 1
+                    count = frames if multiframe_every and made % multiframe_every == 0 else 1
                     compress = bool(compressed_every and made % compressed_every == 0)
-                    _pixels(ds, rng, rows, frames, compress)
+                    _pixels(ds, rng, rows, count, compress)
                     out = io.BytesIO()
                     ds.save_as(out, enforce_file_format=True)
                     made += 1
