@@ -35,7 +35,7 @@ bench: $(VENV)/.installed node_modules/.installed
 	$(PY) -m bench $(BENCH_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check dicomserver functions scripts tests function_app.py
+	$(VENV)/bin/ruff check dicomserver functions scripts tests bench function_app.py
 	$(VENV)/bin/mypy dicomserver
 
 clean:
