@@ -210,3 +210,14 @@ def test_rendered_needs_pixel_data(base_url: str) -> None:
     post(base_url, [data])
     url = f"{base_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
     assert httpx.get(url + "/rendered").status_code == 404
+
+
+def test_rendered_with_dicomweb_client(base_url: str, client: DICOMwebClient) -> None:
+    data = bundled("CT_small.dcm").read_bytes()
+    ds = pydicom.dcmread(io.BytesIO(data))
+    post(base_url, [data])
+    uids = (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    jpeg = client.retrieve_instance_rendered(*uids, media_types=("image/jpeg",), params={"quality": 90})
+    assert jpeg.startswith(b"\xff\xd8")
+    png = client.retrieve_instance_frames_rendered(*uids, frame_numbers=[1], media_types=("image/png",))
+    assert png.startswith(b"\x89PNG")
