@@ -86,8 +86,8 @@ LEVEL_ATTRIBUTES: dict[Level, tuple[int, ...]] = {
     Level.INSTANCE: INSTANCE_DEFAULT + INSTANCE_ALL_EXTRA,
 }
 
-#: Searchable attributes of /studies (keyword → level it lives at).
-STUDY_SEARCHABLE = (
+#: Searchable attributes per level (Azure v2 conformance statement, "Searchable attributes").
+STUDY_KEYS = (
     "StudyInstanceUID",
     "PatientName",
     "PatientID",
@@ -98,6 +98,8 @@ STUDY_SEARCHABLE = (
     "StudyDescription",
     "ModalitiesInStudy",
 )
+SERIES_KEYS = ("SeriesInstanceUID", "Modality", "PerformedProcedureStepStartDate", "ManufacturerModelName")
+INSTANCE_KEYS = ("SOPInstanceUID",)
 
 #: Attributes matched as person names (case- and accent-insensitive, fuzzy-capable).
 PERSON_NAME_ATTRIBUTES = frozenset({"PatientName", "ReferringPhysicianName"})

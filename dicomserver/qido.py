@@ -38,11 +38,14 @@ from .attributes import (
     DATE_ATTRIBUTES,
     INSTANCE_ALL_EXTRA,
     INSTANCE_DEFAULT,
+    INSTANCE_KEYS,
     PERSON_NAME_ATTRIBUTES,
     SERIES_ALL_EXTRA,
     SERIES_DEFAULT,
+    SERIES_KEYS,
     STUDY_ALL_EXTRA,
     STUDY_DEFAULT,
+    STUDY_KEYS,
     UID_ATTRIBUTES,
 )
 from .dicomjson import tag_key
@@ -55,19 +58,6 @@ from .stores.model import Match, MatchKind, Record, SearchQuery
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 200
 
-STUDY_KEYS = (
-    "StudyInstanceUID",
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-    "StudyDate",
-    "StudyDescription",
-    "ModalitiesInStudy",
-)
-SERIES_KEYS = ("SeriesInstanceUID", "Modality", "PerformedProcedureStepStartDate", "ManufacturerModelName")
-INSTANCE_KEYS = ("SOPInstanceUID",)
 _KEY_LEVEL = {
     **{k: Level.STUDY for k in STUDY_KEYS},
     **{k: Level.SERIES for k in SERIES_KEYS},

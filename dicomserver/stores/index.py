@@ -74,7 +74,7 @@ from azure.core.exceptions import AzureError
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
-from ..attributes import LEVEL_ATTRIBUTES, PERSON_NAME_ATTRIBUTES
+from ..attributes import LEVEL_ATTRIBUTES, PERSON_NAME_ATTRIBUTES, SERIES_KEYS, STUDY_KEYS
 from ..dicomjson import first_value, select, tag_key
 from ..errors import DependencyUnavailable
 from ..identifiers import InstanceKey, Level, SeriesKey, StudyKey
@@ -148,16 +148,9 @@ def _search_values(attrs: dict[str, Any], keywords: tuple[str, ...]) -> dict[str
     return q
 
 
-_STUDY_SEARCH_KEYWORDS = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-    "StudyDate",
-    "StudyDescription",
-)
-_SERIES_SEARCH_KEYWORDS = ("Modality", "PerformedProcedureStepStartDate", "ManufacturerModelName")
+# Normalised into ``q`` (UIDs and ModalitiesInStudy are top-level document fields).
+_STUDY_SEARCH_KEYWORDS = tuple(k for k in STUDY_KEYS if k not in ("StudyInstanceUID", "ModalitiesInStudy"))
+_SERIES_SEARCH_KEYWORDS = tuple(k for k in SERIES_KEYS if k != "SeriesInstanceUID")
 
 
 class CosmosIndexStore:
