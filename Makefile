@@ -1,10 +1,11 @@
 # make run: the service with its emulators at http://127.0.0.1:7071/v2 (Ctrl-C stops everything)
 # make test: the whole test suite (starts its own emulators on free ports)
-PYTHON ?= python3
+# Python 3.11 when installed under that name, else python3 (override: make PYTHON=/path/to/python3.11)
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint token bench clean
+.PHONY: venv node_modules run test lint token bench clean
 ROLE ?= owner
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt

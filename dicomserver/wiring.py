@@ -103,6 +103,8 @@ def build_services(settings: Settings) -> Services:
 
 _lock = threading.Lock()
 _services: Services | None = None
+#: Set once :func:`provision` ran in this process (the local host calls it before loading the app).
+_provisioned = False
 
 
 def services() -> Services:
@@ -116,7 +118,7 @@ def services() -> Services:
         with _lock:
             if _services is None:
                 built = build_services(Settings.from_env())
-                if built.settings.provision_resources:
+                if built.settings.provision_resources and not _provisioned:
                     try:
                         provision_services(built)
                     except AzureError as exc:
@@ -136,14 +138,17 @@ def provision_services(built: Services) -> None:
 
 def provision() -> None:
     """Provision the resources named by the environment's settings (local host hook)."""
+    global _provisioned
     provision_services(build_services(Settings.from_env()))
+    _provisioned = True
 
 
 def reset_for_tests() -> None:
     """Forget the process-wide services (tests that change the environment)."""
-    global _services
+    global _services, _provisioned
     with _lock:
         _services = None
+        _provisioned = False
 
 
 def fhir_client(settings: Settings) -> FhirClient | None:

@@ -38,6 +38,7 @@ def free_port() -> int:
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts connections on ``host:port``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
@@ -105,21 +106,20 @@ def start_azurite(data_dir: Path, blob_port: int, queue_port: int) -> subprocess
     try:
         wait_for_port("127.0.0.1", blob_port, 30, proc)
         wait_for_port("127.0.0.1", queue_port, 30, proc)
-    except StackError:
+    except BaseException:  # also KeyboardInterrupt: never leave an emulator behind
         stop(proc)
         raise
     return proc
 
 
-def start_cosmos(port: int, log_dir: Path) -> subprocess.Popen[bytes]:
-    """Start the Cosmos DB stand-in (in memory, plain HTTP) on ``port``."""
+def start_cosmos(port: int, log_dir: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start the Cosmos DB stand-in (in memory, plain HTTP) on ``port``; logs to ``log_dir`` (default .local)."""
     _check_free(port)
-    proc = _spawn(
-        [_binary("cosmosdb-server"), "--host", "127.0.0.1", "-p", str(port), "--no-ssl"], log_dir / "cosmos.log"
-    )
+    log = (log_dir or ROOT / ".local") / "cosmos.log"
+    proc = _spawn([_binary("cosmosdb-server"), "--host", "127.0.0.1", "-p", str(port), "--no-ssl"], log)
     try:
         wait_for_port("127.0.0.1", port, 30, proc)
-    except StackError:
+    except BaseException:  # also KeyboardInterrupt: never leave an emulator behind
         stop(proc)
         raise
     return proc
@@ -141,6 +141,7 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
 
 
 def azurite_connection_string(blob_port: int, queue_port: int) -> str:
+    """The connection string of Azurite's well-known development account on these ports."""
     return (
         f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
         f"BlobEndpoint=http://127.0.0.1:{blob_port}/{AZURITE_ACCOUNT};"

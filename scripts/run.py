@@ -3,10 +3,14 @@
 Ports (override with environment variables): Azurite blob 10000 / queue 10001
 (``AZURITE_BLOB_PORT``, ``AZURITE_QUEUE_PORT``), Cosmos DB stand-in 8081
 (``COSMOS_PORT``), FHIR 8090 (``FHIR_PORT``), Functions host 7071
-(``FUNCTIONS_HTTP_PORT``).  Data lives in ``.local/``.  Azurite and the FHIR
-server keep theirs across runs, but the Cosmos stand-in is in memory only, so
-each run forgets the blob receipts: the repair trigger (``ensure_indexed``)
-then re-indexes every stored instance, and QIDO sees them again.
+(``FUNCTIONS_HTTP_PORT``).  Data lives in ``.local/`` (``LOCAL_DATA_DIR``).  Azurite and
+the FHIR server keep theirs across runs, but the Cosmos stand-in is in memory only, so
+each run forgets the blob receipts: the repair trigger (``ensure_indexed``) then
+re-indexes every stored instance, and QIDO sees them again.
+
+Ctrl-C or SIGTERM stops the host first, then the FHIR server and the emulators (each in
+its own process group, so nothing is left behind); further signals during that
+teardown are ignored so it always completes.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import FrameType
 
 from scripts import devstack
 from scripts.fhirserver import fhir_server
 
 ROOT = Path(__file__).resolve().parents[1]
+#: What infra/modules/functionapp.bicep sets in Azure, so large STOW requests behave the same locally.
+REQUEST_BODY_SIZE_LIMIT = "4294967296"
 
 
 def _port(name: str, default: int) -> int:
@@ -42,6 +49,18 @@ def _forget_blob_receipts(connection: str) -> None:
         pass
 
 
+def _stop_on_signals() -> None:
+    """SIGINT/SIGTERM end the run once: the first raises KeyboardInterrupt, later ones are ignored."""
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+
 def main() -> int:
     blob, queue, cosmos = (
         _port("AZURITE_BLOB_PORT", 10000),
@@ -49,18 +68,12 @@ def main() -> int:
         _port("COSMOS_PORT", 8081),
     )
     fhir_port, http_port = _port("FHIR_PORT", 8090), _port("FUNCTIONS_HTTP_PORT", 7071)
-    if devstack.port_in_use(http_port):
-        print(f"port {http_port} is already in use: is another `make run` still running?", file=sys.stderr)
-        return 1
-    local = ROOT / ".local"
-    stop_requested = False
-
-    def request_stop(signum: int, frame: object) -> None:
-        nonlocal stop_requested
-        stop_requested = True
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, request_stop)
+    for port, what in ((http_port, "the Functions host"), (fhir_port, "the FHIR server")):
+        if devstack.port_in_use(port):
+            print(f"port {port} (for {what}) is already in use: is another `make run` still running?", file=sys.stderr)
+            return 1
+    local = Path(os.environ.get("LOCAL_DATA_DIR") or ROOT / ".local").resolve()
+    _stop_on_signals()
     try:
         with (
             devstack.local_stack(local / "azurite", blob, queue, cosmos) as env,
@@ -72,8 +85,13 @@ def main() -> int:
                 "FHIR_URL": fhir_url,
                 "DICOM_PUBLIC_BASE_URL": os.environ.get("DICOM_PUBLIC_BASE_URL", f"http://127.0.0.1:{http_port}"),
                 "FUNCTIONS_HTTP_PORT": str(http_port),
+                "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT": os.environ.get(
+                    "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", REQUEST_BODY_SIZE_LIMIT
+                ),
                 "DICOM_AUTH_MODE": os.environ.get("DICOM_AUTH_MODE", "local"),
             }
+            if "LOCAL_DATA_DIR" in os.environ and "DICOM_AUTH_LOCAL_KEY_DIR" not in os.environ:
+                env["DICOM_AUTH_LOCAL_KEY_DIR"] = str(local / "auth")
             if env["DICOM_AUTH_MODE"] == "local":
                 from dicomserver.settings import Settings
                 from scripts.token import ensure_key
@@ -82,27 +100,34 @@ def main() -> int:
             print(f"Azurite blob :{blob} queue :{queue}, Cosmos DB stand-in :{cosmos}, FHIR {fhir_url}", flush=True)
             _forget_blob_receipts(env["DICOM_STORAGE"])
             host = subprocess.Popen(
-                [sys.executable, "-m", "scripts.localhost"], cwd=ROOT, env=env, start_new_session=True
+                [sys.executable, "-m", "scripts.localhost", "--port", str(http_port)],
+                cwd=ROOT,
+                env=env,
+                start_new_session=True,
             )
             try:
-                devstack.wait_for_port("127.0.0.1", http_port, 60, host)
+                devstack.wait_for_port("127.0.0.1", http_port, 120, host)
                 print(f"\nDICOMweb base URL: http://127.0.0.1:{http_port}/v2   (Ctrl-C stops everything)", flush=True)
                 if env["DICOM_AUTH_MODE"] == "local":
                     print(
                         "Calls need a token:  TOKEN=$(make -s token)   (make -s token ROLE=reader for a reader)",
                         flush=True,
                     )
-                    print('  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:7071/v2/studies\n', flush=True)
-                host.wait()
+                    print(
+                        f'  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:{http_port}/v2/studies\n',
+                        flush=True,
+                    )
+                code = host.wait()
+                print(f"the local Functions host exited with code {code}; stopping", file=sys.stderr, flush=True)
+                return 1
             finally:
                 devstack.stop(host)
     except KeyboardInterrupt:
         print("\nstopped", flush=True)
         return 0
-    except devstack.StackError as exc:
+    except (devstack.StackError, RuntimeError) as exc:
         print(f"cannot start the local stack: {exc}", file=sys.stderr)
         return 1
-    return 0 if stop_requested else 1
 
 
 if __name__ == "__main__":
