@@ -1,10 +1,11 @@
 """DICOM JSON (PS3.18 Annex F) for metadata and search results.
 
-Metadata leaves out binary attributes (OB, OD, OF, OL, OV, OW, UN), as the
-Azure DICOM service v2 does ("Retrieve metadata"), so a metadata document
-never carries pixel data.  An attribute whose value pydicom cannot encode is
-left out and reported, mirroring Azure v2, which does not return attributes
-that failed validation.
+Binary attributes (OB, OD, OF, OL, OV, OW, UN) never carry their value: when
+the store path located the value in the file (:mod:`dicomserver.bulkdata`) they
+become a BulkDataURI (PS3.18 §F.2.6), otherwise they are left out, as the Azure
+DICOM service v2 does; so a metadata document never carries pixel data.  An
+attribute whose value pydicom cannot encode is left out and reported, mirroring
+Azure v2, which does not return attributes that failed validation.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag, Tag
+
+from . import bulkdata
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +35,17 @@ def tag_key(tag: int | BaseTag) -> str:
     return f"{int(tag):08X}"
 
 
-def element_to_json(elem: DataElement) -> JsonElement | None:
-    """Convert one element; ``None`` when it is binary or cannot be encoded."""
+def element_to_json(elem: DataElement, bulk: bulkdata.BulkTable | None = None, path: str = "") -> JsonElement | None:
+    """Convert one element; ``None`` when it cannot be encoded, or is binary without a bulk data entry.
+
+    ``path`` is the element's bulk data path (:mod:`dicomserver.bulkdata`), ``bulk`` the file's table.
+    """
     if elem.VR in BINARY_VRS:
-        return None
+        return _bulk_element(str(elem.VR), bulk, path or tag_key(elem.tag))
     if elem.VR == "SQ":
         items: list[JsonDataset] = []
-        for item in elem.value or []:
-            items.append(dataset_to_json(item))
+        for i, item in enumerate(elem.value or []):
+            items.append(dataset_to_json(item, bulk=bulk, prefix=f"{path or tag_key(elem.tag)}/{i}/"))
         out: JsonElement = {"vr": "SQ"}
         if items:
             out["Value"] = items
@@ -51,8 +57,17 @@ def element_to_json(elem: DataElement) -> JsonElement | None:
         return None
 
 
-def dataset_to_json(ds: Dataset, invalid: list[int] | None = None) -> JsonDataset:
-    """Convert ``ds`` to a DICOM JSON object, without binary attributes.
+def _bulk_element(vr: str, bulk: bulkdata.BulkTable | None, path: str) -> JsonElement | None:
+    entry = bulk.get(path) if bulk else None
+    if entry is None:
+        return None
+    return dict(bulkdata.element(vr if vr in bulkdata.BULK_VRS else str(entry[2]), path))
+
+
+def dataset_to_json(
+    ds: Dataset, invalid: list[int] | None = None, bulk: bulkdata.BulkTable | None = None, prefix: str = ""
+) -> JsonDataset:
+    """Convert ``ds`` to a DICOM JSON object; binary attributes as BulkDataURI when ``bulk`` locates them.
 
     Parameters
     ----------
@@ -60,15 +75,24 @@ def dataset_to_json(ds: Dataset, invalid: list[int] | None = None) -> JsonDatase
         The dataset (file meta information is not included).
     invalid:
         When given, the tags of attributes that could not be encoded are appended.
+    bulk:
+        The file's bulk data table (:func:`dicomserver.bulkdata.locate`); without it binary attributes are left out.
+    prefix:
+        The bulk data path of ``ds`` itself (``""`` for the top-level dataset).
     """
     out: JsonDataset = {}
     for tag in ds.keys():
         if tag.element == 0:  # group lengths are not part of DICOM JSON
             continue
-        if _raw_vr(ds, tag) in BINARY_VRS:  # decided before the value is read
+        path = prefix + tag_key(tag)
+        raw_vr = _raw_vr(ds, tag)
+        if raw_vr in BINARY_VRS:  # decided before the value is read
+            bulk_json = _bulk_element(raw_vr, bulk, path)
+            if bulk_json is not None:
+                out[tag_key(tag)] = bulk_json
             continue
         try:
-            converted = element_to_json(ds[tag])
+            converted = element_to_json(ds[tag], bulk, path)
         except Exception as exc:
             log.debug("element %s left out of DICOM JSON: %s", tag, exc)
             converted = None

@@ -54,6 +54,8 @@ class DicomServerError(Exception):
         super().__init__(message)
         self.message = message
         self.reason = reason
+        #: Extra response headers (e.g. Content-Range of a 416).
+        self.headers: dict[str, str] = {}
 
 
 class BadRequest(DicomServerError):
@@ -96,6 +98,16 @@ class PayloadTooLarge(DicomServerError):
     """The request body exceeds the configured limit."""
 
     status = 413
+
+
+class RangeNotSatisfiable(DicomServerError):
+    """The Range header asks for bytes outside the value (or for several ranges)."""
+
+    status = 416
+
+    def __init__(self, message: str, length: int) -> None:
+        super().__init__(message)
+        self.headers["Content-Range"] = f"bytes */{length}"
 
 
 class UnsupportedMediaType(DicomServerError):

@@ -7,9 +7,13 @@ A frame is a list of byte ranges ``[offset, length]`` in the instance blob:
   odd-sized 1-bit frames, are not supported and yield no table);
 * encapsulated Pixel Data (PS3.5 Annex A.4): the item values after the Basic
   Offset Table; one fragment per frame, all fragments for a single frame, or
-  fragments grouped by a non-empty Basic Offset Table.  Without one, frames
-  spanning several fragments cannot be located without decoding, so no table
-  is stored (frame retrieval then answers 406 with a message).
+  fragments grouped by a non-empty Basic Offset Table or an Extended Offset
+  Table.  With neither, and more fragments than frames, a frame starts at each
+  fragment that opens a JPEG or JPEG 2000 codestream (SOI ``FFD8``, SOC+SIZ
+  ``FF4FFF51`` or a JP2 signature box) right after a fragment that closed one
+  (EOI/EOC ``FFD9``, maybe padded with one zero byte) — used only when that finds
+  exactly the number of frames.  Otherwise no table is stored (frame retrieval
+  then answers 404 with a message).
 
 Frame retrieval reads exactly these ranges (ranged blob reads); the rest of
 the file is never read.
@@ -61,10 +65,13 @@ def frame_table(f: IO[bytes], size: int, ds: Dataset, pixel_data_position: int) 
             return None
         frame_size = bits // 8
         return [[[start + i * frame_size, frame_size]] for i in range(frames)]
-    return _encapsulated(f, size, start, frames, endian)
+    extended = ds.get("ExtendedOffsetTable")
+    return _encapsulated(f, size, start, frames, endian, bytes(extended) if extended else None)
 
 
-def _encapsulated(f: IO[bytes], size: int, pos: int, frames: int, endian: str) -> FrameTable | None:
+def _encapsulated(
+    f: IO[bytes], size: int, pos: int, frames: int, endian: str, extended_offsets: bytes | None = None
+) -> FrameTable | None:
     items: list[tuple[int, int]] = []  # (item tag position, value length)
     while pos + 8 <= size:
         f.seek(pos)
@@ -85,13 +92,39 @@ def _encapsulated(f: IO[bytes], size: int, pos: int, frames: int, endian: str) -
         return [ranges]
     if len(fragments) == frames:
         return [[r] for r in ranges]
+    offsets: list[int] | None = None
     if bot_length >= 4 * frames:
         f.seek(bot_pos + 8)
         offsets = list(struct.unpack(f"{endian}{frames}L", f.read(4 * frames)))
+    elif extended_offsets is not None and len(extended_offsets) >= 8 * frames:
+        offsets = list(struct.unpack(f"<{frames}Q", extended_offsets[: 8 * frames]))
+    if offsets is not None:
         first = fragments[0][0]
         starts = {p - first: i for i, (p, _) in enumerate(fragments)}
         if any(o not in starts for o in offsets):
             return None
         bounds = [starts[o] for o in offsets] + [len(fragments)]
         return [ranges[bounds[i] : bounds[i + 1]] for i in range(frames)]
-    return None
+    return _by_markers(f, ranges, frames)
+
+
+_FRAME_STARTS = (b"\xff\xd8", b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP  ")
+_FRAME_ENDS = (b"\xff\xd9", b"\xff\xd9\x00")
+
+
+def _by_markers(f: IO[bytes], ranges: list[list[int]], frames: int) -> FrameTable | None:
+    """Group fragments into frames by codestream start/end markers; None unless exactly ``frames`` found."""
+    bounds: list[int] = []
+    previous_ends = True
+    for i, (offset, length) in enumerate(ranges):
+        f.seek(offset)
+        head = f.read(min(length, 12))
+        f.seek(offset + max(length - 3, 0))
+        tail = f.read(min(length, 3))
+        if previous_ends and head.startswith(_FRAME_STARTS):
+            bounds.append(i)
+        previous_ends = tail.endswith(_FRAME_ENDS)
+    if len(bounds) != frames or bounds[0] != 0:
+        return None
+    bounds.append(len(ranges))
+    return [ranges[bounds[i] : bounds[i + 1]] for i in range(frames)]

@@ -31,7 +31,9 @@ from typing import IO, Any
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from . import bulkdata
 from .attributes import all_index_tags
+from .bulkdata import BulkTable
 from .dicomjson import dataset_to_json, select, tag_key
 from .errors import DicomServerError, DuplicateInstance, FailureReason, NotFound
 from .frames import FrameTable, frame_table
@@ -62,6 +64,8 @@ class ParsedInstance:
     warnings: tuple[str, ...] = ()
     #: Byte ranges of each frame in the file (None: no Pixel Data, or frames not locatable).
     frames: FrameTable | None = None
+    #: Byte ranges of the binary attributes the metadata refers to by BulkDataURI (see :mod:`.bulkdata`).
+    bulkdata: BulkTable | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,11 +115,18 @@ def read_instance(f: IO[bytes], size: int, study_in_path: str | None, partition:
                 check.sop_instance_uid,
             )
         invalid = find_invalid_attributes(ds)
-        metadata = dataset_to_json(ds)
+        bulk = bulkdata.locate(f, size, transfer_syntax)
+        metadata = dataset_to_json(ds, bulk=bulk)
     except PARSE_ERRORS as exc:
         return Rejected(FailureReason.PROCESSING_FAILURE, f"The file is not a readable DICOM file: {exc}")
     for tag in invalid:  # Azure v2: attributes that failed validation are neither returned nor indexed
         metadata.pop(tag_key(tag), None)
+    for tag in sorted(bulkdata.PIXEL_TAGS):  # pydicom stopped before them
+        entry = bulk.get(tag_key(tag))
+        if entry is not None:
+            metadata[tag_key(tag)] = dict(bulkdata.element(str(entry[2]), tag_key(tag)))
+    used = set(bulkdata.referenced(metadata))
+    bulk = {path: entry for path, entry in bulk.items() if path in used}
     frames = frame_table(f, size, ds, pixel_data_position) if pixel_data_position < size else None
     return ParsedInstance(
         instance_key(ds, partition),
@@ -125,6 +136,7 @@ def read_instance(f: IO[bytes], size: int, study_in_path: str | None, partition:
         metadata,
         tuple(invalid.values()),
         frames,
+        bulk or None,
     )
 
 
@@ -210,6 +222,7 @@ def index_instance(blobs: BlobStore, index: IndexStore, parsed: ParsedInstance) 
             attrs=select(parsed.metadata, all_index_tags()),
             stored_at=datetime.now(UTC).isoformat(),
             frames=parsed.frames,
+            bulkdata=parsed.bulkdata,
         )
     )
 

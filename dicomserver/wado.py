@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
+from . import bulkdata
 from .errors import BadRequest, NotAcceptable, NotFound
 from .identifiers import InstanceKey, StudyKey
 from .mediatypes import (
@@ -142,19 +143,27 @@ def _check_metadata_accept(accept: str | None) -> None:
     raise NotAcceptable(f"The Accept header '{accept}' is not supported for metadata; use application/dicom+json.")
 
 
+def instance_url(base_url: str, key: InstanceKey) -> str:
+    """``{base}/studies/{s}/series/{se}/instances/{i}`` (``base_url`` ends with the API version)."""
+    return (
+        f"{base_url}/studies/{key.study_instance_uid}/series/{key.series_instance_uid}/instances/{key.sop_instance_uid}"
+    )
+
+
 async def retrieve_instance_metadata(
-    *, blobs: BlobStore, key: InstanceKey, accept: str | None, if_none_match: str | None
+    *, blobs: BlobStore, key: InstanceKey, accept: str | None, if_none_match: str | None, base_url: str
 ) -> Retrieved:
     """Retrieve an instance's metadata as a DICOM JSON array (PS3.18 §10.4.1.1.2).
 
-    Returns 304 (empty body) when ``if_none_match`` equals the current ETag.
+    Binary attributes carry a BulkDataURI under ``base_url``.  Returns 304 (empty
+    body) when ``if_none_match`` equals the current ETag.
     """
     _check_metadata_accept(accept)
     body, etag = await asyncio.to_thread(blobs.get_metadata, key)
     headers = {"ETag": etag}
     if if_none_match and etag in {tag.strip() for tag in if_none_match.split(",")}:
         return Retrieved(APPLICATION_DICOM_JSON, _empty(), headers, status=304)
-    payload = b"[" + body + b"]"
+    payload = b"[" + bulkdata.resolve_uris(body, instance_url(base_url, key)) + b"]"
     headers["Content-Length"] = str(len(payload))
     return Retrieved(APPLICATION_DICOM_JSON, _single(payload), headers)
 
@@ -252,6 +261,7 @@ async def retrieve_study_metadata(
     series_instance_uid: str | None = None,
     accept: str | None,
     if_none_match: str | None,
+    base_url: str,
 ) -> Retrieved:
     """The metadata of every instance of a study or series, as one streamed DICOM JSON array.
 
@@ -273,7 +283,7 @@ async def retrieve_study_metadata(
             data, _ = await asyncio.to_thread(blobs.get_metadata, instance.key)
         except NotFound:
             return None  # deleted meanwhile
-        return data
+        return bulkdata.resolve_uris(data, instance_url(base_url, instance.key))
 
     async def body() -> AsyncIterator[bytes]:
         # Blobs are read _METADATA_READAHEAD at a time, in order: latency hidden, memory bounded.
@@ -420,3 +430,125 @@ async def retrieve_rendered(
     data = await asyncio.to_thread(lambda: b"".join(opened.chunks))
     image = await asyncio.to_thread(render, data, frame, media_type, quality)
     return Retrieved(media_type, _single(image), {"Content-Length": str(len(image))})
+
+
+async def retrieve_bulkdata(
+    *,
+    blobs: BlobStore,
+    index: IndexStore,
+    key: InstanceKey,
+    path: str,
+    accept: str | None,
+    range_header: str | None = None,
+) -> Retrieved:
+    """The value of one binary attribute, by the BulkDataURI its metadata gave (PS3.18 §8.7.3.5, §10.4).
+
+    ``multipart/related; type="application/octet-stream"`` with one part (the default),
+    or a single-part ``application/octet-stream``.  Read by one ranged blob read; values
+    of Explicit VR Big Endian files are returned little endian.  One ``Range`` (``bytes=a-b``)
+    gives 206 with ``Content-Range``.  Encapsulated Pixel Data is returned as its frames,
+    negotiated as for the frames resource (as stored unless the Accept header says otherwise).
+
+    Raises
+    ------
+    NotFound
+        Unknown instance, or no bulk data at ``path``.
+    NotAcceptable
+        For media types other than the above.
+    RangeNotSatisfiable
+        For a range outside the value.
+    """
+    stored = await asyncio.to_thread(index.get_instance, key)
+    if stored is None:
+        raise NotFound(f"The instance {key.sop_instance_uid} of series {key.series_instance_uid} was not found.")
+    entry = (stored.bulkdata or {}).get(path)
+    if entry is None:
+        raise NotFound(f"The instance {key.sop_instance_uid} has no bulk data at '{path}'.")
+    offset, length, vr = int(entry[0]), int(entry[1]), str(entry[2])
+    if length == bulkdata.ENCAPSULATED:
+        count = len(stored.frames or [])
+        if not count:
+            raise NotAcceptable("The frames of this encapsulated Pixel Data cannot be located without decoding.")
+        return await retrieve_frames(
+            blobs=blobs, index=index, key=key, frames=list(range(1, count + 1)), accept=_as_stored(accept)
+        )
+    multipart = _choose_bulkdata_representation(accept)
+    window = bulkdata.parse_range(range_header, length)
+    start, stop = window or (0, length)
+    word = bulkdata.WORD_SIZES.get(vr, 1) if stored.transfer_syntax_uid == bulkdata.EXPLICIT_VR_BIG_ENDIAN else 1
+    # Big endian words are swapped whole: read from the word boundary before start, then trim.
+    lead = start % word
+    read_stop = min(stop + (-stop % word), length)
+
+    def read() -> Iterator[bytes]:
+        chunks = blobs.iter_instance(key, offset + start - lead, read_stop - start + lead)
+        if word > 1:
+            chunks = bulkdata.swap_words(chunks, word)
+        yield from _trimmed(chunks, lead, stop - start)
+
+    headers = {}
+    if window is not None:
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{length}"
+    status = 206 if window is not None else 200
+    if not multipart:
+        headers["Content-Length"] = str(stop - start)
+        return Retrieved(APPLICATION_OCTET_STREAM, aiter_blocking(read()), headers, status)
+    boundary = new_boundary()
+
+    async def one_part() -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
+        yield APPLICATION_OCTET_STREAM, aiter_blocking(read())
+
+    return Retrieved(
+        f'{MULTIPART_RELATED}; type="{APPLICATION_OCTET_STREAM}"; boundary={boundary}',
+        iter_multipart(one_part(), boundary),
+        headers,
+        status,
+    )
+
+
+def _as_stored(accept: str | None) -> str:
+    """Encapsulated Pixel Data as bulk data: octet-stream without a transfer syntax means as stored."""
+    for media in parse_accept(accept):
+        if media.type == ANY:
+            break
+        if media.type == MULTIPART_RELATED and (media.param("type") or APPLICATION_OCTET_STREAM).lower() == (
+            APPLICATION_OCTET_STREAM
+        ):
+            if media.param("transfer-syntax"):
+                return accept or ""
+            break
+        return accept or ""
+    return f'{MULTIPART_RELATED}; type="{APPLICATION_OCTET_STREAM}"; transfer-syntax={ORIGINAL_TRANSFER_SYNTAX}'
+
+
+def _choose_bulkdata_representation(accept: str | None) -> bool:
+    """Whether bulk data goes out as multipart (True) or as a single ``application/octet-stream`` part."""
+    for media in parse_accept(accept):
+        if media.type in (ANY, "multipart/*"):
+            return True
+        if media.type == MULTIPART_RELATED and (media.param("type") or APPLICATION_OCTET_STREAM).lower() in (
+            APPLICATION_OCTET_STREAM,
+            ANY,
+        ):
+            return True
+        if media.type in (APPLICATION_OCTET_STREAM, "application/*"):
+            return False
+    raise NotAcceptable(
+        f"The Accept header '{accept}' is not supported for bulk data; use "
+        'multipart/related; type="application/octet-stream".'
+    )
+
+
+def _trimmed(chunks: Iterator[bytes], skip: int, total: int) -> Iterator[bytes]:
+    """Drop the first ``skip`` bytes of a stream and stop after ``total`` more."""
+    for chunk in chunks:
+        if skip:
+            cut = min(skip, len(chunk))
+            chunk, skip = chunk[cut:], skip - cut
+        if len(chunk) >= total:
+            if total:
+                yield chunk[:total]
+            return
+        if chunk:
+            yield chunk
+            total -= len(chunk)

@@ -45,7 +45,9 @@ def error_response(exc: DicomServerError) -> Response:
     body = {"status": exc.status, "message": exc.message}
     if exc.reason is not None:
         body["reason"] = int(exc.reason)
-    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if exc.status == 401 else None
+    headers = dict(exc.headers)
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     return Response(json.dumps(body), status_code=exc.status, media_type="application/json", headers=headers)
 
 

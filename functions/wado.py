@@ -1,9 +1,11 @@
-"""WADO-RS: GET studies, series and instances, and their metadata."""
+"""WADO-RS: GET studies, series and instances, their metadata, frames, rendered images and bulk data."""
+
+from urllib.parse import unquote
 
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
-from dicomserver import wado
+from dicomserver import bulkdata, wado
 from dicomserver.errors import BadRequest
 from dicomserver.identifiers import DEFAULT_PARTITION, StudyKey
 
@@ -33,6 +35,7 @@ async def retrieve_instance_metadata(req: Request) -> Response:
             key=_http.instance_key(req),
             accept=req.headers.get("accept"),
             if_none_match=req.headers.get("if-none-match"),
+            base_url=_http.base_url(req, svc),
         )
         return _http.stream(result)
 
@@ -76,6 +79,7 @@ async def retrieve_study_metadata(req: Request) -> Response:
             study=StudyKey(DEFAULT_PARTITION, _http.path_uids(req)["study"]),
             accept=req.headers.get("accept"),
             if_none_match=req.headers.get("if-none-match"),
+            base_url=_http.base_url(req, svc),
         )
         return _http.stream(result)
 
@@ -93,6 +97,7 @@ async def retrieve_series_metadata(req: Request) -> Response:
             series_instance_uid=uids["series"],
             accept=req.headers.get("accept"),
             if_none_match=req.headers.get("if-none-match"),
+            base_url=_http.base_url(req, svc),
         )
         return _http.stream(result)
 
@@ -142,6 +147,23 @@ async def retrieve_frame_rendered(req: Request) -> Response:
             frame=frames[0],
             accept=req.headers.get("accept"),
             quality=wado.parse_quality(req.query_params.get("quality")),
+        )
+        return _http.stream(result)
+
+    return await _http.handle(req, call)
+
+
+@bp.route(route=_INSTANCE + "/bulkdata/{*path}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def retrieve_bulkdata(req: Request) -> Response:
+    async def call(svc: _http.Services) -> Response:
+        path = unquote(req.url.path.split("/bulkdata/", 1)[-1])
+        result = await wado.retrieve_bulkdata(
+            blobs=svc.blobs,
+            index=svc.index,
+            key=_http.instance_key(req),
+            path=bulkdata.parse_path(path),
+            accept=req.headers.get("accept"),
+            range_header=req.headers.get("range"),
         )
         return _http.stream(result)
 

@@ -6,9 +6,11 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -89,3 +91,30 @@ def zero_preamble(data: bytes) -> bytes:
     if data[128:132] == b"DICM":
         return b"\x00" * 128 + data[128:]
     return data
+
+
+def fragmented_multiframe(codec: str, frames: int = 3, fragments_per_frame: int = 3) -> tuple[bytes, list[bytes]]:
+    """A multi-frame encapsulated instance whose frames span several fragments and that has no offset table.
+
+    ``codec`` ``"jpeg2000"`` encodes distinct frames (JPEG 2000 lossless); ``"jpeg"`` repeats the
+    frame of pydicom's JPEG baseline sample.  Returns the Part 10 bytes and the expected frames.
+    """
+    if codec == "jpeg2000":
+        ds = pydicom.dcmread(io.BytesIO(make_instance(rows=64, columns=64)))
+        ds.NumberOfFrames = frames
+        pixels = (np.arange(frames * 64 * 64, dtype=np.uint16).reshape(frames, 64, 64) * 7) % 4096
+        ds.compress(JPEG2000Lossless, pixels)
+        expected = list(generate_frames(ds.PixelData, number_of_frames=frames))
+    else:
+        source = pydicom.dcmread(bundled("SC_rgb_jpeg.dcm"))
+        ds = pydicom.dcmread(io.BytesIO(make_instance(rows=source.Rows, columns=source.Columns)))
+        for keyword in ("SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit"):
+            setattr(ds, keyword, source[keyword].value)
+        ds.PlanarConfiguration = 0
+        ds.file_meta.TransferSyntaxUID = source.file_meta.TransferSyntaxUID
+        ds.NumberOfFrames = frames
+        expected = list(generate_frames(source.PixelData, number_of_frames=1)) * frames
+    ds.PixelData = encapsulate(expected, fragments_per_frame=fragments_per_frame, has_bot=False)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue(), expected

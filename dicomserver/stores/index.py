@@ -103,7 +103,8 @@ INDEXING_POLICY: dict[str, Any] = {
     "indexingMode": "consistent",
     "automatic": True,
     "includedPaths": [{"path": "/*"}],
-    "excludedPaths": [{"path": "/attrs/*"}, {"path": '/"_etag"/?'}],
+    # attrs are searched through q; frame and bulk data tables are only ever read by id
+    "excludedPaths": [{"path": "/attrs/*"}, {"path": "/frames/*"}, {"path": "/bulkdata/*"}, {"path": '/"_etag"/?'}],
     "compositeIndexes": [
         [{"path": "/type", "order": "ascending"}, {"path": "/sortKey", "order": "ascending"}],
     ],
@@ -195,6 +196,7 @@ class CosmosIndexStore:
             "sortKey": f"{time.time_ns():020d}|{key.sop_instance_uid}",
             "storedAt": instance.stored_at or _now(),
             "frames": instance.frames,
+            "bulkdata": instance.bulkdata,
         }
         self._call("index instance", lambda: self._container.upsert_item(doc))
         self._refresh_series(key.series, select(instance.attrs, LEVEL_ATTRIBUTES[Level.SERIES]))
@@ -332,6 +334,7 @@ class CosmosIndexStore:
             attrs=doc["attrs"],
             stored_at=doc.get("storedAt", ""),
             frames=doc.get("frames"),
+            bulkdata=doc.get("bulkdata"),
         )
 
     def _count(self, pk: str, extra_where: str = "", params: list[dict[str, Any]] | None = None) -> int:

@@ -25,6 +25,8 @@ class IndexedInstance:
     stored_at: str = ""
     #: Byte ranges of each frame in the instance blob (see :mod:`dicomserver.frames`).
     frames: list[list[list[int]]] | None = None
+    #: ``{path: [offset, length, vr]}`` of binary attributes (see :mod:`dicomserver.bulkdata`).
+    bulkdata: dict[str, list[Any]] | None = None
 
 
 class MatchKind(Enum):

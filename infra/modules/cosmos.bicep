@@ -72,6 +72,12 @@ resource indexContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/cont
             path: '/attrs/*'
           }
           {
+            path: '/frames/*'
+          }
+          {
+            path: '/bulkdata/*'
+          }
+          {
             path: '/"_etag"/?'
           }
         ]

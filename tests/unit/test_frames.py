@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
+
 import pydicom
 import pytest
 from pydicom.encaps import generate_frames
 
 from dicomserver.frames import frame_table
 from dicomserver.wado import parse_frame_list
-from tests.dicomfiles import bundled
+from tests.dicomfiles import bundled, fragmented_multiframe
 
 FILES = [
     "CT_small.dcm",  # native, one frame
@@ -51,3 +53,48 @@ def test_frame_lists() -> None:
     for bad in ("0", "a", "1,,2", "-1", ""):
         with pytest.raises(Exception, match="frame"):
             parse_frame_list(bad)
+
+
+@pytest.mark.parametrize("codec", ["jpeg2000", "jpeg"])
+def test_frames_spanning_fragments_without_offset_table(codec: str) -> None:
+    data, expected = fragmented_multiframe(codec, frames=3, fragments_per_frame=3)
+    f = io.BytesIO(data)
+    ds = pydicom.dcmread(f, stop_before_pixels=True)
+    table = frame_table(f, len(data), ds, f.tell())
+    assert table is not None
+    assert [len(frame) for frame in table] == [3, 3, 3]
+    assert [b"".join(data[o : o + n] for o, n in frame) for frame in table] == expected
+
+
+def test_frames_are_not_guessed_when_markers_do_not_add_up() -> None:
+    data, expected = fragmented_multiframe("jpeg2000", frames=3, fragments_per_frame=2)
+    f = io.BytesIO(data)
+    ds = pydicom.dcmread(f, stop_before_pixels=True)
+    ds.NumberOfFrames = 4  # the file says 4 frames, the codestreams say 3
+    assert frame_table(f, len(data), ds, f.tell()) is None
+
+
+def test_extended_offset_table_locates_frames() -> None:
+    data, expected = fragmented_multiframe("jpeg2000", frames=3, fragments_per_frame=2)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    # Frame-start markers spoiled: only the Extended Offset Table can tell where frames begin.
+    offsets, position = [], 0
+    body = b""
+    for frame in expected:
+        offsets.append(position)
+        for piece in (b"\x00\x01" + frame[2:100], frame[100:]):
+            body += b"\xfe\xff\x00\xe0" + len(piece).to_bytes(4, "little") + piece
+            position += 8 + len(piece)
+    ds.PixelData = b"\xfe\xff\x00\xe0\x00\x00\x00\x00" + body + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    ds["PixelData"].is_undefined_length = True
+    ds.ExtendedOffsetTable = b"".join(o.to_bytes(8, "little") for o in offsets)
+    ds.ExtendedOffsetTableLengths = b"".join(len(frame).to_bytes(8, "little") for frame in expected)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    stored = out.getvalue()
+    f = io.BytesIO(stored)
+    header = pydicom.dcmread(f, stop_before_pixels=True)
+    table = frame_table(f, len(stored), header, f.tell())
+    assert table is not None and [len(frame) for frame in table] == [2, 2, 2]
+    got = [b"".join(stored[o : o + n] for o, n in frame) for frame in table]
+    assert got == [b"\x00\x01" + frame[2:] for frame in expected]
