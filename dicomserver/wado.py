@@ -326,7 +326,7 @@ def parse_frame_list(text: str) -> list[int]:
 def _choose_frame_representation(accept: str | None, stored_ts: str, count: int) -> tuple[bool, str, str]:
     """``(multipart, part media type, transfer syntax)`` for frames, or raise 406 (Azure v2 frame rules)."""
     for media in parse_accept(accept):
-        if media.type == ANY:
+        if media.type == ANY or (media.type == MULTIPART_RELATED and media.param("type") == ANY):
             return True, APPLICATION_OCTET_STREAM, stored_ts
         if media.type == MULTIPART_RELATED:
             part = (media.param("type") or APPLICATION_OCTET_STREAM).lower()
@@ -507,15 +507,12 @@ async def retrieve_bulkdata(
 
 
 def _as_stored(accept: str | None) -> str:
-    """Encapsulated Pixel Data as bulk data: octet-stream without a transfer syntax means as stored."""
+    """Encapsulated Pixel Data as bulk data: any type, or octet-stream without a transfer syntax, means as stored."""
     for media in parse_accept(accept):
-        if media.type == ANY:
+        part = (media.param("type") or APPLICATION_OCTET_STREAM).lower()
+        if media.type == ANY or (media.type == MULTIPART_RELATED and part == ANY):
             break
-        if media.type == MULTIPART_RELATED and (media.param("type") or APPLICATION_OCTET_STREAM).lower() == (
-            APPLICATION_OCTET_STREAM
-        ):
-            if media.param("transfer-syntax"):
-                return accept or ""
+        if media.type == MULTIPART_RELATED and part == APPLICATION_OCTET_STREAM and not media.param("transfer-syntax"):
             break
         return accept or ""
     return f'{MULTIPART_RELATED}; type="{APPLICATION_OCTET_STREAM}"; transfer-syntax={ORIGINAL_TRANSFER_SYNTAX}'

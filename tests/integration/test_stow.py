@@ -64,7 +64,9 @@ def test_multipart_store_writes_blob_metadata_index_and_sync_message(services: S
     key = InstanceKey(DEFAULT_PARTITION, study, series, sop)
     assert b"".join(services.blobs.iter_instance(key)) == zero_preamble(data)
     metadata = json.loads(services.blobs.get_metadata(key)[0])
-    assert metadata["00080018"]["Value"] == [sop] and "7FE00010" not in metadata
+    assert metadata["00080018"]["Value"] == [sop]
+    # Stored with a placeholder; the URI is made absolute when served (dicomserver.bulkdata).
+    assert metadata["7FE00010"] == {"vr": "OW", "BulkDataURI": "dicomserver-bulkdata:7FE00010"}
     assert services.index.get_instance(key) is not None
     queue = QueueClient.from_connection_string(
         services.settings.storage_connection_string or "", services.settings.fhir_sync_queue

@@ -156,6 +156,7 @@ def test_word_swap_across_unaligned_chunks() -> None:
     chunks = [raw[i : i + 7] for i in range(0, len(raw), 7)]
     assert b"".join(bulkdata.swap_words(iter(chunks), 2)) == words.astype("<u2").tobytes()
     floats = np.linspace(0, 1, 100, dtype=">f8").tobytes()
-    assert b"".join(bulkdata.swap_words(iter([floats[:13], floats[13:]]), 8)) == np.frombuffer(
-        floats, ">f8"
-    ).astype("<f8").tobytes()
+    assert (
+        b"".join(bulkdata.swap_words(iter([floats[:13], floats[13:]]), 8))
+        == np.frombuffer(floats, ">f8").astype("<f8").tobytes()
+    )
