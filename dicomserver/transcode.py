@@ -1,21 +1,27 @@
-"""Transcoding to Explicit VR Little Endian, and rendering to JPEG/PNG (Azure v2 "Retrieve (WADO-RS)").
+"""Transcoding to Explicit VR Little Endian or JPEG 2000 lossless, and rendering to JPEG/PNG (Azure v2).
 
-Both need the whole instance in memory, so, as in Azure, instances larger than
-:data:`MAX_TRANSCODE_BYTES` (100 MB) are refused with 406.  Decoding uses
-pydicom with the pylibjpeg plugins (JPEG baseline/extended/lossless, JPEG-LS,
-JPEG 2000, RLE); rendering uses Pillow.
+Whole instances are transcoded in memory, so, as in Azure, instances larger than
+:data:`MAX_TRANSCODE_BYTES` (100 MB) are refused with 406.  Frames and rendered
+frames are decoded one at a time from the frame's own bytes (read by a ranged
+blob read) and a small header built from the stored metadata, so they work for
+instances of any size.  Decoding uses pydicom with the pylibjpeg plugins (JPEG
+baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE); encoding JPEG 2000
+lossless uses pylibjpeg-openjpeg (images of at least 32 × 32 pixels, its six
+wavelet resolutions); rendering uses Pillow.
 """
 
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.filewriter import dcmwrite
 from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless
 
 from .errors import NotAcceptable, NotFound
 
@@ -49,13 +55,17 @@ def check_size(size: int) -> None:
         )
 
 
-def to_explicit_vr_little_endian(data: bytes) -> bytes:
-    """Re-encode a Part 10 file as Explicit VR Little Endian (decompressing pixel data).
+#: Transfer syntaxes this service transcodes to (Azure v2: Explicit VR Little Endian and JPEG 2000 lossless).
+TARGETS = frozenset({str(ExplicitVRLittleEndian), str(JPEG2000Lossless)})
+
+
+def transcode(data: bytes, target: str) -> bytes:
+    """Re-encode a Part 10 file in ``target`` (one of :data:`TARGETS`).
 
     Raises
     ------
     NotAcceptable
-        When the pixel data cannot be decoded.
+        When the pixel data cannot be decoded, or encoded in ``target``.
     """
     ds = pydicom.dcmread(io.BytesIO(data))
     source = UID(str(ds.file_meta.TransferSyntaxUID))
@@ -71,9 +81,121 @@ def to_explicit_vr_little_endian(data: bytes) -> bytes:
     for element in ds.iterall():  # decode every raw element so all are re-encoded, not copied
         _ = element.value
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if target == JPEG2000Lossless and "PixelData" in ds:
+        _check_jpeg2000_size(ds)
+        try:
+            ds.compress(JPEG2000Lossless)
+        except Exception as exc:  # the encoders raise many types
+            raise NotAcceptable(f"The pixel data cannot be encoded as JPEG 2000 lossless: {exc}") from None
     out = io.BytesIO()
     dcmwrite(out, ds, implicit_vr=False, little_endian=True, force_encoding=True)
     return out.getvalue()
+
+
+def _check_jpeg2000_size(ds: Dataset) -> None:
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if min(rows, columns) < 32:
+        raise NotAcceptable(
+            f"Images of {columns} x {rows} pixels cannot be encoded as JPEG 2000 lossless "
+            "(at least 32 x 32 is needed); ask for another transfer syntax."
+        )
+
+
+# -- one frame at a time ------------------------------------------------------------------------
+
+#: The stored-metadata attributes a frame decoder and the renderer need.
+FRAME_HEADER_KEYWORDS = (
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "PlanarConfiguration",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "RescaleIntercept",
+    "RescaleSlope",
+    "RescaleType",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+    "ModalityLUTSequence",
+    "VOILUTSequence",
+)
+_HEADER_KEYS = {f"{int(pydicom.tag.Tag(k)):08X}": k for k in FRAME_HEADER_KEYWORDS}
+
+
+def frame_header(metadata: dict[str, Any]) -> Dataset | None:
+    """A dataset with the pixel description and windowing of an instance, from its stored DICOM JSON.
+
+    None when a needed attribute lives in bulk data (LUT Data of modality or VOI LUTs), or the
+    pixel description is incomplete: the caller then works from the whole file.
+    """
+    selected = {key: value for key, value in metadata.items() if key in _HEADER_KEYS}
+    if "BulkDataURI" in repr(selected) or not {"00280010", "00280011", "00280100"} <= selected.keys():
+        return None
+    try:
+        return Dataset.from_json(selected)
+    except Exception:  # a value pydicom cannot read back: work from the file
+        return None
+
+
+def decode_frame(header: Dataset, transfer_syntax: str, frame: bytes) -> tuple[np.ndarray, Dataset]:
+    """Decode one frame's bytes; returns the pixels and the header describing them (colour as RGB).
+
+    Raises
+    ------
+    NotAcceptable
+        When the frame cannot be decoded.
+    """
+    source = UID(transfer_syntax)
+    ds = Dataset()
+    ds.update(header)
+    ds.NumberOfFrames = 1
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = source
+    if source.is_compressed:
+        ds.PixelData = encapsulate([frame])
+        ds["PixelData"].VR = "OB"
+    else:
+        ds.PixelData = frame
+        ds["PixelData"].VR = "OW" if int(ds.get("BitsAllocated", 8)) > 8 else "OB"
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # the decoders raise many types
+        raise NotAcceptable(f"The frame ({source}) cannot be decoded: {exc}") from None
+    described = Dataset()
+    described.update(header)
+    if int(header.get("SamplesPerPixel", 1)) == 3:
+        described.PhotometricInterpretation = "RGB"  # pydicom converts YBR to RGB when decoding
+        described.PlanarConfiguration = 0
+    return pixels, described
+
+
+def transcode_frame(header: Dataset, transfer_syntax: str, frame: bytes, target: str) -> bytes:
+    """One frame's bytes in ``target``: Explicit VR Little Endian (native) or a JPEG 2000 lossless codestream."""
+    pixels, described = decode_frame(header, transfer_syntax, frame)
+    if target != JPEG2000Lossless:
+        return bytes(pixels.astype(pixels.dtype.newbyteorder("<")).tobytes())
+    ds = Dataset()
+    ds.update(described)
+    ds.NumberOfFrames = 1
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
+    _check_jpeg2000_size(ds)
+    try:
+        ds.compress(JPEG2000Lossless, pixels)
+    except Exception as exc:  # the encoders raise many types
+        raise NotAcceptable(f"The frame cannot be encoded as JPEG 2000 lossless: {exc}") from None
+    return bytes(next(generate_frames(ds.PixelData, number_of_frames=1)))
+
+
+def render_frame(header: Dataset, transfer_syntax: str, frame: bytes, media_type: str, quality: int) -> bytes:
+    """Render one frame from its own bytes (see :func:`render`)."""
+    pixels, described = decode_frame(header, transfer_syntax, frame)
+    return _encode_image(_eight_bit(described, pixels), media_type, quality)
 
 
 def _eight_bit(ds: Dataset, frame: np.ndarray) -> np.ndarray:
@@ -104,8 +226,6 @@ def render(data: bytes, frame_number: int, media_type: str, quality: int) -> byt
     NotAcceptable
         The pixel data cannot be decoded.
     """
-    from PIL import Image
-
     ds = pydicom.dcmread(io.BytesIO(data))
     if "PixelData" not in ds:
         raise NotFound("The instance has no pixel data to render.")
@@ -117,7 +237,13 @@ def render(data: bytes, frame_number: int, media_type: str, quality: int) -> byt
     except Exception as exc:  # the decoders raise many types
         raise NotAcceptable(f"The pixel data cannot be decoded for rendering: {exc}") from None
     frame = pixels[frame_number - 1] if frames > 1 else pixels
-    image = Image.fromarray(_eight_bit(ds, frame))
+    return _encode_image(_eight_bit(ds, frame), media_type, quality)
+
+
+def _encode_image(pixels: np.ndarray, media_type: str, quality: int) -> bytes:
+    from PIL import Image
+
+    image = Image.fromarray(pixels)
     out = io.BytesIO()
     if media_type == "image/png":
         image.save(out, format="PNG")

@@ -6,17 +6,22 @@ precomputed at store time, so no DICOM file is opened to answer it.
 Negotiation (Azure v2): ``application/dicom`` and ``multipart/related;
 type="application/dicom"`` with ``transfer-syntax=*`` (as stored) or a
 transfer syntax UID; no ``transfer-syntax`` parameter means Explicit VR Little
-Endian; ``*/*`` means the stored instance as ``application/dicom``.  A
-transfer syntax other than the stored one needs transcoding, which this
-module does not do yet: such a request gets 406.
+Endian; ``*/*`` means the stored instance as ``application/dicom``.  Another
+transfer syntax than the stored one is transcoded (:mod:`.transcode`: to
+Explicit VR Little Endian or JPEG 2000 lossless); anything else is a 406.
+Frames are served by ranged reads of the frame table, and decoded or encoded
+one frame at a time when the Accept header asks for another transfer syntax.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset
 
 from . import bulkdata
 from .errors import BadRequest, NotAcceptable, NotFound
@@ -39,7 +44,17 @@ from .mediatypes import (
 from .multipart import iter_multipart, new_boundary
 from .stores import BlobStore, IndexedInstance, IndexStore
 from .stores.blob import OpenedInstance
-from .transcode import MAX_TRANSCODE_BYTES, TRANSCODABLE, check_size, render, to_explicit_vr_little_endian
+from .transcode import (
+    MAX_TRANSCODE_BYTES,
+    TARGETS,
+    TRANSCODABLE,
+    check_size,
+    frame_header,
+    render,
+    render_frame,
+    transcode,
+    transcode_frame,
+)
 
 
 @dataclass(slots=True)
@@ -61,10 +76,10 @@ async def aiter_blocking(iterator: Iterator[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def _transcoded(opened: OpenedInstance) -> bytes:
-    """The instance as Explicit VR Little Endian (whole instance in memory: at most 100 MB)."""
+def _transcoded(opened: OpenedInstance, target: str) -> bytes:
+    """The instance in ``target`` (whole instance in memory: at most 100 MB)."""
     check_size(opened.size)
-    return to_explicit_vr_little_endian(b"".join(opened.chunks))
+    return transcode(b"".join(opened.chunks), target)
 
 
 def _choose_instance_representation(accept: str | None, stored_ts: str) -> tuple[bool, str]:
@@ -84,13 +99,13 @@ def _choose_instance_representation(accept: str | None, stored_ts: str) -> tuple
         ts = media.param("transfer-syntax") or EXPLICIT_VR_LITTLE_ENDIAN
         if ts == ORIGINAL_TRANSFER_SYNTAX or ts == stored_ts:
             return multipart, stored_ts
-        if ts == EXPLICIT_VR_LITTLE_ENDIAN and stored_ts in TRANSCODABLE:
+        if ts in TARGETS and stored_ts in TRANSCODABLE:
             return multipart, ts  # transcoded
         wanted.append(ts)
     if wanted:
         raise NotAcceptable(
             f"The instance is stored with transfer syntax {stored_ts} and cannot be transcoded to "
-            f"{', '.join(wanted)} (only to {EXPLICIT_VR_LITTLE_ENDIAN}). Ask for transfer-syntax=*."
+            f"{', '.join(wanted)} (only to {' or '.join(sorted(TARGETS))}). Ask for transfer-syntax=*."
         )
     raise NotAcceptable(
         f"The Accept header '{accept}' is not supported; use application/dicom or "
@@ -119,7 +134,7 @@ async def retrieve_instance(*, blobs: BlobStore, index: IndexStore, key: Instanc
         opened.chunks.close()  # type: ignore[attr-defined]
         raise
     if ts != stored_ts:
-        body = _single(await asyncio.to_thread(_transcoded, opened))
+        body = _single(await asyncio.to_thread(_transcoded, opened, ts))
     else:
         body = aiter_blocking(opened.chunks)
     part_type = f"{APPLICATION_DICOM}; transfer-syntax={ts}"
@@ -217,13 +232,13 @@ async def retrieve_study(
         If the study (or the series in it) has no instance.
     NotAcceptable
         If the Accept header asks for another media type, or for a transfer syntax
-        that some instance is not stored in (transcoding is not available yet).
+        that some instance cannot be transcoded to.
     """
     wanted = _choose_multi_representation(accept)
     instances = await _instances(index, study, series_instance_uid)
     if wanted != ORIGINAL_TRANSFER_SYNTAX:
         other = {i.transfer_syntax_uid for i in instances if i.transfer_syntax_uid != wanted}
-        if wanted != EXPLICIT_VR_LITTLE_ENDIAN:
+        if wanted not in TARGETS:
             other_ok: set[str] = set()
         else:
             other_ok = {ts for ts in other if ts in TRANSCODABLE}
@@ -235,18 +250,28 @@ async def retrieve_study(
             )
     boundary = new_boundary()
 
+    async def part(instance: IndexedInstance) -> tuple[str, AsyncIterator[bytes]] | None:
+        try:
+            opened = await asyncio.to_thread(blobs.open_instance, instance.key)
+        except NotFound:
+            return None  # deleted while the response was being written
+        ts = opened.transfer_syntax_uid or instance.transfer_syntax_uid
+        if wanted not in (ORIGINAL_TRANSFER_SYNTAX, ts):
+            data = await asyncio.to_thread(_transcoded, opened, wanted)
+            return f"{APPLICATION_DICOM}; transfer-syntax={wanted}", _single(data)
+        return f"{APPLICATION_DICOM}; transfer-syntax={ts}", aiter_blocking(opened.chunks)
+
+    # The first part is prepared before the response starts, so a study whose instances cannot be
+    # transcoded (e.g. too small for JPEG 2000) gets a 406 rather than a broken stream.
+    first = await part(instances[0])
+
     async def parts() -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
-        for instance in instances:
-            try:
-                opened = await asyncio.to_thread(blobs.open_instance, instance.key)
-            except NotFound:
-                continue  # deleted while the response was being written
-            ts = opened.transfer_syntax_uid or instance.transfer_syntax_uid
-            if wanted not in (ORIGINAL_TRANSFER_SYNTAX, ts):
-                data = await asyncio.to_thread(_transcoded, opened)
-                yield f"{APPLICATION_DICOM}; transfer-syntax={wanted}", _single(data)
-            else:
-                yield f"{APPLICATION_DICOM}; transfer-syntax={ts}", aiter_blocking(opened.chunks)
+        if first is not None:
+            yield first
+        for instance in instances[1:]:
+            prepared = await part(instance)
+            if prepared is not None:
+                yield prepared
 
     return Retrieved(
         f'{MULTIPART_RELATED}; type="{APPLICATION_DICOM}"; boundary={boundary}', iter_multipart(parts(), boundary)
@@ -341,13 +366,17 @@ def _choose_frame_representation(accept: str | None, stored_ts: str, count: int)
                 return multipart, part, stored_ts
             if ts == EXPLICIT_VR_LITTLE_ENDIAN and stored_ts in _UNCOMPRESSED_LE:
                 return multipart, part, EXPLICIT_VR_LITTLE_ENDIAN  # same pixel bytes
+            if ts == EXPLICIT_VR_LITTLE_ENDIAN and stored_ts in TRANSCODABLE:
+                return multipart, part, ts  # each frame decoded
         elif part == IMAGE_JP2:  # PS3.18 Table 8.7.3-2: JPEG 2000 (4.90 by default, or 4.91)
             ts = media.param("transfer-syntax") or JPEG2000
             if ts == stored_ts and ts in (JPEG2000, JPEG2000_LOSSY):
                 return multipart, part, ts
+            if ts == JPEG2000 and stored_ts in TRANSCODABLE:
+                return multipart, part, ts  # each frame encoded
     raise NotAcceptable(
-        f"The frames are stored with transfer syntax {stored_ts} and cannot be returned as '{accept}' "
-        'without transcoding; ask for multipart/related; type="application/octet-stream"; transfer-syntax=*.'
+        f"The frames are stored with transfer syntax {stored_ts} and cannot be returned as '{accept}'; "
+        'ask for multipart/related; type="application/octet-stream"; transfer-syntax=*.'
     )
 
 
@@ -372,20 +401,36 @@ async def retrieve_frames(
     beyond = [n for n in frames if n > len(table)]
     if beyond:
         raise NotFound(f"The instance has {len(table)} frame(s); frame {beyond[0]} does not exist.")
-    multipart, part_type, ts = _choose_frame_representation(accept, stored.transfer_syntax_uid, len(frames))
+    stored_ts = stored.transfer_syntax_uid
+    multipart, part_type, ts = _choose_frame_representation(accept, stored_ts, len(frames))
     content_type = f"{part_type}; transfer-syntax={ts}"
+    same_bytes = ts == stored_ts or {ts, stored_ts} <= _UNCOMPRESSED_LE
+    header = None if same_bytes else await _frame_header(blobs, key)
 
     def read(number: int) -> Iterator[bytes]:
-        for offset, length in table[number - 1]:
-            yield from blobs.iter_instance(key, offset, length)
+        if header is None:
+            for offset, length in table[number - 1]:
+                yield from blobs.iter_instance(key, offset, length)
+            return
+        encoded = b"".join(
+            chunk for offset, length in table[number - 1] for chunk in blobs.iter_instance(key, offset, length)
+        )
+        yield transcode_frame(header, stored_ts, encoded, ts)
+
+    # A frame that cannot be decoded or encoded must be a 406, not a broken stream: the first
+    # transcoded frame is produced before the response starts.
+    first = None if header is None else await asyncio.to_thread(lambda: b"".join(read(frames[0])))
+
+    def body(i: int) -> AsyncIterator[bytes]:
+        return _single(first) if i == 0 and first is not None else aiter_blocking(read(frames[i]))
 
     if not multipart:
-        return Retrieved(content_type, aiter_blocking(read(frames[0])))
+        return Retrieved(content_type, body(0))
     boundary = new_boundary()
 
     async def parts() -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
-        for number in frames:
-            yield content_type, aiter_blocking(read(number))
+        for i in range(len(frames)):
+            yield content_type, body(i)
 
     return Retrieved(f'{MULTIPART_RELATED}; type="{part_type}"; boundary={boundary}', iter_multipart(parts(), boundary))
 
@@ -412,19 +457,48 @@ def parse_quality(value: str | None) -> int:
     return quality
 
 
+async def _frame_header(blobs: BlobStore, key: InstanceKey) -> Dataset:
+    """The pixel description of an instance from its stored metadata (406 when it is not enough)."""
+    data, _ = await asyncio.to_thread(blobs.get_metadata, key)
+    header = frame_header(json.loads(data))
+    if header is None:
+        raise NotAcceptable("The frames of this instance cannot be decoded one by one; ask for transfer-syntax=*.")
+    return header
+
+
 async def retrieve_rendered(
-    *, blobs: BlobStore, key: InstanceKey, frame: int, accept: str | None, quality: int
+    *, blobs: BlobStore, index: IndexStore, key: InstanceKey, frame: int, accept: str | None, quality: int
 ) -> Retrieved:
     """A frame rendered as JPEG (default) or PNG, windowed from the instance (PS3.18 §10.4.1.1.5).
+
+    The frame is decoded from its own bytes (a ranged read of the frame table) when the stored
+    metadata describes the pixels; otherwise from the whole file (at most 100 MB, as in Azure).
 
     Raises
     ------
     NotFound
         Unknown instance, no pixel data or no such frame.
     NotAcceptable
-        Unsupported Accept, pixel data that cannot be decoded, or an instance over 100 MB.
+        Unsupported Accept, pixel data that cannot be decoded, or (whole-file path) an instance over 100 MB.
     """
     media_type = _render_media_type(accept)
+    stored = await asyncio.to_thread(index.get_instance, key)
+    if stored is not None and stored.frames:
+        if frame > len(stored.frames):
+            raise NotFound(f"The instance has {len(stored.frames)} frame(s); frame {frame} does not exist.")
+        data, _ = await asyncio.to_thread(blobs.get_metadata, key)
+        header = frame_header(json.loads(data))
+        if header is not None:
+            ranges = stored.frames[frame - 1]
+
+            def read_and_render(header: Dataset = header) -> bytes:
+                encoded = b"".join(
+                    chunk for offset, length in ranges for chunk in blobs.iter_instance(key, offset, length)
+                )
+                return render_frame(header, stored.transfer_syntax_uid, encoded, media_type, quality)
+
+            image = await asyncio.to_thread(read_and_render)
+            return Retrieved(media_type, _single(image), {"Content-Length": str(len(image))})
     opened = await asyncio.to_thread(blobs.open_instance, key)
     check_size(opened.size)
     data = await asyncio.to_thread(lambda: b"".join(opened.chunks))

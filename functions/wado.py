@@ -125,6 +125,7 @@ async def retrieve_instance_rendered(req: Request) -> Response:
     async def call(svc: _http.Services) -> Response:
         result = await wado.retrieve_rendered(
             blobs=svc.blobs,
+            index=svc.index,
             key=_http.instance_key(req),
             frame=1,
             accept=req.headers.get("accept"),
@@ -143,6 +144,7 @@ async def retrieve_frame_rendered(req: Request) -> Response:
             raise BadRequest("Only one frame can be rendered per request.")
         result = await wado.retrieve_rendered(
             blobs=svc.blobs,
+            index=svc.index,
             key=_http.instance_key(req),
             frame=frames[0],
             accept=req.headers.get("accept"),

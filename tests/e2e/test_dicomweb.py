@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import httpx
+import numpy as np
 import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
@@ -182,6 +183,24 @@ def test_default_retrieve_transcodes_to_explicit_vr_little_endian(base_url: str,
     assert got.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
     assert (got.pixel_array == original.pixel_array).all()  # lossless decode of what was stored
     assert got.PatientName == original.PatientName
+
+
+@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "MR_small_implicit.dcm", "SC_rgb_rle_2frame.dcm"])
+def test_retrieve_transcodes_to_jpeg_2000_lossless(base_url: str, name: str) -> None:
+    data = bundled(name).read_bytes()
+    original = pydicom.dcmread(io.BytesIO(data))
+    httpx.delete(f"{base_url}/studies/{original.StudyInstanceUID}")
+    assert post(base_url, [data]).status_code in (200, 202)
+    client = DICOMwebClient(url=base_url)
+    jp2 = (("application/dicom", "1.2.840.10008.1.2.4.90"),)
+    got = client.retrieve_instance(
+        original.StudyInstanceUID, original.SeriesInstanceUID, original.SOPInstanceUID, media_types=jp2
+    )
+    assert got.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
+    assert np.array_equal(got.pixel_array, original.pixel_array)  # lossless
+    (in_study,) = client.retrieve_study(original.StudyInstanceUID, media_types=jp2)
+    assert in_study.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
+    assert np.array_equal(in_study.pixel_array, original.pixel_array)
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 
 import httpx
+import numpy as np
+import openjpeg
 import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
@@ -57,11 +59,69 @@ def test_frame_errors(base_url: str) -> None:
     assert single.status_code == 200 and single.content == expected_frames(ds)[1]
     jp2 = store(base_url, "JPEG2000.dcm")
     jp2_url = f"{base_url}/studies/{jp2.StudyInstanceUID}/series/{jp2.SeriesInstanceUID}/instances/{jp2.SOPInstanceUID}"
-    uncompressed = httpx.get(
-        f"{jp2_url}/frames/1", headers={"Accept": 'multipart/related; type="application/octet-stream"'}
-    )
-    assert uncompressed.status_code == 406  # would need decoding
+    to_jpeg = httpx.get(f"{jp2_url}/frames/1", headers={"Accept": 'multipart/related; type="image/jpeg"'})
+    assert to_jpeg.status_code == 406  # no JPEG baseline encoder
+    small = httpx.get(f"{url}/frames/1", headers={"Accept": 'multipart/related; type="image/jp2"'})
+    assert small.status_code == 406 and "JPEG 2000" in small.json()["message"]  # 10 x 10: below 32 x 32
     jp2_accept = f'multipart/related; type="image/jp2"; transfer-syntax={jp2.file_meta.TransferSyntaxUID}'
     as_jp2 = httpx.get(f"{jp2_url}/frames/1", headers={"Accept": jp2_accept})
     assert as_jp2.status_code == 200, as_jp2.text
     assert "image/jp2" in as_jp2.text[:400]
+
+
+#: Compressed and big-endian instances whose frames are decoded on request (Azure: octet-stream defaults
+#: to Explicit VR Little Endian).
+DECODED = [
+    "JPEG2000.dcm",  # JPEG 2000 (lossy)
+    "SC_rgb_rle_2frame.dcm",  # RLE, colour, 2 frames
+    "SC_rgb_jpeg.dcm",  # JPEG baseline, colour
+    "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS
+    "JPGExtended.dcm",  # JPEG extended, 12 bit
+    "MR_small_bigendian.dcm",  # native, big endian
+]
+
+
+def pixel_frames(ds: pydicom.Dataset) -> list[np.ndarray]:
+    pixels = ds.pixel_array
+    return list(pixels) if int(ds.get("NumberOfFrames", 1) or 1) > 1 else [pixels]
+
+
+@pytest.mark.parametrize("name", DECODED)
+def test_frames_are_decoded_to_explicit_vr_little_endian(base_url: str, name: str) -> None:
+    client = DICOMwebClient(url=base_url)
+    ds = store(base_url, name)
+    expected = pixel_frames(ds)
+    numbers = list(range(1, len(expected) + 1))
+    got = client.retrieve_instance_frames(
+        ds.StudyInstanceUID,
+        ds.SeriesInstanceUID,
+        ds.SOPInstanceUID,
+        frame_numbers=numbers,
+        media_types=(("application/octet-stream", "1.2.840.10008.1.2.1"),),
+    )
+    assert len(got) == len(expected)
+    for frame, pixels in zip(got, expected, strict=True):
+        decoded = np.frombuffer(frame, dtype=pixels.dtype.newbyteorder("<")).reshape(pixels.shape)
+        assert np.array_equal(decoded, pixels)
+    # The default Accept of the frames resource is the same thing.
+    url = f"{base_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    default = httpx.get(f"{url}/frames/1", headers={"Accept": 'multipart/related; type="application/octet-stream"'})
+    assert default.status_code == 200
+    assert "transfer-syntax=1.2.840.10008.1.2.1" in default.text[:300]
+
+
+@pytest.mark.parametrize("name", ["SC_rgb_rle_2frame.dcm", "MR_small_implicit.dcm", "JPGExtended.dcm"])
+def test_frames_are_encoded_as_jpeg_2000_on_request(base_url: str, name: str) -> None:
+    client = DICOMwebClient(url=base_url)
+    ds = store(base_url, name)
+    expected = pixel_frames(ds)
+    got = client.retrieve_instance_frames(
+        ds.StudyInstanceUID,
+        ds.SeriesInstanceUID,
+        ds.SOPInstanceUID,
+        frame_numbers=list(range(1, len(expected) + 1)),
+        media_types=(("image/jp2", "1.2.840.10008.1.2.4.90"),),
+    )
+    for codestream, pixels in zip(got, expected, strict=True):
+        assert bytes(codestream[:4]) == b"\xff\x4f\xff\x51"  # a J2K codestream
+        assert np.array_equal(openjpeg.decode(bytes(codestream)), pixels)  # lossless
