@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 
 import httpx
@@ -13,7 +14,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from tests.e2e.conftest import HOST_PIDS
 
-INSTANCES = 24
+#: MEMORY_TEST_INSTANCES=128 makes it a 1 GiB study (not in CI: storing it takes minutes here).
+INSTANCES = int(os.environ.get("MEMORY_TEST_INSTANCES", "24"))
 SIDE = 2048  # 2048 x 2048 x 16 bit = 8 MiB of pixel data per instance → about 200 MB in all
 
 
