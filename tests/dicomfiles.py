@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
@@ -118,3 +119,12 @@ def fragmented_multiframe(codec: str, frames: int = 3, fragments_per_frame: int 
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue(), expected
+
+
+def element_at(ds: Dataset, path: str) -> DataElement:
+    """The element at a bulk data path (``tag`` or ``tag/item/tag/...``, items 0-based)."""
+    parts = path.split("/")
+    while len(parts) > 1:
+        ds = ds[int(parts[0], 16)].value[int(parts[1])]
+        parts = parts[2:]
+    return ds[int(parts[0], 16)]

@@ -13,7 +13,7 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom.encaps import generate_frames
 
-from tests.dicomfiles import bundled, fragmented_multiframe, multipart_body
+from tests.dicomfiles import bundled, element_at, fragmented_multiframe, multipart_body
 
 #: Explicit and implicit VR, big endian, nested binary attributes, overlays, private OB, waveforms,
 #: native and encapsulated Pixel Data.
@@ -45,14 +45,6 @@ def uris(metadata: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, str,
             yield prefix + key, value["vr"], value["BulkDataURI"]
         for i, item in enumerate(value.get("Value") or [] if value.get("vr") == "SQ" else []):
             yield from uris(item, f"{prefix}{key}/{i}/")
-
-
-def element_at(ds: pydicom.Dataset, path: str) -> pydicom.DataElement:
-    parts = path.split("/")
-    while len(parts) > 1:
-        ds = ds[int(parts[0], 16)].value[int(parts[1])]
-        parts = parts[2:]
-    return ds[int(parts[0], 16)]
 
 
 def little_endian(value: bytes, vr: str, ds: pydicom.Dataset) -> bytes:

@@ -505,3 +505,30 @@ def test_make_run_starts_and_stops_everything_twice(tmp_path: Path) -> None:
         assert alive == [], f"left running: {alive}"
         for port in ports.values():
             assert not devstack.port_in_use(int(port)), f"port {port} still in use"
+
+
+def test_connections_on_the_claimed_port_have_nagle_off() -> None:
+    """The port claimed before the app loads must give TCP_NODELAY connections, as uvicorn's own do.
+
+    Without it every response written in two parts (headers, then body) waited for a delayed ACK.
+    """
+    sock = localhost._bound_socket("127.0.0.1", devstack.free_port())
+    port = sock.getsockname()[1]
+    accepted: list[int] = []
+
+    async def main() -> None:
+        def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connection, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            for _ in range(100):
+                if accepted:
+                    break
+                await asyncio.sleep(0.01)
+            writer.close()
+
+    asyncio.run(main())
+    assert accepted and accepted[0] != 0

@@ -14,7 +14,7 @@ from dicomserver import bulkdata
 from dicomserver.dicomjson import dataset_to_json
 from dicomserver.errors import BadRequest, RangeNotSatisfiable
 from dicomserver.ingest import ParsedInstance, read_instance
-from tests.dicomfiles import bundled, make_instance
+from tests.dicomfiles import bundled, element_at, make_instance
 
 #: Explicit/implicit VR, big endian, nested binary attributes (icon image, LUTs), overlays,
 #: private OB elements, waveforms, encapsulated Pixel Data.
@@ -30,14 +30,6 @@ FILES = [
 ]
 
 BINARY = {"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW", "US or SS or OW"}
-
-
-def element_at(ds: Dataset, path: str) -> pydicom.DataElement:
-    parts = path.split("/")
-    while len(parts) > 1:
-        ds = ds[int(parts[0], 16)].value[int(parts[1])]
-        parts = parts[2:]
-    return ds[int(parts[0], 16)]
 
 
 def binary_paths(ds: Dataset, prefix: str = "") -> set[str]:
