@@ -61,7 +61,10 @@ def _bulk_element(vr: str, bulk: bulkdata.BulkTable | None, path: str) -> JsonEl
     entry = bulk.get(path) if bulk else None
     if entry is None:
         return None
-    return dict(bulkdata.element(vr if vr in bulkdata.BULK_VRS else str(entry[2]), path))
+    vr = vr if vr in bulkdata.BULK_VRS else str(entry[2])
+    if entry[1] == 0:
+        return {"vr": vr}  # present but empty: nothing to fetch
+    return dict(bulkdata.element(vr, path))
 
 
 def dataset_to_json(

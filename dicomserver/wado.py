@@ -555,6 +555,8 @@ async def retrieve_bulkdata(
     read_stop = min(stop + (-stop % word), length)
 
     def read() -> Iterator[bytes]:
+        if stop <= start:
+            return
         chunks = blobs.iter_instance(key, offset + start - lead, read_stop - start + lead)
         if word > 1:
             chunks = bulkdata.swap_words(chunks, word)

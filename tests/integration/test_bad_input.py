@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+from collections.abc import Awaitable
 
 import pydicom
 import pytest
 
+from dicomserver import wado
 from dicomserver.errors import DicomServerError
 from dicomserver.identifiers import DEFAULT_PARTITION, InstanceKey
+from dicomserver.wado import Retrieved
 from dicomserver.wiring import Services
 from tests.badinput import malformed_parts, malformed_requests
 from tests.dicomfiles import make_instance, multipart_body
@@ -79,3 +83,47 @@ def test_bad_input_does_not_disturb_stored_instances(services: Services) -> None
         store(services, *multipart_body([data]))
     again = store(services, *multipart_body([good]))
     assert failures(again) == [45070]
+
+
+async def _drain(call: Awaitable[Retrieved]) -> int:
+    """The status of a WADO call, its body read to the end; a service error's status."""
+    try:
+        result = await call
+        async for _ in result.body:
+            pass
+        return result.status
+    except DicomServerError as exc:
+        return exc.status
+
+
+@pytest.mark.parametrize(("name", "data"), PARTS, ids=[p[0] for p in PARTS])
+def test_odd_files_that_are_stored_are_retrieved_without_a_500(services: Services, name: str, data: bytes) -> None:
+    """Metadata, frames (as stored and decoded), JPEG 2000 frames, rendered and every bulk data value."""
+    response = store(services, *multipart_body([data]))
+    if response.status == 409:
+        return
+    (ref,) = referenced(response)
+    url = ref["00081190"]["Value"][0]
+    study, rest = url.split("/studies/")[1].split("/series/")
+    series, sop = rest.split("/instances/")
+    key = InstanceKey(DEFAULT_PARTITION, study, series, sop)
+    blobs, index = services.blobs, services.index
+    stored = index.get_instance(key)
+    assert stored is not None
+
+    async def every_retrieve() -> list[int]:
+        calls: list[Awaitable[Retrieved]] = [
+            wado.retrieve_instance(blobs=blobs, index=index, key=key, accept=None),
+            wado.retrieve_instance_metadata(blobs=blobs, key=key, accept=None, if_none_match=None, base_url="http://x"),
+            wado.retrieve_rendered(blobs=blobs, index=index, key=key, frame=1, accept=None, quality=90),
+        ]
+        for accept in (None, 'multipart/related; type="application/octet-stream"; transfer-syntax=*', "image/jp2"):
+            accept = f'multipart/related; type="{accept}"' if accept == "image/jp2" else accept
+            calls.append(wado.retrieve_frames(blobs=blobs, index=index, key=key, frames=[1], accept=accept))
+        for path in stored.bulkdata or {}:
+            calls.append(wado.retrieve_bulkdata(blobs=blobs, index=index, key=key, path=path, accept=None))
+        return [await _drain(call) for call in calls]
+
+    statuses = asyncio.run(every_retrieve())
+    assert all(status < 500 for status in statuses), (name, statuses)
+    assert statuses[1] == 200  # metadata is always there

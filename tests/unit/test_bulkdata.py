@@ -152,3 +152,10 @@ def test_word_swap_across_unaligned_chunks() -> None:
         b"".join(bulkdata.swap_words(iter([floats[:13], floats[13:]]), 8))
         == np.frombuffer(floats, ">f8").astype("<f8").tobytes()
     )
+
+
+def test_empty_binary_attributes_are_present_without_a_uri() -> None:
+    result = parsed(make_instance(EncapsulatedDocument=b""))
+    assert result.metadata["00420011"] == {"vr": "OB"}
+    assert "00420011" not in (result.bulkdata or {})
+    assert "7FE00010" in (result.bulkdata or {})
