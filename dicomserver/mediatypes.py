@@ -22,6 +22,21 @@ IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 JPEG2000 = "1.2.840.10008.1.2.4.90"
 JPEG2000_LOSSY = "1.2.840.10008.1.2.4.91"
 IMAGE_JP2 = "image/jp2"
+
+#: PS3.18 Table 8.7.3-2: the image media types of compressed frames and the transfer syntaxes each carries
+#: (``x-`` variants as dicomweb-client sends them).  Frames go out as stored in these; only JPEG 2000
+#: lossless is also produced by encoding (see :mod:`dicomserver.transcode`).
+FRAME_IMAGE_TYPES: dict[str, frozenset[str]] = {
+    "image/jpeg": frozenset(
+        {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"}
+    ),
+    "image/jls": frozenset({"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}),
+    "image/x-jls": frozenset({"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}),
+    "image/jp2": frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"}),
+    "image/jpx": frozenset({"1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93"}),
+    "image/dicom-rle": frozenset({"1.2.840.10008.1.2.5"}),
+    "image/x-dicom-rle": frozenset({"1.2.840.10008.1.2.5"}),
+}
 #: ``transfer-syntax=*``: return the instance as stored.
 ORIGINAL_TRANSFER_SYNTAX = "*"
 

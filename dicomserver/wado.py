@@ -33,6 +33,7 @@ from .mediatypes import (
     APPLICATION_JSON,
     APPLICATION_OCTET_STREAM,
     EXPLICIT_VR_LITTLE_ENDIAN,
+    FRAME_IMAGE_TYPES,
     IMAGE_JP2,
     IMPLICIT_VR_LITTLE_ENDIAN,
     JPEG2000,
@@ -374,6 +375,10 @@ def _choose_frame_representation(accept: str | None, stored_ts: str, count: int)
                 return multipart, part, ts
             if ts == JPEG2000 and stored_ts in TRANSCODABLE:
                 return multipart, part, ts  # each frame encoded
+        elif part in FRAME_IMAGE_TYPES and multipart:  # beyond Azure: the other image types, as stored
+            ts = media.param("transfer-syntax") or stored_ts
+            if ts == stored_ts and ts in FRAME_IMAGE_TYPES[part]:
+                return multipart, part, ts
     raise NotAcceptable(
         f"The frames are stored with transfer syntax {stored_ts} and cannot be returned as '{accept}'; "
         'ask for multipart/related; type="application/octet-stream"; transfer-syntax=*.'

@@ -125,3 +125,32 @@ def test_frames_are_encoded_as_jpeg_2000_on_request(base_url: str, name: str) ->
     for codestream, pixels in zip(got, expected, strict=True):
         assert bytes(codestream[:4]) == b"\xff\x4f\xff\x51"  # a J2K codestream
         assert np.array_equal(openjpeg.decode(bytes(codestream)), pixels)  # lossless
+
+
+@pytest.mark.parametrize(
+    ("name", "media_type"),
+    [
+        ("SC_rgb_jpeg.dcm", "image/jpeg"),
+        ("MR_small_jpeg_ls_lossless.dcm", "image/jls"),
+        ("SC_rgb_rle_2frame.dcm", "image/dicom-rle"),
+        ("JPEG2000.dcm", "image/jp2"),
+    ],
+)
+def test_compressed_frames_in_their_image_media_type(base_url: str, name: str, media_type: str) -> None:
+    client = DICOMwebClient(url=base_url)
+    ds = store(base_url, name)
+    frames = expected_frames(ds)
+    ts = str(ds.file_meta.TransferSyntaxUID)
+    got = client.retrieve_instance_frames(
+        ds.StudyInstanceUID,
+        ds.SeriesInstanceUID,
+        ds.SOPInstanceUID,
+        frame_numbers=list(range(1, len(frames) + 1)),
+        media_types=((media_type, ts),),
+    )
+    assert got == frames  # as stored, byte for byte
+    url = f"{base_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    plain = httpx.get(f"{url}/frames/1", headers={"Accept": f'multipart/related; type="{media_type}"'})
+    assert plain.status_code == 200  # no transfer-syntax: as stored (image/jp2: 4.90, encoded if need be)
+    other = "image/jls" if media_type != "image/jls" else "image/jpeg"
+    assert httpx.get(f"{url}/frames/1", headers={"Accept": f'multipart/related; type="{other}"'}).status_code == 406
