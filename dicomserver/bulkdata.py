@@ -29,6 +29,7 @@ from typing import IO, Any
 from pydicom.datadict import dictionary_VR
 
 from .errors import BadRequest, RangeNotSatisfiable
+from .mediatypes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 
 #: ``[offset, length, vr]`` of a value in the instance blob; ``length`` -1 = encapsulated Pixel Data.
 BulkEntry = list[Any]
@@ -45,11 +46,8 @@ BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 WORD_SIZES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
-IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
-EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
-DEFLATED = "1.2.840.10008.1.2.1.99"
-
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+#: Explicit VR value representations with a 4-byte length (PS3.5 §7.1.2); every header walker uses these.
+LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _MAX_DEPTH = 32
@@ -65,7 +63,7 @@ def locate(f: IO[bytes], size: int, transfer_syntax_uid: str) -> BulkTable:
 
     Deflated files get ``{}``: their values have no place in the stored bytes.
     """
-    if transfer_syntax_uid == DEFLATED:
+    if transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
         return {}
     walker = _Walker(f, size, ">" if transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN else "<")
     walker.implicit = transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN
@@ -99,7 +97,7 @@ class _Walker:
             (group,) = struct.unpack("<H", header[:2])
             if group != 0x0002:
                 break
-            if header[4:6] in _LONG_VRS:
+            if header[4:6] in LONG_VRS:
                 (length,) = struct.unpack("<L", self.read(pos + 8, 4))
                 pos += 12 + length
             else:
@@ -124,7 +122,7 @@ class _Walker:
                 (length,) = struct.unpack(self.endian + "L", header[4:8])
                 start = pos + 8
                 vr = _dictionary_vr(tag)
-            elif vr_bytes in _LONG_VRS:
+            elif vr_bytes in LONG_VRS:
                 (length,) = struct.unpack(self.endian + "L", self.read(pos + 8, 4))
                 start = pos + 12
                 vr = vr_bytes.decode()

@@ -26,9 +26,9 @@ from typing import IO
 
 from pydicom.dataset import Dataset
 
-FrameTable = list[list[list[int]]]
+from .bulkdata import LONG_VRS
 
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+FrameTable = list[list[list[int]]]
 
 
 def _int(ds: Dataset, keyword: str, default: int = 0) -> int:
@@ -52,7 +52,7 @@ def frame_table(f: IO[bytes], size: int, ds: Dataset, pixel_data_position: int) 
     if ds.is_implicit_VR or not vr.isalpha() or not vr.isupper():
         (length,) = struct.unpack(endian + "L", header[4:8])
         start = pixel_data_position + 8
-    elif vr in _LONG_VRS:
+    elif vr in LONG_VRS:
         (length,) = struct.unpack(endian + "L", f.read(4))
         start = pixel_data_position + 12
     else:

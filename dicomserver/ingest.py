@@ -33,11 +33,12 @@ from pydicom.errors import InvalidDicomError
 
 from . import bulkdata
 from .attributes import all_index_tags
-from .bulkdata import BulkTable
+from .bulkdata import LONG_VRS, BulkTable
 from .dicomjson import dataset_to_json, select, tag_key
 from .errors import DicomServerError, DuplicateInstance, FailureReason, NotFound
 from .frames import FrameTable, frame_table
 from .identifiers import DEFAULT_PARTITION, InstanceKey, is_valid_uid
+from .mediatypes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
 from .stores import BlobStore, IndexedInstance, IndexStore, SyncQueue
 from .stores.blob import AzureImportStore
 from .validation import find_invalid_attributes, instance_key, validate_dataset
@@ -45,7 +46,6 @@ from .validation import find_invalid_attributes, instance_key, validate_dataset
 log = logging.getLogger(__name__)
 
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _BLOB_NAME = re.compile(
     r"(?P<partition>[A-Za-z0-9._-]{1,64})/(?P<study>[0-9.]+)/(?P<series>[0-9.]+)/(?P<sop>[0-9.]+)\.dcm"
 )
@@ -140,9 +140,6 @@ def read_instance(f: IO[bytes], size: int, study_in_path: str | None, partition:
     )
 
 
-_DEFLATED = "1.2.840.10008.1.2.1.99"
-
-
 def _check_remaining_elements(f: IO[bytes], size: int, ds: pydicom.Dataset) -> str | None:
     """Walk the element headers after where pydicom stopped (Pixel Data and later).
 
@@ -151,7 +148,7 @@ def _check_remaining_elements(f: IO[bytes], size: int, ds: pydicom.Dataset) -> s
     file, so a truncated file is rejected rather than stored.  Returns a
     message for the first problem, or None.
     """
-    if str(getattr(ds.file_meta, "TransferSyntaxUID", "")) == _DEFLATED:
+    if str(getattr(ds.file_meta, "TransferSyntaxUID", "")) == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
         return None  # the dataset is deflated as a whole; pydicom already inflated and read it
     endian = "<" if ds.is_little_endian in (True, None) else ">"
     implicit = bool(ds.is_implicit_VR)
@@ -168,7 +165,7 @@ def _check_remaining_elements(f: IO[bytes], size: int, ds: pydicom.Dataset) -> s
             (length,) = struct.unpack(endian + "L", header[4:8])
             start = pos + 8
         else:
-            if vr in _LONG_VRS:
+            if vr in LONG_VRS:
                 extra = f.read(4)
                 if len(extra) < 4:
                     return f"the element ({group:04X},{element:04X}) header is cut short"

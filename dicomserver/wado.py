@@ -32,6 +32,7 @@ from .mediatypes import (
     APPLICATION_DICOM_JSON,
     APPLICATION_JSON,
     APPLICATION_OCTET_STREAM,
+    EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
     FRAME_IMAGE_TYPES,
     IMAGE_JP2,
@@ -554,7 +555,7 @@ async def retrieve_bulkdata(
     multipart = _choose_bulkdata_representation(accept)
     window = bulkdata.parse_range(range_header, length)
     start, stop = window or (0, length)
-    word = bulkdata.WORD_SIZES.get(vr, 1) if stored.transfer_syntax_uid == bulkdata.EXPLICIT_VR_BIG_ENDIAN else 1
+    word = bulkdata.WORD_SIZES.get(vr, 1) if stored.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN else 1
     # Big endian words are swapped whole: read from the word boundary before start, then trim.
     lead = start % word
     read_stop = min(stop + (-stop % word), length)

@@ -14,6 +14,7 @@ from dicomserver import bulkdata
 from dicomserver.dicomjson import dataset_to_json
 from dicomserver.errors import BadRequest, RangeNotSatisfiable
 from dicomserver.ingest import ParsedInstance, read_instance
+from dicomserver.mediatypes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
 from tests.dicomfiles import bundled, element_at, make_instance
 
 #: Explicit/implicit VR, big endian, nested binary attributes (icon image, LUTs), overlays,
@@ -97,7 +98,7 @@ def test_without_a_table_binary_attributes_are_left_out() -> None:
 
 def test_deflated_files_offer_no_bulk_data() -> None:
     data = bundled("image_dfl.dcm").read_bytes()
-    assert bulkdata.locate(io.BytesIO(data), len(data), bulkdata.DEFLATED) == {}
+    assert bulkdata.locate(io.BytesIO(data), len(data), DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN) == {}
 
 
 def test_a_walk_that_runs_off_the_file_offers_nothing() -> None:
