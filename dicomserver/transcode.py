@@ -183,7 +183,6 @@ def transcode_frame(header: Dataset, transfer_syntax: str, frame: bytes, target:
     ds.NumberOfFrames = 1
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
     _check_jpeg2000_size(ds)
     try:
         ds.compress(JPEG2000Lossless, pixels)

@@ -398,9 +398,7 @@ async def retrieve_frames(
     NotAcceptable
         When the requested media type needs transcoding, or the frames cannot be located.
     """
-    stored = await asyncio.to_thread(index.get_instance, key)
-    if stored is None:
-        raise NotFound(f"The instance {key.sop_instance_uid} of series {key.series_instance_uid} was not found.")
+    stored = await _stored_instance(index, key)
     table = stored.frames
     if table is None:
         raise NotFound(f"The instance {key.sop_instance_uid} has no frames that can be served (no pixel data?).")
@@ -412,16 +410,15 @@ async def retrieve_frames(
     content_type = f"{part_type}; transfer-syntax={ts}"
     same_bytes = ts == stored_ts or {ts, stored_ts} <= _UNCOMPRESSED_LE
     header = None if same_bytes else await _frame_header(blobs, key)
+    if not same_bytes and header is None:
+        raise NotAcceptable("The frames of this instance cannot be decoded one by one; ask for transfer-syntax=*.")
 
     def read(number: int) -> Iterator[bytes]:
+        chunks = _frame_chunks(blobs, key, table[number - 1])
         if header is None:
-            for offset, length in table[number - 1]:
-                yield from blobs.iter_instance(key, offset, length)
-            return
-        encoded = b"".join(
-            chunk for offset, length in table[number - 1] for chunk in blobs.iter_instance(key, offset, length)
-        )
-        yield transcode_frame(header, stored_ts, encoded, ts)
+            yield from chunks
+        else:
+            yield transcode_frame(header, stored_ts, b"".join(chunks), ts)
 
     # A frame that cannot be decoded or encoded must be a 406, not a broken stream: the first
     # transcoded frame is produced before the response starts.
@@ -463,13 +460,24 @@ def parse_quality(value: str | None) -> int:
     return quality
 
 
-async def _frame_header(blobs: BlobStore, key: InstanceKey) -> Dataset:
-    """The pixel description of an instance from its stored metadata (406 when it is not enough)."""
+async def _stored_instance(index: IndexStore, key: InstanceKey) -> IndexedInstance:
+    """The index entry of an instance (404 when it is not stored)."""
+    stored = await asyncio.to_thread(index.get_instance, key)
+    if stored is None:
+        raise NotFound(f"The instance {key.sop_instance_uid} of series {key.series_instance_uid} was not found.")
+    return stored
+
+
+async def _frame_header(blobs: BlobStore, key: InstanceKey) -> Dataset | None:
+    """The pixel description of an instance from its stored metadata (None when it is not enough)."""
     data, _ = await asyncio.to_thread(blobs.get_metadata, key)
-    header = frame_header(json.loads(data))
-    if header is None:
-        raise NotAcceptable("The frames of this instance cannot be decoded one by one; ask for transfer-syntax=*.")
-    return header
+    return frame_header(json.loads(data))
+
+
+def _frame_chunks(blobs: BlobStore, key: InstanceKey, ranges: list[list[int]]) -> Iterator[bytes]:
+    """The bytes of one frame, by ranged reads of its entry in the frame table."""
+    for offset, length in ranges:
+        yield from blobs.iter_instance(key, offset, length)
 
 
 async def retrieve_rendered(
@@ -492,15 +500,12 @@ async def retrieve_rendered(
     if stored is not None and stored.frames:
         if frame > len(stored.frames):
             raise NotFound(f"The instance has {len(stored.frames)} frame(s); frame {frame} does not exist.")
-        data, _ = await asyncio.to_thread(blobs.get_metadata, key)
-        header = frame_header(json.loads(data))
+        header = await _frame_header(blobs, key)
         if header is not None:
             ranges = stored.frames[frame - 1]
 
             def read_and_render(header: Dataset = header) -> bytes:
-                encoded = b"".join(
-                    chunk for offset, length in ranges for chunk in blobs.iter_instance(key, offset, length)
-                )
+                encoded = b"".join(_frame_chunks(blobs, key, ranges))
                 return render_frame(header, stored.transfer_syntax_uid, encoded, media_type, quality)
 
             image = await asyncio.to_thread(read_and_render)
@@ -538,9 +543,7 @@ async def retrieve_bulkdata(
     RangeNotSatisfiable
         For a range outside the value.
     """
-    stored = await asyncio.to_thread(index.get_instance, key)
-    if stored is None:
-        raise NotFound(f"The instance {key.sop_instance_uid} of series {key.series_instance_uid} was not found.")
+    stored = await _stored_instance(index, key)
     entry = (stored.bulkdata or {}).get(path)
     if entry is None:
         raise NotFound(f"The instance {key.sop_instance_uid} has no bulk data at '{path}'.")
