@@ -1,18 +1,27 @@
-"""``make bench``: this service beside Orthanc and beside the bare storage floor, in one run.
+"""``make bench``: this service beside Orthanc and beside the raw storage floor, in one run.
 
-    python -m bench [--peer orthanc|none] [--instances 3000] [--stow-instances 240]
+    python -m bench [--quick] [--peer orthanc|none] [--instances 10000] [--stow-instances 200] ...
 
-Starts Azurite and the Cosmos DB stand-in on free ports, the local Functions
-host (HTTP only, authentication off), and Orthanc with its DICOMweb plugin
-(installed from Debian with apt-get if missing), then measures:
+Starts Azurite and the Cosmos DB stand-in on free ports and the local Functions host (HTTP only,
+authentication off), then Orthanc 1.10 with its DICOMweb plugin (installed from Debian with apt-get
+if missing), and sends both the same synthetic CT data (``bench/dataset.py``: studies of 2 series x
+50 instances and one 500-instance series, 128 x 128 x 16-bit slices of ~33 KB, fresh UIDs each run):
 
-* STOW-RS instances/s and MB/s: one instance per request at concurrency 1 and 4, 20 per request;
-* QIDO-RS p50/p95 over a fixed query mix at 1,000 and at ``--instances`` instances;
-* WADO-RS instance MB/s, instance metadata latency;
-* the floor: raw Azurite blob upload/download of the same bytes, and a bare HTTP round trip.
+* STOW-RS instances/s: 1 instance/request at concurrency 1 and 4, 20 instances/request at
+  concurrency 4; at concurrency 4 the workers share one study at a time, as a modality sends it;
+* study metadata of a 100-instance and of the 500-instance study, series metadata of the
+  500-instance series: p50/p95 latency;
+* WADO-RS whole-instance retrieve at concurrency 4: instances/s;
+* QIDO-RS p50/p95 of a fixed query mix once ``--instances`` instances are stored (loaded with STOW
+  20/request at concurrency 4), beside the Cosmos stand-in's own time for the same study query;
+* the storage floor, raw with the SDKs on the same emulators, at concurrency 1 and 4: per instance
+  one Azurite blob put of the same bytes then one Cosmos create_item of a ~5 KB document;
+* storage operations per STOW instance and per metadata request, summed from the service's
+  ``x-dicom-storage-ops`` response header.
 
-Prints one table with the ratios (ours / Orthanc, ours / floor) and writes
-``bench-results/bench-<time>.json``.  Not part of the test suite.
+Prints one table (ours, orthanc, floor, ours/orthanc, ours/floor, then the storage operations) and
+writes ``bench-results/bench-<time>.json``.  Everything started is stopped on exit, Ctrl-C included.
+Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -20,27 +29,58 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
-from bench.dataset import Instance, generate
+from bench.dataset import Generator, Instance, Study, flatten
 from scripts import devstack
 
 ROOT = Path(__file__).resolve().parents[1]
 BOUNDARY = "bench-boundary-7f3a"
 ORTHANC_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+#: Storage round trips the service made for one request: ``blob=2;index=3;queue=1;ru=12.50``.
+OPS_HEADER = "x-dicom-storage-ops"
+OPS_KINDS = ("blob", "index", "queue", "ru")
+DICOM_JSON = {"Accept": "application/dicom+json"}
+WHOLE_INSTANCE = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
+STOW_MODES = (
+    # key, label, concurrency, instances per request, floor compared against
+    ("stow_1_c1", "STOW 1/request c=1", 1, 1, "floor_c1"),
+    ("stow_1_c4", "STOW 1/request c=4", 4, 1, "floor_c4"),
+    ("stow_20_c4", "STOW 20/request c=4", 4, 20, "floor_c4"),
+)
+#: Defaults, and the ``--quick`` ones.
+SCALES = {
+    "default": {"stow_instances": 200, "long_series": 500, "instances": 10_000, "wado_instances": 200,
+                "floor_instances": 500, "repeat": 20},
+    "quick": {"stow_instances": 100, "long_series": 500, "instances": 1_000, "wado_instances": 100,
+              "floor_instances": 200, "repeat": 10},
+}  # fmt: skip
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
 
 
 def multipart(parts: Sequence[bytes]) -> tuple[bytes, str]:
@@ -53,33 +93,98 @@ def multipart(parts: Sequence[bytes]) -> tuple[bytes, str]:
     )
 
 
+def concurrently(fn: Callable[[T], R], items: Sequence[T], concurrency: int) -> list[R]:
+    """``fn`` over ``items`` in order of submission on ``concurrency`` threads.
+
+    On an error or Ctrl-C the calls not yet started are cancelled instead of run to the end.
+    """
+    pool = ThreadPoolExecutor(concurrency)
+    try:
+        results = list(pool.map(fn, items))
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results
+
+
+def percentiles(samples: Sequence[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "p50_ms": statistics.median(ordered),
+        "p95_ms": ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))],
+    }
+
+
+@dataclass
+class Ops:
+    """Sum of the ``x-dicom-storage-ops`` headers of a set of responses (thread-safe)."""
+
+    responses: int = 0
+    with_header: int = 0
+    totals: dict[str, float] = field(default_factory=lambda: dict.fromkeys(OPS_KINDS, 0.0))
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, response: httpx.Response) -> None:
+        value = response.headers.get(OPS_HEADER)
+        with self._lock:
+            self.responses += 1
+            if value is None:
+                return
+            self.with_header += 1
+            for item in value.split(";"):
+                name, _, number = item.strip().partition("=")
+                try:
+                    self.totals[name] = self.totals.get(name, 0.0) + float(number)
+                except ValueError:
+                    pass
+
+    def per(self, units: int) -> dict[str, float] | None:
+        """Operations per unit (instance or request); ``None`` when no response had the header."""
+        if not self.with_header or not units:
+            return None
+        if self.with_header < self.responses:
+            log(f"  note: {self.responses - self.with_header} of {self.responses} responses lacked {OPS_HEADER}")
+        return {k: v / units for k, v in self.totals.items()}
+
+
+# -- the servers --------------------------------------------------------------------------------
+
+
 @contextmanager
 def our_service(work: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """The emulators and the local host; yields (DICOMweb base URL, app settings)."""
+    work.mkdir(parents=True, exist_ok=True)
     ports = [devstack.free_port() for _ in range(4)]
     with devstack.local_stack(work / "azurite", ports[0], ports[1], ports[2]) as env:
         env = {**os.environ, **env, "DICOM_AUTH_MODE": "none", "DICOM_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports[3]}"}
-        with open(work / "host.log", "wb") as log:
+        host_log = work / "host.log"
+        with open(host_log, "wb") as out:
             host = subprocess.Popen(
                 [sys.executable, "-m", "scripts.localhost", "--port", str(ports[3]), "--no-triggers"],
                 cwd=ROOT,
                 env=env,
-                stdout=log,
+                stdout=out,
                 stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-            try:
-                devstack.wait_for_port("127.0.0.1", ports[3], 60, host)
-                yield f"http://127.0.0.1:{ports[3]}/v2", env
-            finally:
-                devstack.stop(host)
+        try:
+            devstack.wait_for_port("127.0.0.1", ports[3], 60, host)
+            yield f"http://127.0.0.1:{ports[3]}/v2", env
+        except Exception:
+            tail = host_log.read_text(errors="replace").splitlines()[-30:]
+            log("--- last lines of the host's log ---\n" + "\n".join(tail))
+            raise
+        finally:
+            devstack.stop(host)
 
 
 def ensure_orthanc() -> str:
     orthanc = shutil.which("Orthanc")
     if orthanc and ORTHANC_PLUGIN.exists():
         return orthanc
-    print("installing orthanc and orthanc-dicomweb from Debian ...", flush=True)
+    log("installing orthanc and orthanc-dicomweb from Debian ...")
     subprocess.run(["apt-get", "update", "-qq"], check=True)
     subprocess.run(
         ["apt-get", "install", "-y", "-qq", "orthanc", "orthanc-dicomweb"],
@@ -93,11 +198,12 @@ def ensure_orthanc() -> str:
 def orthanc(work: Path) -> Iterator[str]:
     """Orthanc with its own storage on a loopback port; yields its DICOMweb root."""
     binary = ensure_orthanc()
+    work.mkdir(parents=True, exist_ok=True)
     port = devstack.free_port()
     config = {
         "Name": "bench",
-        "StorageDirectory": str(work / "orthanc-storage"),
-        "IndexDirectory": str(work / "orthanc-index"),
+        "StorageDirectory": str(work / "storage"),
+        "IndexDirectory": str(work / "index"),
         "HttpPort": port,
         "DicomServerEnabled": False,
         "RemoteAccessAllowed": False,
@@ -108,310 +214,452 @@ def orthanc(work: Path) -> Iterator[str]:
         "HttpThreadsCount": 50,
     }
     (work / "orthanc.json").write_text(json.dumps(config))
-    with open(work / "orthanc.log", "wb") as log:
+    with open(work / "orthanc.log", "wb") as out:
         proc = subprocess.Popen(
-            [binary, str(work / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [binary, str(work / "orthanc.json")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
-        try:
-            devstack.wait_for_port("127.0.0.1", port, 60, proc)
-            yield f"http://127.0.0.1:{port}/dicom-web"
-        finally:
-            devstack.stop(proc)
+    try:
+        devstack.wait_for_port("127.0.0.1", port, 60, proc)
+        yield f"http://127.0.0.1:{port}/dicom-web"
+    finally:
+        devstack.stop(proc)
 
 
-def stow(base: str, instances: Sequence[Instance], concurrency: int, per_request: int) -> dict[str, float]:
-    batches = [instances[i : i + per_request] for i in range(0, len(instances), per_request)]
-    payload = sum(len(i.data) for i in instances)
+# -- the measures -------------------------------------------------------------------------------
 
-    def send(batch: Sequence[Instance]) -> int:
-        body, ctype = multipart([i.data for i in batch])
-        with httpx.Client(timeout=300) as client:
-            return client.post(f"{base}/studies", content=body, headers={"Content-Type": ctype}).status_code
 
+def batches(studies: Sequence[Study], per_request: int) -> list[list[Instance]]:
+    """Requests of ``per_request`` instances, study after study (a request never mixes studies).
+
+    Sent in this order on N threads, the N requests in flight carry instances of the same study.
+    """
+    return [study[i : i + per_request] for study in studies for i in range(0, len(study), per_request)]
+
+
+def stow(
+    client: httpx.Client, base: str, studies: Sequence[Study], concurrency: int, per_request: int, label: str = ""
+) -> dict[str, Any]:
+    requests = batches(studies, per_request)
+    count = sum(len(b) for b in requests)
+    ops = Ops()
+    done = [0, 0]  # instances sent, next progress mark
+    lock = threading.Lock()
     start = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        statuses = list(pool.map(send, batches))
+
+    def send(batch: list[Instance]) -> None:
+        body, ctype = multipart([i.data for i in batch])
+        response = client.post(f"{base}/studies", content=body, headers={"Content-Type": ctype})
+        if response.status_code != 200:
+            raise RuntimeError(f"STOW to {base} answered {response.status_code}: {response.text[:300]}")
+        ops.add(response)
+        if label:
+            with lock:
+                done[0] += len(batch)
+                if done[0] >= done[1]:
+                    rate = done[0] / (time.perf_counter() - start)
+                    log(f"  {label}: {done[0]:,}/{count:,} instances, {rate:.1f}/s")
+                    done[1] += max(500, count // 10)
+
+    concurrently(send, requests, concurrency)
     elapsed = time.perf_counter() - start
-    bad = [s for s in statuses if s != 200]
-    if bad:
-        raise RuntimeError(f"STOW to {base} answered {bad[:5]}")
-    return {"instances_per_s": len(instances) / elapsed, "mb_per_s": payload / elapsed / 1e6}
+    result: dict[str, Any] = {
+        "instances": count,
+        "requests": len(requests),
+        "seconds": round(elapsed, 3),
+        "instances_per_s": count / elapsed,
+        "mb_per_s": sum(len(i.data) for b in requests for i in b) / elapsed / 1e6,
+        "ops_per_instance": ops.per(count),
+    }
+    return result
 
 
-def latencies(call: Callable[[], Any], repeat: int) -> list[float]:
-    out = []
-    for _ in range(repeat):
+def latencies(client: httpx.Client, url: str, headers: dict[str, str], repeat: int) -> dict[str, Any]:
+    """p50/p95 of ``repeat`` GETs after one warm-up, ops per request, and the JSON array length."""
+    ops = Ops()
+    samples: list[float] = []
+    length = None
+    for n in range(repeat + 1):
         start = time.perf_counter()
-        call()
-        out.append((time.perf_counter() - start) * 1000)
+        response = client.get(url, headers=headers)
+        took = (time.perf_counter() - start) * 1000
+        if response.status_code not in (200, 204):
+            raise RuntimeError(f"GET {url} answered {response.status_code}: {response.text[:300]}")
+        if n == 0:
+            length = len(response.json()) if response.status_code == 200 else 0
+            continue
+        samples.append(took)
+        ops.add(response)
+    return {**percentiles(samples), "results": length, "ops_per_request": ops.per(repeat)}
+
+
+def metadata(client: httpx.Client, base: str, long_series: Study, study: Study, repeat: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    head = long_series[0]
+    for key, url, expected in (
+        ("study_metadata_100", f"{base}/studies/{study[0].study}/metadata", len(study)),
+        ("study_metadata_500", f"{base}/studies/{head.study}/metadata", len(long_series)),
+        ("series_metadata_500", f"{base}/studies/{head.study}/series/{head.series}/metadata", len(long_series)),
+    ):
+        out[key] = latencies(client, url, DICOM_JSON, repeat)
+        if out[key]["results"] != expected:
+            log(f"  warning: {key} returned {out[key]['results']} instances, expected {expected}")
     return out
 
 
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "p50_ms": statistics.median(ordered),
-        "p95_ms": ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))],
-    }
-
-
-def query_mix(sample: Sequence[Instance]) -> list[tuple[str, dict[str, str]]]:
-    """A fixed mix of QIDO queries that every server here understands."""
-    a, b = sample[0], sample[len(sample) // 2]
-    family = a.patient_name.split("^")[0]
+def query_mix(studies: Sequence[Study]) -> list[tuple[str, str, dict[str, str]]]:
+    """The fixed QIDO mix: (key, path, parameters)."""
+    a = studies[0][0]
     return [
-        ("/studies", {"PatientID": a.patient_id}),
-        ("/studies", {"PatientName": f"{family}*"}),
-        ("/studies", {"StudyDate": "20180101-20191231", "limit": "50"}),
-        ("/studies", {"AccessionNumber": b.accession}),
-        ("/studies", {"ModalitiesInStudy": "MR", "limit": "50"}),
-        ("/series", {"Modality": "CT", "PatientID": b.patient_id}),
-        (f"/studies/{a.study}/instances", {}),
+        ("studies_by_patient_id", "/studies", {"PatientID": a.patient_id}),
+        ("studies_by_date_range", "/studies", {"StudyDate": "20180101-20191231"}),
+        ("series_of_study", f"/studies/{a.study}/series", {}),
+        ("instances_of_study", f"/studies/{a.study}/instances", {"limit": "100"}),
     ]
 
 
-def qido(base: str, queries: list[tuple[str, dict[str, str]]], repeat: int) -> dict[str, float]:
-    samples: list[float] = []
-    with httpx.Client(timeout=60) as client:
-        for path, params in queries:
-
-            def call(path: str = path, params: dict[str, str] = params) -> None:
-                response = client.get(base + path, params=params, headers={"Accept": "application/dicom+json"})
-                if response.status_code not in (200, 204):
-                    raise RuntimeError(f"QIDO {path} {params} answered {response.status_code}: {response.text[:200]}")
-
-            call()  # warm-up
-            samples += latencies(call, repeat)
-    return percentiles(samples)
-
-
-def wado(base: str, instances: Sequence[Instance]) -> dict[str, float]:
-    accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
-    total = 0
-    with httpx.Client(timeout=120) as client:
-        start = time.perf_counter()
-        for i in instances:
-            url = f"{base}/studies/{i.study}/series/{i.series}/instances/{i.sop}"
-            response = client.get(url, headers={"Accept": accept})
-            if response.status_code != 200:
-                raise RuntimeError(f"WADO {url} answered {response.status_code}")
-            total += len(response.content)
-        elapsed = time.perf_counter() - start
-        meta = latencies(
-            lambda: client.get(
-                f"{base}/studies/{instances[0].study}/series/{instances[0].series}/instances/{instances[0].sop}/metadata",
-                headers={"Accept": "application/dicom+json"},
-            ).raise_for_status(),
-            50,
-        )
-    return {"mb_per_s": total / elapsed / 1e6, **{f"metadata_{k}": v for k, v in percentiles(meta).items()}}
+def qido(client: httpx.Client, base: str, studies: Sequence[Study], repeat: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    everything: list[float] = []
+    ops = Ops()
+    for key, path, params in query_mix(studies):
+        url = httpx.URL(base + path, params=params)
+        samples: list[float] = []
+        length = 0
+        for n in range(repeat + 1):
+            start = time.perf_counter()
+            response = client.get(url, headers=DICOM_JSON)
+            took = (time.perf_counter() - start) * 1000
+            if response.status_code not in (200, 204):
+                raise RuntimeError(f"QIDO {url} answered {response.status_code}: {response.text[:300]}")
+            if n == 0:
+                length = len(response.json()) if response.status_code == 200 else 0
+                if not length:
+                    log(f"  warning: QIDO {path} {params} matched nothing")
+                continue
+            samples.append(took)
+            ops.add(response)
+        out[key] = {**percentiles(samples), "results": length}
+        everything += samples
+    return {"mix": percentiles(everything), **out, "ops_per_request": ops.per(len(everything))}
 
 
-def cosmos_floor(env: dict[str, str], sample: Sequence[Instance], repeat: int) -> dict[str, float]:
-    """The Cosmos stand-in alone: one study query of the QIDO mix sent straight to it."""
+def wado(client: httpx.Client, base: str, instances: Sequence[Instance], concurrency: int) -> dict[str, Any]:
+    ops = Ops()
+    received = [0]
+    lock = threading.Lock()
+
+    def get(i: Instance) -> None:
+        url = f"{base}/studies/{i.study}/series/{i.series}/instances/{i.sop}"
+        response = client.get(url, headers=WHOLE_INSTANCE)
+        if response.status_code != 200 or len(response.content) < len(i.data):
+            raise RuntimeError(f"WADO {url} answered {response.status_code} with {len(response.content)} bytes")
+        ops.add(response)
+        with lock:
+            received[0] += len(response.content)
+
+    start = time.perf_counter()
+    concurrently(get, instances, concurrency)
+    elapsed = time.perf_counter() - start
+    return {
+        "instances": len(instances),
+        "seconds": round(elapsed, 3),
+        "instances_per_s": len(instances) / elapsed,
+        "mb_per_s": received[0] / elapsed / 1e6,
+        "ops_per_instance": ops.per(len(instances)),
+    }
+
+
+def _cosmos_client(env: dict[str, str]) -> Any:
     from azure.cosmos import CosmosClient
 
-    client = CosmosClient(env["DICOM_COSMOS_ENDPOINT"], env["DICOM_COSMOS_KEY"], enable_endpoint_discovery=False)
-    container = client.get_database_client("dicom").get_container_client("index")
-    sql = "SELECT TOP 100 * FROM c WHERE c.type = 'study' AND c.q.PatientID = @p ORDER BY c.sortKey ASC"
-    params = [{"name": "@p", "value": sample[0].patient_id.casefold()}]
-
-    def call() -> None:
-        list(container.query_items(sql, parameters=params, enable_cross_partition_query=True))
-
-    return percentiles(latencies(call, repeat))
+    return CosmosClient(
+        env["DICOM_COSMOS_ENDPOINT"],
+        credential=env["DICOM_COSMOS_KEY"],
+        enable_endpoint_discovery=False,
+        connection_verify=False,
+    )
 
 
-def frames_and_study_metadata(base: str, multiframe: Instance, study_uid: str) -> dict[str, float]:
-    """Latency of one frame (as stored, and rendered) of a large multi-frame instance vs the whole instance."""
-    url = f"{base}/studies/{multiframe.study}/series/{multiframe.series}/instances/{multiframe.sop}"
-    octets = {"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'}
-    whole = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
-    with httpx.Client(timeout=120) as client:
+def _database_name(env: dict[str, str]) -> str:
+    try:
+        from dicomserver.settings import Settings
 
-        def get(target: str, headers: dict[str, str]) -> None:
-            response = client.get(target, headers=headers)
-            if response.status_code != 200:
-                raise RuntimeError(f"GET {target} answered {response.status_code}")
-
-        frame = percentiles(latencies(lambda: get(f"{url}/frames/17", octets), 30))
-        rendered = percentiles(latencies(lambda: get(f"{url}/frames/17/rendered", {"Accept": "image/jpeg"}), 10))
-        instance = percentiles(latencies(lambda: get(url, whole), 10))
-        metadata = percentiles(
-            latencies(lambda: get(f"{base}/studies/{study_uid}/metadata", {"Accept": "application/dicom+json"}), 30)
-        )
-    return {
-        "frame_p50_ms": frame["p50_ms"],
-        "rendered_frame_p50_ms": rendered["p50_ms"],
-        "whole_instance_p50_ms": instance["p50_ms"],
-        "study_metadata_p50_ms": metadata["p50_ms"],
-    }
+        return Settings.from_env(env).cosmos_database
+    except (ImportError, AttributeError, ValueError):
+        return env.get("DICOM_COSMOS_DATABASE", "dicom")
 
 
-def floor(env: dict[str, str], instances: Sequence[Instance]) -> dict[str, float]:
-    """Raw Azurite upload/download of the same bytes, and a bare HTTP round trip."""
+def storage_floor(env: dict[str, str], payloads: Sequence[bytes], concurrency: int) -> dict[str, Any]:
+    """Per instance, one raw Azurite blob put of its bytes, then one Cosmos create_item of ~5 KB."""
+    from azure.cosmos import PartitionKey
     from azure.storage.blob import BlobServiceClient
 
-    container = BlobServiceClient.from_connection_string(env["DICOM_STORAGE"]).get_container_client("bench-floor")
-    container.create_container()
-    payload = sum(len(i.data) for i in instances)
+    blobs = BlobServiceClient.from_connection_string(env["DICOM_STORAGE"]).get_container_client("bench-floor")
+    if not blobs.exists():
+        blobs.create_container()
+    database = _cosmos_client(env).create_database_if_not_exists(_database_name(env))
+    docs = database.create_container_if_not_exists("bench-floor", partition_key=PartitionKey("/pk"))
+    # ~5 KB: about what an instance's index document with its attributes weighs.
+    attrs = {f"0019{n:04X}": {"vr": "LO", "Value": [f"{n:03d}" + "x" * 60]} for n in range(60)}
+    run = f"c{concurrency}-{secrets.token_hex(3)}"
+
+    def one(n: int) -> None:
+        name = f"{run}-{n}"
+        blobs.upload_blob(f"{name}.dcm", payloads[n % len(payloads)], overwrite=True)
+        docs.create_item({"id": name, "pk": f"{run}|{n // 100}", "type": "instance", "attrs": attrs})
+
+    for n in range(-4, 0):  # warm-up: connections, first-call setup
+        one(n)
+    count = len(payloads)
     start = time.perf_counter()
-    for n, i in enumerate(instances):
-        container.upload_blob(f"{n}.dcm", i.data)
-    upload = time.perf_counter() - start
+    concurrently(one, range(count), concurrency)
+    elapsed = time.perf_counter() - start
+    return {"instances": count, "seconds": round(elapsed, 3), "instances_per_s": count / elapsed}
+
+
+def cosmos_study_query(env: dict[str, str], patient_id: str, repeat: int) -> dict[str, Any]:
+    """The Cosmos stand-in's own time for the QIDO study query by PatientID, raw with the SDK."""
+    try:
+        from dicomserver.stores.index import STUDIES_CONTAINER as container_name
+    except ImportError:  # the studies container has not landed yet
+        container_name = "studies"
+    try:
+        from dicomserver.matching import fold_text
+
+        value = fold_text(patient_id)
+    except ImportError:
+        value = patient_id.strip(" \x00").upper()
+    from azure.cosmos.exceptions import CosmosResourceNotFoundError
+
+    container = _cosmos_client(env).get_database_client(_database_name(env)).get_container_client(container_name)
+    sql = "SELECT * FROM c WHERE c.partition = @partition AND c.q.PatientID = @p"
+    params: list[dict[str, Any]] = [
+        {"name": "@partition", "value": "Microsoft.Default"},
+        {"name": "@p", "value": value},
+    ]
+
+    def call() -> int:
+        return len(list(container.query_items(sql, parameters=params, enable_cross_partition_query=True)))
+
+    try:
+        found = call()
+    except CosmosResourceNotFoundError:
+        log(f"  note: no Cosmos container {container_name!r} yet: the raw study query is skipped")
+        return {"container": container_name, "skipped": "container not found"}
+    if not found:
+        log(f"  warning: the raw study query matched no document in {container_name!r}")
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - start) * 1000)
+    return {"container": container_name, "results": found, **percentiles(samples)}
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Data:
+    """The instances of one run, shared by every server."""
+
+    stow: dict[str, list[Study]]
+    long_series: Study
+    load: list[Study]
+    floor: list[bytes]
+
+    @property
+    def stow_total(self) -> int:
+        return sum(len(s) for studies in self.stow.values() for s in studies)
+
+
+def make_data(scale: argparse.Namespace) -> Data:
+    gen = Generator(run=secrets.token_hex(3))
+    stow_sets = {key: gen.studies(scale.stow_instances) for key, *_ in STOW_MODES}
+    long_series = gen.long_series(scale.long_series)
+    stored = sum(len(s) for studies in stow_sets.values() for s in studies) + len(long_series)
+    load = gen.studies(max(0, scale.instances - stored))
+    floor = [i.data for i in flatten(stow_sets["stow_1_c4"])]
+    floor = (floor * (scale.floor_instances // max(1, len(floor)) + 1))[: scale.floor_instances]
+    return Data(stow_sets, long_series, load, floor)
+
+
+def measure(name: str, base: str, env: dict[str, str] | None, data: Data, scale: argparse.Namespace) -> dict[str, Any]:
+    """Every measure against one server; ``env`` (our app settings) adds the floor and the raw query."""
+    out: dict[str, Any] = {}
+    limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+    with httpx.Client(timeout=600, limits=limits) as client:
+        if env is not None:
+            for concurrency in (1, 4):
+                out[f"floor_c{concurrency}"] = r = storage_floor(env, data.floor, concurrency)
+                log(f"[floor] blob put + Cosmos create_item c={concurrency}: {r['instances_per_s']:.1f} instances/s")
+        for key, label, concurrency, per_request, _ in STOW_MODES:
+            out[key] = r = stow(client, base, data.stow[key], concurrency, per_request)
+            log(f"[{name}] {label}: {r['instances']} instances in {r['seconds']:.1f} s = {r['instances_per_s']:.1f}/s")
+        log(f"[{name}] loading the {len(data.long_series)}-instance series (STOW 20/request c=4) ...")
+        out["load_long_series"] = stow(client, base, [data.long_series], 4, 20, label=f"[{name}] long series")
+        stored = data.stow_total + len(data.long_series)
+        log(f"[{name}] study and series metadata ({stored:,} instances stored) ...")
+        out["metadata"] = metadata(client, base, data.long_series, data.stow["stow_20_c4"][0], scale.repeat)
+        out["metadata"]["stored_instances"] = stored
+        instances = list(flatten(data.stow["stow_1_c4"]))[: scale.wado_instances]
+        out["wado_c4"] = r = wado(client, base, instances, 4)
+        log(f"[{name}] WADO instance c=4: {r['instances']} in {r['seconds']:.1f} s = {r['instances_per_s']:.1f}/s")
+        if data.load:
+            loading = sum(len(s) for s in data.load)
+            log(f"[{name}] loading {loading:,} more instances for QIDO (STOW 20/request c=4) ...")
+            out["load_qido"] = stow(client, base, data.load, 4, 20, label=f"[{name}] load")
+            stored += loading
+        log(f"[{name}] QIDO mix at {stored:,} instances ...")
+        queried = data.stow["stow_20_c4"]
+        out["qido"] = qido(client, base, queried, scale.repeat)
+        out["qido"]["stored_instances"] = stored
+        if env is not None:
+            out["cosmos_study_query"] = cosmos_study_query(env, queried[0][0].patient_id, scale.repeat)
+    return out
+
+
+def run(scale: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
-    for n in range(len(instances)):
-        container.download_blob(f"{n}.dcm").readall()
-    download = time.perf_counter() - start
-    return {
-        "upload_instances_per_s": len(instances) / upload,
-        "upload_mb_per_s": payload / upload / 1e6,
-        "download_mb_per_s": payload / download / 1e6,
-    }
-
-
-def bare_http(url: str) -> dict[str, float]:
-    with httpx.Client() as client:
-        client.get(url)
-        return percentiles(latencies(lambda: client.get(url), 200))
-
-
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    results: dict[str, Any] = {"ours": {}, "orthanc": {}, "floor": {}}
-    stow_set = list(generate(args.stow_instances, seed=11, rows=512, per_series=20))
-    big = list(generate(args.wado_instances, seed=13, rows=1024, per_series=10))
-    scale = list(generate(args.instances, seed=17, rows=64, multiframe_every=97, compressed_every=13))
-    # One large multi-frame instance (32 frames of 1024 x 1024 x 16 bit = 64 MiB).
-    (multiframe,) = generate(1, seed=19, rows=1024, multiframe_every=1, frames=32)
-    print(
-        f"dataset: STOW {len(stow_set)} x {len(stow_set[0].data) // 1024} KiB, "
-        f"WADO {len(big)} x {len(big[0].data) // 1024} KiB, QIDO scale {len(scale)} instances",
-        flush=True,
+    data = make_data(scale)
+    total = data.stow_total + len(data.long_series) + sum(len(s) for s in data.load)
+    log(
+        f"dataset: {total:,} CT instances of {len(data.long_series[0].data) / 1000:.0f} KB "
+        f"({scale.stow_instances} per STOW mode, a {len(data.long_series)}-instance series, "
+        f"QIDO at {total:,}); made in {time.perf_counter() - start:.0f} s"
     )
+    results: dict[str, Any] = {"ours": {}, "orthanc": {}, "floor": {}}
     with tempfile.TemporaryDirectory(prefix="dicom-bench-") as tmp:
         work = Path(tmp)
-        targets: list[tuple[str, Any]] = [("ours", our_service(work / "ours"))]
-        if args.peer == "orthanc":
-            targets.append(("orthanc", orthanc(work)))
-        for name, context in targets:
-            (work / name).mkdir(exist_ok=True)
-            with context as started:
-                base = started[0] if isinstance(started, tuple) else started
-                out = results[name]
-                print(f"[{name}] STOW ...", flush=True)
-                third = len(stow_set) // 3
-                out["stow_c1"] = stow(base, stow_set[:third], 1, 1)
-                out["stow_c4"] = stow(base, stow_set[third : 2 * third], 4, 1)
-                out["stow_batch20"] = stow(base, stow_set[2 * third :], 1, 20)
-                out["wado"] = (stow(base, big, 4, 1), wado(base, big))[1]
-                stow(base, [multiframe], 1, 1)
-                out["frames"] = frames_and_study_metadata(base, multiframe, big[0].study)
-                print(f"[{name}] loading {len(scale)} instances for QIDO ...", flush=True)
-                first = min(1000, len(scale))
-                stow(base, scale[:first], 4, 20)
-                out["qido_1000"] = qido(base, query_mix(scale[:first]), args.repeat)
-                if name == "ours":
-                    results["floor"]["cosmos_1000"] = cosmos_floor(started[1], scale[:first], args.repeat)
-                if len(scale) > first:
-                    stow(base, scale[first:], 4, 20)
-                    out[f"qido_{len(scale)}"] = qido(base, query_mix(scale[:first]), args.repeat)
-                    if name == "ours":
-                        results["floor"][f"cosmos_{len(scale)}"] = cosmos_floor(started[1], scale[:first], args.repeat)
-                root = base.rsplit("/", 1)[0]
-                out["bare_http"] = bare_http(f"{root}/system" if name == "orthanc" else f"{root}/bench-no-such-route")
-                if name == "ours":
-                    results["floor"].update(floor(started[1], big))
+        with our_service(work / "ours") as (base, env):
+            ours = measure("ours", base, env, data, scale)
+        for key in ("floor_c1", "floor_c4", "cosmos_study_query"):
+            results["floor"][key] = ours.pop(key)
+        results["ours"] = ours
+        if scale.peer == "orthanc":
+            with orthanc(work / "orthanc") as base:
+                results["orthanc"] = measure("orthanc", base, None, data, scale)
+    results["seconds"] = round(time.perf_counter() - start, 1)
     return results
 
 
+# -- the table ----------------------------------------------------------------------------------
+
+
 def table(results: dict[str, Any]) -> str:
-    ours, peer, base = results["ours"], results.get("orthanc") or {}, results["floor"]
-    rows: list[tuple[str, float | None, float | None, float | None, str]] = []
+    ours, peer, floor = results["ours"], results.get("orthanc") or {}, results["floor"]
+    rows: list[tuple[str, str, float | None, float | None, float | None]] = []
 
-    def row(label: str, a: float | None, b: float | None, f: float | None, unit: str) -> None:
-        rows.append((label, a, b, f, unit))
+    def get(d: dict[str, Any], *path: str) -> Any:
+        for p in path:
+            if not isinstance(d, dict) or p not in d:
+                return None
+            d = d[p]
+        return d
 
+    def row(label: str, unit: str, *path: str, floor_value: float | None = None) -> None:
+        rows.append((label, unit, get(ours, *path), get(peer, *path), floor_value))
+
+    for key, label, _, _, floor_key in STOW_MODES:
+        row(label, "inst/s", key, "instances_per_s", floor_value=get(floor, floor_key, "instances_per_s"))
+    stored = get(ours, "metadata", "stored_instances")
     for key, label in (
-        ("stow_c1", "STOW 1/request c=1"),
-        ("stow_c4", "STOW 1/request c=4"),
-        ("stow_batch20", "STOW 20/request"),
+        ("study_metadata_100", "study metadata, 100 instances"),
+        ("study_metadata_500", "study metadata, 500 instances"),
+        ("series_metadata_500", "series metadata, 500 instances"),
     ):
-        row(
-            f"{label} instances/s",
-            ours[key]["instances_per_s"],
-            peer.get(key, {}).get("instances_per_s"),
-            base.get("upload_instances_per_s"),
-            "inst/s",
-        )
-        row(
-            f"{label} MB/s",
-            ours[key]["mb_per_s"],
-            peer.get(key, {}).get("mb_per_s"),
-            base.get("upload_mb_per_s"),
-            "MB/s",
-        )
-    for key in sorted(k for k in ours if k.startswith("qido_")):
         for p in ("p50_ms", "p95_ms"):
-            cosmos = base.get(f"cosmos_{key[5:]}", {}).get(p)
-            row(f"QIDO {key[5:]} instances {p[:3]}", ours[key][p], peer.get(key, {}).get(p), cosmos, "ms")
-    row(
-        "WADO instance MB/s",
-        ours["wado"]["mb_per_s"],
-        peer.get("wado", {}).get("mb_per_s"),
-        base.get("download_mb_per_s"),
-        "MB/s",
-    )
-    row(
-        "instance metadata p50",
-        ours["wado"]["metadata_p50_ms"],
-        peer.get("wado", {}).get("metadata_p50_ms"),
-        None,
-        "ms",
-    )
+            row(f"{label} {p[:3]}", "ms", "metadata", key, p)
+    row("WADO instance c=4", "inst/s", "wado_c4", "instances_per_s")
+    stored_q = get(ours, "qido", "stored_instances") or 0
+    for p in ("p50_ms", "p95_ms"):
+        row(f"QIDO mix @{stored_q:,} {p[:3]}", "ms", "qido", "mix", p)
     for key, label in (
-        ("study_metadata_p50_ms", "study metadata (10 instances) p50"),
-        ("frame_p50_ms", "one frame of a 64 MiB instance p50"),
-        ("rendered_frame_p50_ms", "that frame rendered as JPEG p50"),
-        ("whole_instance_p50_ms", "the whole 64 MiB instance p50"),
+        ("studies_by_patient_id", "studies?PatientID"),
+        ("studies_by_date_range", "studies?StudyDate=range"),
+        ("series_of_study", "studies/{s}/series"),
+        ("instances_of_study", "studies/{s}/instances?limit=100"),
     ):
-        row(label, ours["frames"][key], peer.get("frames", {}).get(key), None, "ms")
-    row("bare HTTP round trip p50", ours["bare_http"]["p50_ms"], peer.get("bare_http", {}).get("p50_ms"), None, "ms")
+        for p in ("p50_ms", "p95_ms") if key == "studies_by_patient_id" else ("p50_ms",):
+            raw = get(floor, "cosmos_study_query", p) if key == "studies_by_patient_id" else None
+            row(f"  {label} {p[:3]}", "ms", "qido", key, p, floor_value=raw)
+    row("(load: STOW 20/request c=4)", "inst/s", "load_qido", "instances_per_s")
 
     def fmt(v: float | None) -> str:
-        return "-" if v is None else f"{v:,.2f}"
+        return "-" if v is None else f"{v:,.1f}" if abs(v) >= 100 else f"{v:,.2f}"
 
     def ratio(a: float | None, b: float | None) -> str:
         return "-" if a is None or not b else f"{a / b:.2f}"
 
-    header = f"{'measure':40} {'ours':>10} {'orthanc':>10} {'floor':>10} {'ours/orthanc':>13} {'ours/floor':>11}"
+    width = 44
+    header = (
+        f"{'measure':{width}} {'unit':>6} {'ours':>10} {'orthanc':>10} {'floor':>10} {'ours/orthanc':>13} "
+        f"{'ours/floor':>11}"
+    )
     lines = [header, "-" * len(header)]
-    for label, a, b, f, _ in rows:
-        lines.append(f"{label:40} {fmt(a):>10} {fmt(b):>10} {fmt(f):>10} {ratio(a, b):>13} {ratio(a, f):>11}")
-    lines.append("floor: raw Azurite upload/download of the same bytes; for QIDO, one study query sent straight")
-    lines.append("to the Cosmos DB stand-in.")
+    for label, unit, a, b, f in rows:
+        lines.append(
+            f"{label:{width}} {unit:>6} {fmt(a):>10} {fmt(b):>10} {fmt(f):>10} {ratio(a, b):>13} {ratio(a, f):>11}"
+        )
+    lines += ["", f"{'storage operations (ours, ' + OPS_HEADER + ')':{width}} {'unit':>6}"
+              + "".join(f" {k:>10}" for k in OPS_KINDS)]  # fmt: skip
+    lines.append("-" * len(header))
+    op_rows = [(label, "/inst", (key, "ops_per_instance")) for key, label, *_ in STOW_MODES]
+    op_rows += [
+        ("study metadata, 100 instances", "/req", ("metadata", "study_metadata_100", "ops_per_request")),
+        ("study metadata, 500 instances", "/req", ("metadata", "study_metadata_500", "ops_per_request")),
+        ("series metadata, 500 instances", "/req", ("metadata", "series_metadata_500", "ops_per_request")),
+        ("WADO instance c=4", "/inst", ("wado_c4", "ops_per_instance")),
+        ("QIDO mix", "/req", ("qido", "ops_per_request")),
+    ]
+    for label, unit, path in op_rows:
+        ops = get(ours, *path)
+        cells = "".join(f" {'-' if ops is None else fmt(ops.get(k, 0.0)):>10}" for k in OPS_KINDS)
+        lines.append(f"{label:{width}} {unit:>6}{cells}")
+    lines += [
+        "",
+        "inst/s: higher is better; ms: lower is better (ratios are ours divided by the other column).",
+        "floor for STOW: per instance one raw Azurite blob put of its bytes then one Cosmos create_item of",
+        "~5 KB, at the same concurrency (c=1 for the c=1 mode, c=4 for the c=4 modes); for QIDO studies?PatientID:",
+        "the same study query sent raw to the Cosmos stand-in.",
+        f"Metadata measured with {stored or 0:,} instances stored, QIDO with {stored_q:,}; '-': not measured "
+        f"or no {OPS_HEADER} header.",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--peer", choices=["orthanc", "none"], default="orthanc")
-    parser.add_argument(
-        "--instances", type=int, default=3_000, help="QIDO scale (default 3,000; the Cosmos stand-in slows past that)"
-    )
-    parser.add_argument("--stow-instances", type=int, default=240)
-    parser.add_argument("--wado-instances", type=int, default=40)
-    parser.add_argument("--repeat", type=int, default=20, help="runs of each QIDO query")
+    parser.add_argument("--quick", action="store_true", help="a smaller run (flags given explicitly still win)")
+    parser.add_argument("--instances", type=int, help="instances stored when QIDO is measured (default 10,000)")
+    parser.add_argument("--stow-instances", type=int, help="instances per STOW mode (default 200)")
+    parser.add_argument("--long-series", type=int, help="instances of the long series (default 500)")
+    parser.add_argument("--wado-instances", type=int, help="instances retrieved by WADO (default 200)")
+    parser.add_argument("--floor-instances", type=int, help="instances per storage floor mode (default 500)")
+    parser.add_argument("--repeat", type=int, help="calls per metadata and QIDO query (default 20)")
     args = parser.parse_args(argv)
+    for key, value in SCALES["quick" if args.quick else "default"].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     # SIGTERM must unwind the context managers, or the emulators and servers outlive the run.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    results = run(args)
+    try:
+        results = run(args)
+    except KeyboardInterrupt:
+        log("interrupted: everything started was stopped")
+        return 130
     text = table(results)
     print("\n" + text)
     out_dir = ROOT / "bench-results"
     out_dir.mkdir(exist_ok=True)
     path = out_dir / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
-    print(f"\nwrote {path.relative_to(ROOT)}")
+    path.write_text(json.dumps({"args": vars(args), "results": results, "table": text.splitlines()}, indent=2))
+    print(f"\nwrote {path.relative_to(ROOT)} ({results['seconds'] / 60:.1f} min)")
     return 0
 
 

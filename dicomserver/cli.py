@@ -61,6 +61,7 @@ def _resync_all(
         try:
             outcome = sync_study(
                 index=services.index,
+                blobs=services.blobs,
                 fhir=client,
                 study=study,
                 dicomweb_base_url=dicomweb_base_url(settings),

@@ -1,9 +1,25 @@
-"""Reading and indexing one instance file; the blob-triggered repair path.
+"""The store sequence shared by STOW, the repair trigger and bulk import.
 
-:func:`read_instance` parses and validates a file (STOW part, instance blob or
-import blob) without loading pixel data; :func:`index_instance` writes its
-metadata JSON blob and index documents.  STOW uses both around its
-``If-None-Match: *`` blob write.
+One instance is stored in this order, by whichever path brings it:
+
+1. :func:`read_instance` parses and validates the file without pixel data
+   (never raises for bad content: a :class:`Rejected` with a reason code);
+2. the instance blob is created with ``If-None-Match: *`` (409: it exists);
+3. :func:`commit_instance` schedules the study's FHIR sync *before* touching
+   the index (write-ahead: a queue message that becomes visible later, at
+   most one per study every few seconds, see :mod:`dicomserver.stores.queue`),
+   writes the metadata blob only when the metadata is too large for the index
+   document, and creates the instance's index document, which carries the
+   DICOM JSON metadata: the commit point;
+4. whoever created the document counts it into the series and study
+   aggregates, once per request for all its instances
+   (``IndexStore.update_aggregates``).
+
+Cost per instance: one blob write and one index write, plus per request one
+patch per touched series and study and at most one queue message per study.
+A request that dies after step 3 leaves a committed, searchable instance
+whose FHIR sync is already queued; its counts are repaired by the sync's
+reconcile (see :mod:`dicomserver.stores.index`).
 
 :func:`ensure_indexed` is the repair path, run by the blob trigger on the
 instance container (and by STOW when it meets an instance blob that is not
@@ -19,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import struct
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -35,20 +50,32 @@ from . import bulkdata
 from .attributes import all_index_tags
 from .bulkdata import LONG_VRS, BulkTable
 from .dicomjson import dataset_to_json, select, tag_key
-from .errors import DicomServerError, DuplicateInstance, FailureReason, NotFound
+from .errors import DuplicateInstance, FailureReason, NotFound
 from .frames import FrameTable, frame_table
 from .identifiers import DEFAULT_PARTITION, InstanceKey, is_valid_uid
 from .mediatypes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
 from .stores import BlobStore, IndexedInstance, IndexStore, SyncQueue
-from .stores.blob import AzureImportStore
+from .stores.blob import AzureImportStore, parse_instance_blob_name
+from .stores.model import INLINE_METADATA_LIMIT
 from .validation import find_invalid_attributes, instance_key, validate_dataset
+
+__all__ = [
+    "Outcome",
+    "ParsedInstance",
+    "Rejected",
+    "commit_instance",
+    "ensure_indexed",
+    "import_instance",
+    "index_entry",
+    "index_instance",
+    "parse_instance_blob_name",
+    "read_instance",
+    "zero_preamble",
+]
 
 log = logging.getLogger(__name__)
 
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024
-_BLOB_NAME = re.compile(
-    r"(?P<partition>[A-Za-z0-9._-]{1,64})/(?P<study>[0-9.]+)/(?P<series>[0-9.]+)/(?P<sop>[0-9.]+)\.dcm"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +146,11 @@ def read_instance(f: IO[bytes], size: int, study_in_path: str | None, partition:
         metadata = dataset_to_json(ds, bulk=bulk)
     except PARSE_ERRORS as exc:
         return Rejected(FailureReason.PROCESSING_FAILURE, f"The file is not a readable DICOM file: {exc}")
+    except RecursionError:
+        return Rejected(FailureReason.PROCESSING_FAILURE, "The file nests sequences too deeply to be read.")
+    except Exception as exc:  # noqa: BLE001 - any other parser failure is this file's problem, not the service's
+        log.warning("unexpected parse failure: %s", type(exc).__name__)
+        return Rejected(FailureReason.PROCESSING_FAILURE, f"The file could not be read ({type(exc).__name__}).")
     for tag in invalid:  # Azure v2: attributes that failed validation are neither returned nor indexed
         metadata.pop(tag_key(tag), None)
     for tag in sorted(bulkdata.PIXEL_TAGS):  # pydicom stopped before them
@@ -207,21 +239,48 @@ def _walk_items(f: IO[bytes], pos: int, size: int, endian: str) -> tuple[str | N
         pos += 8 + length
 
 
-def index_instance(blobs: BlobStore, index: IndexStore, parsed: ParsedInstance) -> None:
-    """Write the metadata JSON blob and the index documents of a stored instance."""
-    blobs.put_metadata(parsed.key, json.dumps(parsed.metadata, separators=(",", ":")).encode())
-    index.add_instance(
-        IndexedInstance(
-            key=parsed.key,
-            sop_class_uid=parsed.sop_class_uid,
-            transfer_syntax_uid=parsed.transfer_syntax_uid,
-            size=parsed.size,
-            attrs=select(parsed.metadata, all_index_tags()),
-            stored_at=datetime.now(UTC).isoformat(),
-            frames=parsed.frames,
-            bulkdata=parsed.bulkdata,
-        )
+def index_entry(parsed: ParsedInstance, stored_at: str = "") -> IndexedInstance:
+    """The index document of a parsed instance, with its DICOM JSON metadata."""
+    return IndexedInstance(
+        key=parsed.key,
+        sop_class_uid=parsed.sop_class_uid,
+        transfer_syntax_uid=parsed.transfer_syntax_uid,
+        size=parsed.size,
+        attrs=select(parsed.metadata, all_index_tags()),
+        stored_at=stored_at or datetime.now(UTC).isoformat(),
+        frames=parsed.frames,
+        bulkdata=parsed.bulkdata,
+        metadata_json=json.dumps(parsed.metadata, separators=(",", ":")),
     )
+
+
+def commit_instance(blobs: BlobStore, index: IndexStore, sync_queue: SyncQueue, entry: IndexedInstance) -> bool:
+    """Steps 3 of the store sequence for an instance whose blob is written (see the module docstring).
+
+    Returns
+    -------
+    bool
+        True when this call created the index document: the caller then owes
+        ``index.update_aggregates([... entry ...])``.
+
+    Raises
+    ------
+    DependencyUnavailable
+        When the queue, storage or the index fails.
+    """
+    sync_queue.schedule_sync([entry.key.study])
+    if entry.metadata_json is not None and len(entry.metadata_json) > INLINE_METADATA_LIMIT:
+        blobs.put_metadata(entry.key, entry.metadata_json.encode())
+    return index.create_instance(entry)
+
+
+def index_instance(blobs: BlobStore, index: IndexStore, sync_queue: SyncQueue, parsed: ParsedInstance) -> bool:
+    """Commit one instance and count it in at once (repair and import: one instance per invocation)."""
+    entry = index_entry(parsed)
+    created = commit_instance(blobs, index, sync_queue, entry)
+    if created:
+        index.update_aggregates([entry])
+    return created
 
 
 def zero_preamble(f: IO[bytes]) -> None:
@@ -230,17 +289,6 @@ def zero_preamble(f: IO[bytes]) -> None:
     if f.read(4) == b"DICM":
         f.seek(0)
         f.write(b"\x00" * 128)
-
-
-def parse_instance_blob_name(name: str) -> InstanceKey | None:
-    """The key of a canonical instance blob name, or None for any other name."""
-    match = _BLOB_NAME.fullmatch(name)
-    if match is None:
-        return None
-    key = InstanceKey(match["partition"], match["study"], match["series"], match["sop"])
-    if not all(is_valid_uid(u) for u in (key.study_instance_uid, key.series_instance_uid, key.sop_instance_uid)):
-        return None
-    return key
 
 
 class Outcome(Enum):
@@ -282,18 +330,18 @@ def ensure_indexed(blobs: BlobStore, index: IndexStore, sync_queue: SyncQueue, b
     if parsed.key != key:
         log.error("instance blob content does not match its name name=%s", blob_name)
         return Outcome.REJECTED
-    index_instance(blobs, index, parsed)
+    entry = index_entry(parsed)
+    if not commit_instance(blobs, index, sync_queue, entry):
+        return Outcome.ALREADY_INDEXED  # a STOW committed it meanwhile; it counts it in
     try:
         blobs.instance_size(key)
     except NotFound:
-        # Deleted or undone while we indexed it: take our entry back out.
-        index.remove_instance(key)
+        # Deleted or undone while we indexed it (undo and DELETE remove the blob first, then
+        # the document): take our uncounted entry back out.
+        index.discard_instance(key)
         blobs.delete_metadata(key)
         return Outcome.GONE
-    try:
-        sync_queue.enqueue_studies([key.study])
-    except DicomServerError as exc:
-        log.error("fhir-sync enqueue failed after repair: %s", exc.message)
+    index.update_aggregates([entry])
     log.info("repaired index for instance blob study=%s sop=%s", key.study_instance_uid, key.sop_instance_uid)
     return Outcome.INDEXED
 
@@ -347,11 +395,7 @@ def import_instance(
                 _reject(imports, name, f, size, FailureReason.SOP_INSTANCE_ALREADY_EXISTS, exc.message)
                 return Outcome.REJECTED
             # Same bytes: an earlier attempt stored it; finish indexing below.
-        index_instance(blobs, index, parsed)
-    try:
-        sync_queue.enqueue_studies([parsed.key.study])
-    except DicomServerError as exc:
-        log.error("fhir-sync enqueue failed after import: %s", exc.message)
+        index_instance(blobs, index, sync_queue, parsed)
     imports.delete_import(name)
     log.info("imported blob study=%s sop=%s", parsed.key.study_instance_uid, parsed.key.sop_instance_uid)
     return Outcome.INDEXED

@@ -88,6 +88,10 @@ class Settings:
     fhir_sync_queue: str = "fhir-sync"
     public_base_url: str | None = None
     max_instance_bytes: int = 2 * 1024**3
+    #: Parts of one STOW request at most (413 beyond).
+    max_parts_per_request: int = 10_000
+    #: Seconds a fhir-sync message stays invisible after the write that scheduled it (see stores/queue.py).
+    fhir_sync_delay_seconds: int = 10
     provision_resources: bool = False
     #: ``entra`` (default), ``local`` (tokens from python -m scripts.token) or ``none``.
     auth_mode: str = "entra"
@@ -124,6 +128,8 @@ class Settings:
             max_bytes = int(max_bytes_text) if max_bytes_text else defaults.max_instance_bytes
         except ValueError:
             raise ValueError(f"DICOM_MAX_INSTANCE_BYTES must be an integer, got {max_bytes_text!r}") from None
+        max_parts = _int(env, "DICOM_MAX_PARTS_PER_REQUEST", defaults.max_parts_per_request, minimum=1)
+        sync_delay = _int(env, "DICOM_FHIR_SYNC_DELAY_SECONDS", defaults.fhir_sync_delay_seconds, minimum=1)
         public = env.get("DICOM_PUBLIC_BASE_URL") or None
         return cls(
             storage_connection_string=conn,
@@ -141,6 +147,8 @@ class Settings:
             fhir_sync_queue=env.get("DICOM_FHIR_SYNC_QUEUE", defaults.fhir_sync_queue),
             public_base_url=public.rstrip("/") if public else None,
             max_instance_bytes=max_bytes,
+            max_parts_per_request=max_parts,
+            fhir_sync_delay_seconds=sync_delay,
             provision_resources=_flag(env.get("DICOM_PROVISION_RESOURCES")),
             auth_mode=_auth_mode(env.get("DICOM_AUTH_MODE") or defaults.auth_mode),
             auth_tenant_id=env.get("DICOM_AUTH_TENANT_ID") or None,
@@ -155,3 +163,16 @@ class Settings:
                 "FHIR_PATIENT_IDENTIFIER_SYSTEM", defaults.fhir_patient_identifier_system
             ),
         )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    text = env.get(name, "")
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {text!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value

@@ -2,13 +2,21 @@
 
 How it works: the request body streams through :class:`MultipartReader`; each
 part is spooled to a temporary file (memory up to 8 MiB, then disk) and, once
-complete, processed in a worker thread: parsed with pydicom without pixel
-data, validated, written as the instance blob with ``If-None-Match: *``
-(the preamble zeroed, everything else as sent), then its metadata JSON blob,
-then its index documents.  If a later step fails, the earlier writes of that
-instance are undone, so a failed instance is never half visible and a retry
-can succeed.  Each instance gets its own result, so one bad part never aborts
-the batch.  Changed studies are queued for FHIR sync at the end.
+complete, stored in a worker thread (up to :data:`PARALLEL_PARTS` at a time)
+by the store sequence of :mod:`dicomserver.ingest`: parse and validate
+without pixel data, create the instance blob with ``If-None-Match: *`` (the
+preamble zeroed, everything else as sent), schedule the study's FHIR sync
+(write-ahead), create the index document with the metadata in it.  The
+instances the request created are counted into their series and studies
+once per request (every :data:`AGGREGATE_EVERY` instances for long ones, and
+whenever the body ends, also when it breaks off).
+
+If a step after the blob write fails, the blob is deleted first and then the
+index document, so a failed instance is never half visible, the repair
+trigger cannot resurrect it, and a retry can succeed.  Each part's outcome is
+its own: any exception while handling a part becomes that part's
+FailedSOPSequence entry (272), so one bad part never aborts the batch, and
+nothing that was stored is reported as failed.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+import threading
 from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -29,17 +38,20 @@ from .errors import (
     UnsupportedMediaType,
 )
 from .identifiers import DEFAULT_PARTITION, StudyKey
-from .ingest import Rejected, ensure_indexed, index_instance, read_instance, zero_preamble
+from .ingest import Rejected, commit_instance, ensure_indexed, index_entry, read_instance, zero_preamble
 from .mediatypes import APPLICATION_DICOM, MULTIPART_RELATED, parse_media_type
 from .multipart import MultipartReader, PartData, PartEnd, PartStart
-from .stores import BlobStore, IndexStore, SyncQueue
+from .stores import BlobStore, IndexedInstance, IndexStore, SyncQueue
 from .stores.blob import instance_blob_name
+from .stores.model import INLINE_METADATA_LIMIT
 
 log = logging.getLogger(__name__)
 
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024
 #: Parts of one request stored at the same time.
 PARALLEL_PARTS = 4
+#: A long request counts its instances into the aggregates at least this often.
+AGGREGATE_EVERY = 100
 
 
 @dataclass(slots=True)
@@ -93,6 +105,7 @@ async def store_instances(
     base_url: str,
     max_instance_bytes: int,
     partition: str = DEFAULT_PARTITION,
+    max_parts: int = 10_000,
 ) -> StoreResponse:
     """Store the instances in a STOW-RS request body.
 
@@ -107,6 +120,9 @@ async def store_instances(
         The study in ``POST /studies/{study}``, if any (instances of another study fail with 43265).
     base_url:
         The DICOMweb base URL (``.../v2``) used for RetrieveURL values.
+    max_parts:
+        Parts accepted in one request; the rest of the body is not read (413 when
+        nothing was stored, else one FailedSOPSequence entry says so).
 
     Returns
     -------
@@ -118,7 +134,9 @@ async def store_instances(
     UnsupportedMediaType
         For any other Content-Type.
     BadRequest
-        For a malformed multipart body.
+        For a malformed multipart body (before any part was stored).
+    PayloadTooLarge
+        For more than ``max_parts`` parts when none was stored.
     DependencyUnavailable
         When nothing could be stored because Blob Storage or Cosmos DB failed.
     """
@@ -136,7 +154,10 @@ async def store_instances(
         except BaseException:
             part.file.close()
             raise
-        results.append(await asyncio.to_thread(context.process, part))
+        try:
+            results.append(await asyncio.to_thread(context.process, part))
+        finally:
+            await asyncio.to_thread(context.flush)
     elif media.type == MULTIPART_RELATED:
         declared = (media.param("type") or APPLICATION_DICOM).lower()
         if declared != APPLICATION_DICOM:
@@ -155,14 +176,24 @@ async def store_instances(
 
         async def store_part(part: _Part) -> InstanceResult:
             try:
-                return await asyncio.to_thread(context.process, part)
+                result = await asyncio.to_thread(context.process, part)
+                if context.pending() >= AGGREGATE_EVERY:
+                    await asyncio.to_thread(context.flush)
+                return result
             finally:
                 slots.release()
 
+        too_many = False
+        body_error: BaseException | None = None
+        count = 0
         try:
             async for chunk in body:
                 for event in reader.feed(chunk):
                     if isinstance(event, PartStart):
+                        count += 1
+                        if count > max_parts:
+                            too_many = True
+                            break
                         current = _Part(event.headers.get("content-type"), max_instance_bytes)
                     elif isinstance(event, PartData) and current is not None:
                         current.write(event.data)
@@ -170,25 +201,48 @@ async def store_instances(
                         part, current = current, None
                         await slots.acquire()
                         tasks.append(asyncio.create_task(store_part(part)))
-            reader.close()
+                if too_many:
+                    break
+            if not too_many:
+                reader.close()
+        except DicomServerError as exc:
+            body_error = exc  # a malformed body: the parts before the damage keep their outcome
         finally:
             if current is not None:  # the body ended or failed inside a part
                 current.file.close()
-            # Parts already handed over finish (or fail) on their own terms, even on a bad body.
-            results.extend(await asyncio.gather(*tasks))
+            # Parts already handed over finish (or fail) on their own terms, even on a bad body;
+            # whatever they created is counted in even if the client went away (shielded from
+            # the request's cancellation).
+            results.extend(await asyncio.shield(asyncio.ensure_future(_finish(tasks, context))))
+        stored_any = any(r.failure is None for r in results)
+        if too_many:
+            if not stored_any:
+                raise PayloadTooLarge(f"The request has more than {max_parts} parts (the limit per request).")
+            results.append(
+                InstanceResult(
+                    None,
+                    None,
+                    FailureReason.PROCESSING_FAILURE,
+                    f"Parts after the first {max_parts} were not read (the limit per request).",
+                )
+            )
+        if body_error is not None:
+            if not stored_any:
+                raise body_error
+            assert isinstance(body_error, DicomServerError)
+            results.append(InstanceResult(None, None, FailureReason.PROCESSING_FAILURE, body_error.message))
     else:
         raise UnsupportedMediaType(
             f"The Content-Type '{media.type}' is not supported; use multipart/related; type=\"application/dicom\"."
         )
 
-    stored_studies = [r.study for r in results if r.failure is None and r.study is not None]
-    if stored_studies:
-        try:
-            await asyncio.to_thread(sync_queue.enqueue_studies, stored_studies)
-        except DicomServerError as exc:
-            # The instances are stored and searchable; FHIR catches up on the next resync.
-            log.error("fhir-sync enqueue failed after store: %s", exc.message)
     return _response(results, study_instance_uid, base_url)
+
+
+async def _finish(tasks: list[asyncio.Task[InstanceResult]], context: _Context) -> list[InstanceResult]:
+    results = list(await asyncio.gather(*tasks))
+    await asyncio.to_thread(context.flush)
+    return results
 
 
 @dataclass(slots=True)
@@ -199,10 +253,32 @@ class _Context:
     study_in_path: str | None
     base_url: str
     partition: str
+    #: Instances this request created and has not yet counted into the aggregates.
+    created: list[IndexedInstance] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def pending(self) -> int:
+        with self.lock:
+            return len(self.created)
+
+    def flush(self) -> None:
+        """Count the created instances into their series and studies (one patch per series and study)."""
+        with self.lock:
+            batch, self.created = self.created, []
+        if not batch:
+            return
+        try:
+            self.index.update_aggregates(batch)
+        except DicomServerError as exc:
+            # The instances are committed and searchable; the FHIR sync's reconcile repairs the counts.
+            log.error("aggregate update failed after store instances=%d: %s", len(batch), exc.message)
 
     def process(self, part: _Part) -> InstanceResult:
         try:
             return self._process(part)
+        except Exception:  # noqa: BLE001 - a part's failure is that part's outcome, never the request's
+            log.exception("unexpected failure while storing a part")
+            return InstanceResult(None, None, FailureReason.PROCESSING_FAILURE, "The part could not be processed.")
         finally:
             part.file.close()
 
@@ -246,26 +322,40 @@ class _Context:
                 True,
             )
             return result
+        entry = index_entry(parsed)
         try:
-            index_instance(self.blobs, self.index, parsed)
-        except DicomServerError as exc:
-            log.warning("store failed after the blob write; undoing sop=%s: %s", key.sop_instance_uid, exc.message)
-            self._undo(key)
-            result.failure, result.message = FailureReason.PROCESSING_FAILURE, exc.message
+            created = commit_instance(self.blobs, self.index, self.sync_queue, entry)
+        except Exception as exc:  # noqa: BLE001 - undo, then report this part as failed
+            message = exc.message if isinstance(exc, DicomServerError) else "The instance could not be indexed."
+            log.warning("store failed after the blob write; undoing sop=%s: %s", key.sop_instance_uid, message)
+            self._undo(entry)
+            result.failure, result.message = FailureReason.PROCESSING_FAILURE, message
             result.dependency_failed = isinstance(exc, DependencyUnavailable)
             return result
+        if created:
+            with self.lock:
+                self.created.append(entry)
+        # else: the repair trigger indexed our blob between the blob write and here, and counted it.
         result.retrieve_url = (
             f"{self.base_url}/studies/{key.study_instance_uid}/series/{key.series_instance_uid}"
             f"/instances/{key.sop_instance_uid}"
         )
         return result
 
-    def _undo(self, key: Any) -> None:
-        for step in (self.index.remove_instance, self.blobs.delete_metadata, self.blobs.delete_instance):
+    def _undo(self, entry: IndexedInstance) -> None:
+        """Take back an instance whose commit failed: the blob first, then any index document.
+
+        In this order the repair trigger either finds no blob, or indexes it and
+        then sees it gone and discards its own entry (see ``ensure_indexed``).
+        """
+        key = entry.key
+        steps: list[Any] = [self.blobs.delete_instance, self.index.discard_instance]
+        if entry.metadata_json is not None and len(entry.metadata_json) > INLINE_METADATA_LIMIT:
+            steps.append(self.blobs.delete_metadata)
+        for step in steps:
             try:
                 step(key)
             except DicomServerError as exc:
-                # The blob-triggered repair (ensure_indexed) reconciles what is left.
                 log.error("undo step %s failed sop=%s: %s", step.__name__, key.sop_instance_uid, exc.message)
 
 

@@ -16,7 +16,6 @@ one frame at a time when the Accept header asks for another transfer syntax.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -167,19 +166,36 @@ def instance_url(base_url: str, key: InstanceKey) -> str:
     )
 
 
+async def _instance_metadata(blobs: BlobStore, stored: IndexedInstance) -> bytes:
+    """An instance's DICOM JSON: from its index document, or the metadata blob when too large for it."""
+    if stored.metadata_json is not None:
+        return stored.metadata_json.encode()
+    data, _ = await asyncio.to_thread(blobs.get_metadata, stored.key)
+    return data
+
+
 async def retrieve_instance_metadata(
-    *, blobs: BlobStore, key: InstanceKey, accept: str | None, if_none_match: str | None, base_url: str
+    *,
+    blobs: BlobStore,
+    index: IndexStore,
+    key: InstanceKey,
+    accept: str | None,
+    if_none_match: str | None,
+    base_url: str,
 ) -> Retrieved:
     """Retrieve an instance's metadata as a DICOM JSON array (PS3.18 §10.4.1.1.2).
 
-    Binary attributes carry a BulkDataURI under ``base_url``.  Returns 304 (empty
-    body) when ``if_none_match`` equals the current ETag.
+    One point read of the index document.  Binary attributes carry a
+    BulkDataURI under ``base_url``.  Returns 304 (empty body) when
+    ``if_none_match`` equals the current ETag.
     """
     _check_metadata_accept(accept)
-    body, etag = await asyncio.to_thread(blobs.get_metadata, key)
+    stored = await _stored_instance(index, key)
+    etag = f'"{stored.etag}"'
     headers = {"ETag": etag}
     if if_none_match and etag in {tag.strip() for tag in if_none_match.split(",")}:
         return Retrieved(APPLICATION_DICOM_JSON, _empty(), headers, status=304)
+    body = await _instance_metadata(blobs, stored)
     payload = b"[" + bulkdata.resolve_uris(body, instance_url(base_url, key)) + b"]"
     headers["Content-Length"] = str(len(payload))
     return Retrieved(APPLICATION_DICOM_JSON, _single(payload), headers)
@@ -292,43 +308,64 @@ async def retrieve_study_metadata(
 ) -> Retrieved:
     """The metadata of every instance of a study or series, as one streamed DICOM JSON array.
 
-    The ETag is derived from the instances and their store times, so it is known
-    before any metadata blob is read; ``If-None-Match`` with it gives 304.
+    Two kinds of read: a point read of the study (or series) index document,
+    whose etag is the ETag (``If-None-Match`` with it gives 304 after that one
+    read), then one paged query of the instance documents, which carry the
+    metadata; only instances whose metadata is too large for the index cost a
+    blob read.  The body is streamed page by page, so memory stays bounded.
     """
     _check_metadata_accept(accept)
-    instances = await _instances(index, study, series_instance_uid)
-    digest = hashlib.sha1(usedforsecurity=False)
-    for i in instances:
-        digest.update(f"{i.key.series_instance_uid}|{i.key.sop_instance_uid}|{i.stored_at};".encode())
-    etag = f'W/"{digest.hexdigest()}"'
+    version = await asyncio.to_thread(index.metadata_etag, study, series_instance_uid)
+    if version is None:
+        what = f"series {series_instance_uid} of study" if series_instance_uid else "study"
+        raise NotFound(f"The {what} {study.study_instance_uid} was not found.")
+    etag = f'W/"{version}"'
     headers = {"ETag": etag}
     if if_none_match and etag in {tag.strip() for tag in if_none_match.split(",")}:
         return Retrieved(APPLICATION_DICOM_JSON, _empty(), headers, status=304)
+    pages = index.iter_metadata(study, series_instance_uid)
 
-    async def read(instance: IndexedInstance) -> bytes | None:
-        try:
-            data, _ = await asyncio.to_thread(blobs.get_metadata, instance.key)
-        except NotFound:
-            return None  # deleted meanwhile
-        return bulkdata.resolve_uris(data, instance_url(base_url, instance.key))
+    def next_batch() -> list[tuple[InstanceKey, str | None]]:
+        batch: list[tuple[InstanceKey, str | None]] = []
+        for item in pages:
+            batch.append(item)
+            if len(batch) >= _METADATA_BATCH:
+                break
+        return batch
+
+    async def read(key: InstanceKey, inline: str | None) -> bytes | None:
+        if inline is not None:
+            data = inline.encode()
+        else:
+            try:
+                data, _ = await asyncio.to_thread(blobs.get_metadata, key)
+            except NotFound:
+                return None  # deleted meanwhile
+        return bulkdata.resolve_uris(data, instance_url(base_url, key))
+
+    first_batch = await asyncio.to_thread(next_batch)
+    if not first_batch:
+        what = f"series {series_instance_uid} of study" if series_instance_uid else "study"
+        raise NotFound(f"The {what} {study.study_instance_uid} was not found.")
 
     async def body() -> AsyncIterator[bytes]:
-        # Blobs are read _METADATA_READAHEAD at a time, in order: latency hidden, memory bounded.
         yield b"["
         first = True
-        for start in range(0, len(instances), _METADATA_READAHEAD):
-            window = instances[start : start + _METADATA_READAHEAD]
-            for data in await asyncio.gather(*(read(i) for i in window)):
+        batch = first_batch
+        while batch:
+            for data in await asyncio.gather(*(read(key, inline) for key, inline in batch)):
                 if data is None:
                     continue
                 yield data if first else b"," + data
                 first = False
+            batch = await asyncio.to_thread(next_batch)
         yield b"]"
 
     return Retrieved(APPLICATION_DICOM_JSON, body(), headers)
 
 
-_METADATA_READAHEAD = 8
+#: Instances whose metadata is taken from the index query per step of the response stream.
+_METADATA_BATCH = 100
 
 _UNCOMPRESSED_LE = {EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN}
 
@@ -409,7 +446,7 @@ async def retrieve_frames(
     multipart, part_type, ts = _choose_frame_representation(accept, stored_ts, len(frames))
     content_type = f"{part_type}; transfer-syntax={ts}"
     same_bytes = ts == stored_ts or {ts, stored_ts} <= _UNCOMPRESSED_LE
-    header = None if same_bytes else await _frame_header(blobs, key)
+    header = None if same_bytes else await _frame_header(blobs, stored)
     if not same_bytes and header is None:
         raise NotAcceptable("The frames of this instance cannot be decoded one by one; ask for transfer-syntax=*.")
 
@@ -468,10 +505,9 @@ async def _stored_instance(index: IndexStore, key: InstanceKey) -> IndexedInstan
     return stored
 
 
-async def _frame_header(blobs: BlobStore, key: InstanceKey) -> Dataset | None:
+async def _frame_header(blobs: BlobStore, stored: IndexedInstance) -> Dataset | None:
     """The pixel description of an instance from its stored metadata (None when it is not enough)."""
-    data, _ = await asyncio.to_thread(blobs.get_metadata, key)
-    return frame_header(json.loads(data))
+    return frame_header(json.loads(await _instance_metadata(blobs, stored)))
 
 
 def _frame_chunks(blobs: BlobStore, key: InstanceKey, ranges: list[list[int]]) -> Iterator[bytes]:
@@ -500,7 +536,7 @@ async def retrieve_rendered(
     if stored is not None and stored.frames:
         if frame > len(stored.frames):
             raise NotFound(f"The instance has {len(stored.frames)} frame(s); frame {frame} does not exist.")
-        header = await _frame_header(blobs, key)
+        header = await _frame_header(blobs, stored)
         if header is not None:
             ranges = stored.frames[frame - 1]
 

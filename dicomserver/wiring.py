@@ -23,6 +23,7 @@ from .fhir.client import FhirClient
 from .settings import Settings
 from .stores.blob import CHUNK_SIZE, AzureBlobStore, AzureImportStore
 from .stores.cosmos import make_cosmos_client
+from .stores.counting import CountingTransport
 from .stores.index import CosmosIndexStore
 from .stores.queue import AzureSyncQueue
 
@@ -57,6 +58,7 @@ def _queue_client(settings: Settings, name: str, credential: Any) -> QueueClient
         "message_encode_policy": TextBase64EncodePolicy(),
         "message_decode_policy": BinaryBase64DecodePolicy(),
         "retry_policy": _retry(),
+        "transport": CountingTransport("queue"),
     }
     if settings.storage_connection_string:
         return QueueClient.from_connection_string(settings.storage_connection_string, name, **policies)
@@ -76,6 +78,7 @@ def build_services(settings: Settings) -> Services:
             max_chunk_get_size=CHUNK_SIZE,
             max_single_put_size=8 * 1024 * 1024,
             retry_policy=_retry(),
+            transport=CountingTransport("blob"),
         )
     elif settings.blob_service_uri:
         blob_service = BlobServiceClient(
@@ -84,6 +87,7 @@ def build_services(settings: Settings) -> Services:
             max_chunk_get_size=CHUNK_SIZE,
             max_single_put_size=8 * 1024 * 1024,
             retry_policy=_retry(),
+            transport=CountingTransport("blob"),
         )
     else:
         raise ValueError("Set DICOM_STORAGE (emulator) or DICOM_STORAGE__blobServiceUri (Azure).")
@@ -97,6 +101,7 @@ def build_services(settings: Settings) -> Services:
     queue = AzureSyncQueue(
         _queue_client(settings, settings.fhir_sync_queue, credential),
         _queue_client(settings, settings.fhir_sync_queue + "-poison", credential),
+        settings.fhir_sync_delay_seconds,
     )
     return Services(settings, blobs, imports, index, queue)
 

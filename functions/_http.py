@@ -2,10 +2,12 @@
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 
+from dicomserver import opcount
 from dicomserver.auth import action_for_method
 from dicomserver.errors import DicomServerError
 from dicomserver.identifiers import DEFAULT_PARTITION, InstanceKey, parse_path_uid
@@ -54,15 +56,56 @@ def error_response(exc: DicomServerError) -> Response:
 async def handle(req: Request, call: Callable[[Services], Awaitable[Response]]) -> Response:
     """Authenticate and authorize the caller, then run a handler with the process-wide services.
 
-    Errors become responses here and nowhere else.
+    Errors become responses here and nowhere else.  The storage round trips
+    the request made before its response starts are returned in the
+    ``x-dicom-storage-ops`` header; the log line at its end has them all.
     """
+    ops = opcount.start()
+    started = time.perf_counter()
     try:
         authenticator().authenticate(req.headers.get("authorization"), action_for_method(req.method))
-        return await call(services())
+        response = await call(services())
     except DicomServerError as exc:
         if exc.status >= 500:
             log.warning("request failed status=%s: %s", exc.status, exc.message)
-        return error_response(exc)
+        response = error_response(exc)
+    response.headers[opcount.HEADER] = ops.header_value()
+    if isinstance(response, StreamingResponse):
+        response.body_iterator = _logged(response.body_iterator, req, response.status_code, ops, started)
+    else:
+        _log_operations(req, response.status_code, ops, started)
+    return response
+
+
+def _log_operations(req: Request, status: int, ops: opcount.Operations, started: float) -> None:
+    log.info(
+        "request method=%s route=%s status=%d blob_ops=%d index_ops=%d queue_ops=%d request_charge=%.2f "
+        "elapsed_ms=%.1f",
+        req.method,
+        _route_shape(req.url.path),
+        status,
+        ops.blob,
+        ops.index,
+        ops.queue,
+        ops.request_charge,
+        (time.perf_counter() - started) * 1000,
+    )
+
+
+async def _logged(
+    body: AsyncIterator[bytes], req: Request, status: int, ops: opcount.Operations, started: float
+) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in body:
+            yield chunk
+    finally:
+        _log_operations(req, status, ops, started)
+
+
+def _route_shape(path: str) -> str:
+    """The path with UIDs replaced by ``{uid}`` (no identifiers in logs beyond what routes need)."""
+    segments = path.split("/")
+    return "/".join("{uid}" if s and s[0].isdigit() else s for s in segments)
 
 
 def stream(retrieved: Retrieved) -> Response:

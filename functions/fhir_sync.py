@@ -21,6 +21,7 @@ def sync_study_to_fhir(msg: func.QueueMessage) -> None:
     handle_sync_message(
         body=msg.get_body(),
         index=svc.index,
+        blobs=svc.blobs,
         fhir=client,
         queue=svc.sync_queue,
         dicomweb_base_url=dicomweb_base_url(svc.settings),

@@ -29,6 +29,7 @@ async def _store(req: Request, svc: Services) -> Response:
         study_instance_uid=_http.path_uids(req).get("study"),
         base_url=_http.base_url(req, svc),
         max_instance_bytes=svc.settings.max_instance_bytes,
+        max_parts=svc.settings.max_parts_per_request,
     )
     return Response(json.dumps(result.body), status_code=result.status, media_type=APPLICATION_DICOM_JSON)
 

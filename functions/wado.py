@@ -32,6 +32,7 @@ async def retrieve_instance_metadata(req: Request) -> Response:
     async def call(svc: _http.Services) -> Response:
         result = await wado.retrieve_instance_metadata(
             blobs=svc.blobs,
+            index=svc.index,
             key=_http.instance_key(req),
             accept=req.headers.get("accept"),
             if_none_match=req.headers.get("if-none-match"),

@@ -2,12 +2,15 @@
 
 Each emulator runs in its own process group so that stopping it stops
 everything it started.  Binaries come from ``node_modules/.bin`` (``npm ci``
-installs them from package-lock.json).
+installs them from package-lock.json); the Cosmos stand-in runs through
+``scripts/cosmos_server.js``, which can keep its data in a snapshot file.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / "node_modules" / ".bin"
@@ -24,6 +28,9 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 #: The Cosmos DB emulator's well-known key (the stand-in accepts any base64 key).
 COSMOS_EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU9DXUyZr8RPBpSBpJ8UjaBmQdvVbz7YnGfJ1BNKPLgkTLd/Gwg=="
+#: The Cosmos stand-in loads its snapshot before it listens and writes it when stopped: both take
+#: a few seconds for tens of MB, so it gets this long to start and to stop (seconds).
+COSMOS_TIMEOUT = 60.0
 
 
 class StackError(RuntimeError):
@@ -112,17 +119,51 @@ def start_azurite(data_dir: Path, blob_port: int, queue_port: int) -> subprocess
     return proc
 
 
-def start_cosmos(port: int, log_dir: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start the Cosmos DB stand-in (in memory, plain HTTP) on ``port``; logs to ``log_dir`` (default .local)."""
+def start_cosmos(port: int, log_dir: Path | None = None, data_file: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start the Cosmos DB stand-in (plain HTTP) on ``port``; logs to ``log_dir`` (default .local).
+
+    Without ``data_file`` it keeps everything in memory.  With it, it loads the snapshot in
+    ``data_file`` before it listens, writes it every 30 s when something changed and when stopped
+    (SIGTERM), and reports what it loaded in ``<data_file>.status`` (:func:`cosmos_load_status`).
+    """
     _check_free(port)
+    _binary("cosmosdb-server")  # the package scripts/cosmos_server.js runs
+    node = shutil.which("node")
+    if node is None:
+        raise StackError("node is not on PATH: install Node.js 20")
+    args = [node, str(ROOT / "scripts" / "cosmos_server.js"), "--host", "127.0.0.1", "--port", str(port)]
+    if data_file is not None:
+        data_file = data_file.resolve()
+        _status_file(data_file).unlink(missing_ok=True)  # never read a previous run's report
+        args += ["--data", str(data_file)]
     log = (log_dir or ROOT / ".local") / "cosmos.log"
-    proc = _spawn([_binary("cosmosdb-server"), "--host", "127.0.0.1", "-p", str(port), "--no-ssl"], log)
+    proc = _spawn(args, log)
     try:
-        wait_for_port("127.0.0.1", port, 30, proc)
+        wait_for_port("127.0.0.1", port, COSMOS_TIMEOUT, proc)
     except BaseException:  # also KeyboardInterrupt: never leave an emulator behind
-        stop(proc)
+        stop(proc, COSMOS_TIMEOUT)
         raise
     return proc
+
+
+def _status_file(data_file: Path) -> Path:
+    return data_file.with_name(data_file.name + ".status")
+
+
+def cosmos_load_status(data_file: Path) -> dict[str, Any] | None:
+    """What the stand-in started with ``data_file`` loaded, or ``None`` if it has not said.
+
+    ``result`` is ``"loaded"`` (the snapshot, complete as of a clean shutdown), ``"loaded-unclean"``
+    (the snapshot, but the run that wrote it was killed after later writes, so up to 30 s of them
+    may be missing), ``"missing"`` (no snapshot: started empty) or ``"corrupt"`` (the snapshot
+    could not be loaded, was renamed to ``corruptMovedTo``, started empty); ``documents`` counts
+    the documents loaded.
+    """
+    try:
+        status: dict[str, Any] = json.loads(_status_file(data_file.resolve()).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return status
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
@@ -163,17 +204,26 @@ def stack_environment(blob_port: int, queue_port: int, cosmos_port: int) -> dict
         "DICOM_INSTANCE_CONTAINER": "dicom",
         "DICOM_IMPORT_CONTAINER": "dicom-import",
         "DICOM_FHIR_SYNC_QUEUE": "fhir-sync",
+        # FHIR follows a store within a few seconds locally (10 s by default in Azure).
+        "DICOM_FHIR_SYNC_DELAY_SECONDS": "2",
     }
 
 
 @contextmanager
 def local_stack(
-    data_dir: Path, blob_port: int = 10000, queue_port: int = 10001, cosmos_port: int = 8081
+    data_dir: Path,
+    blob_port: int = 10000,
+    queue_port: int = 10001,
+    cosmos_port: int = 8081,
+    cosmos_data_file: Path | None = None,
 ) -> Iterator[dict[str, str]]:
-    """Azurite and the Cosmos stand-in, running for the ``with`` block; yields the app settings."""
+    """Azurite and the Cosmos stand-in, running for the ``with`` block; yields the app settings.
+
+    The stand-in keeps its data in ``cosmos_data_file`` across runs when given, else in memory.
+    """
     with ExitStack() as stack:
         azurite = start_azurite(data_dir, blob_port, queue_port)
         stack.callback(stop, azurite)
-        cosmos = start_cosmos(cosmos_port, data_dir)
-        stack.callback(stop, cosmos)
+        cosmos = start_cosmos(cosmos_port, data_dir, cosmos_data_file)
+        stack.callback(stop, cosmos, COSMOS_TIMEOUT)
         yield stack_environment(blob_port, queue_port, cosmos_port)

@@ -3,10 +3,12 @@
 Ports (override with environment variables): Azurite blob 10000 / queue 10001
 (``AZURITE_BLOB_PORT``, ``AZURITE_QUEUE_PORT``), Cosmos DB stand-in 8081
 (``COSMOS_PORT``), FHIR 8090 (``FHIR_PORT``), Functions host 7071
-(``FUNCTIONS_HTTP_PORT``).  Data lives in ``.local/`` (``LOCAL_DATA_DIR``).  Azurite and
-the FHIR server keep theirs across runs, but the Cosmos stand-in is in memory only, so
-each run forgets the blob receipts: the repair trigger (``ensure_indexed``) then
-re-indexes every stored instance, and QIDO sees them again.
+(``FUNCTIONS_HTTP_PORT``).  Data lives in ``.local/`` (``LOCAL_DATA_DIR``), kept across runs:
+Azurite's, the FHIR server's and the Cosmos stand-in's, whose documents are saved to
+``cosmos/index.json`` when it stops (and every 30 s when something changed) and loaded when it
+starts.  Only when that snapshot is missing, corrupt or older than the last writes (the stand-in
+was killed rather than stopped) does the run forget the blob receipts, so the repair trigger
+(``ensure_indexed``) re-indexes every instance stored in Azurite and QIDO sees them all again.
 
 Ctrl-C or SIGTERM stops the host first, then the FHIR server and the emulators (each in
 its own process group, so nothing is left behind); further signals during that
@@ -49,6 +51,21 @@ def _forget_blob_receipts(connection: str) -> None:
         pass
 
 
+def _index_is_complete(data_file: Path) -> bool:
+    """Whether the Cosmos stand-in loaded a snapshot written by a clean shutdown (then no re-index)."""
+    status = devstack.cosmos_load_status(data_file) or {"result": "unknown"}
+    if status["result"] == "loaded":
+        print(f"Cosmos DB stand-in: loaded {status['documents']} documents from {data_file}", flush=True)
+        return True
+    why = {
+        "missing": "there is no snapshot yet",
+        "corrupt": f"its snapshot was unusable (kept as {status.get('corruptMovedTo')})",
+        "loaded-unclean": "its snapshot may lack the last writes of a run that did not stop cleanly",
+    }.get(status["result"], "it did not report what it loaded")
+    print(f"Cosmos DB stand-in: {why}; re-indexing every stored instance from Azurite", flush=True)
+    return False
+
+
 def _stop_on_signals() -> None:
     """SIGINT/SIGTERM end the run once: the first raises KeyboardInterrupt, later ones are ignored."""
 
@@ -73,10 +90,11 @@ def main() -> int:
             print(f"port {port} (for {what}) is already in use: is another `make run` still running?", file=sys.stderr)
             return 1
     local = Path(os.environ.get("LOCAL_DATA_DIR") or ROOT / ".local").resolve()
+    cosmos_data = local / "cosmos" / "index.json"
     _stop_on_signals()
     try:
         with (
-            devstack.local_stack(local / "azurite", blob, queue, cosmos) as env,
+            devstack.local_stack(local / "azurite", blob, queue, cosmos, cosmos_data_file=cosmos_data) as env,
             fhir_server(local / "fhir", fhir_port) as fhir_url,
         ):
             env = {
@@ -98,7 +116,8 @@ def main() -> int:
 
                 ensure_key(Path(Settings.from_env(env).auth_local_key_dir))
             print(f"Azurite blob :{blob} queue :{queue}, Cosmos DB stand-in :{cosmos}, FHIR {fhir_url}", flush=True)
-            _forget_blob_receipts(env["DICOM_STORAGE"])
+            if not _index_is_complete(cosmos_data):
+                _forget_blob_receipts(env["DICOM_STORAGE"])
             host = subprocess.Popen(
                 [sys.executable, "-m", "scripts.localhost", "--port", str(http_port)],
                 cwd=ROOT,

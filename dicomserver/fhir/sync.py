@@ -13,9 +13,21 @@ and StudyInstanceUID; of the identifier for a Patient; of the base URL for
 the Endpoint) and written with PUT-as-create, so parallel syncs create one
 resource: conditional create (If-None-Exist) is not atomic on every server.
 
-When a study has no instance left, its ImagingStudy is deleted (DICOM cast
-instead deletes only when ``meta.source`` matches; here the id ties the
-resource to this service).  Patients and the Endpoint are never deleted.  An
+The index is checked against the instance blobs first (one blob listing per
+sync), so FHIR never shrinks or loses a study because the index is
+incomplete (a store still committing, a restart re-indexing from storage):
+
+* a blob the index does not list yet → :class:`IndexIncomplete`, and the
+  message is retried later with back-off instead of syncing a partial study;
+* an index entry whose blob is gone and that is older than ``quiet_seconds``
+  (a DELETE that raced a STOW) is removed from the index first;
+* the ImagingStudy is deleted only when the listing confirms that no blob of
+  the study is left.  DICOM cast instead deletes when ``meta.source``
+  matches; here the id ties the resource to this service.
+
+After the write, the study's aggregates are reconciled with its instances
+(:meth:`IndexStore.reconcile_study`), which repairs counts left short by a
+writer that died between its index write and its aggregate update.  Patients and the Endpoint are never deleted.  An
 existing Patient with the identifier is used as it is (it may be owned by
 the clinical system); a new one gets name, gender and birth date.
 """
@@ -26,11 +38,12 @@ import hashlib
 import json
 import logging
 import threading
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
 from ..identifiers import StudyKey, is_valid_uid
-from ..stores import IndexStore
+from ..stores import BlobStore, IndexStore
 from ..stores.queue import AzureSyncQueue, sync_message
 from . import mapping
 from .client import FhirClient, FhirError, PreconditionFailed, TransientFhirError
@@ -38,6 +51,12 @@ from .client import FhirClient, FhirError, PreconditionFailed, TransientFhirErro
 log = logging.getLogger(__name__)
 
 _ATTEMPTS = 8
+#: A study with no instance stored for this long has no writer between its index and aggregate writes.
+QUIET_SECONDS = 30.0
+
+
+class IndexIncomplete(TransientFhirError):
+    """Instance blobs of the study are not indexed yet: sync later rather than shrink FHIR."""
 
 
 class SyncOutcome(Enum):
@@ -94,10 +113,12 @@ def _same(current: dict[str, Any], new: dict[str, Any]) -> bool:
 def sync_study(
     *,
     index: IndexStore,
+    blobs: BlobStore,
     fhir: FhirClient,
     study: StudyKey,
     dicomweb_base_url: str,
     patient_identifier_system: str,
+    quiet_seconds: float = QUIET_SECONDS,
 ) -> SyncOutcome:
     """Make FHIR match the index for one study.
 
@@ -107,16 +128,53 @@ def sync_study(
 
     Raises
     ------
+    IndexIncomplete
+        When instance blobs of the study are not indexed yet (retry later).
     TransientFhirError
         When the server is busy or unreachable, or writes keep conflicting (retry later).
     FhirError
         When the server refuses a request.
     """
     study_id = resource_id("study", dicomweb_base_url, study.partition, study.study_instance_uid)
+    outcome = _sync(index, blobs, fhir, study, study_id, dicomweb_base_url, patient_identifier_system, quiet_seconds)
+    if outcome is not SyncOutcome.ABSENT:
+        index.reconcile_study(study, quiet_seconds)
+    return outcome
+
+
+def _checked_snapshot(index: IndexStore, blobs: BlobStore, study: StudyKey, quiet_seconds: float) -> Any:
+    """The study as indexed, once the index is known to match the instance blobs (see the module docstring)."""
+    snapshot = index.study_snapshot(study)
+    indexed = snapshot.stored_at if snapshot is not None else {}
+    stored = set(blobs.list_instances(study))
+    unindexed = stored - set(indexed)
+    if unindexed:
+        raise IndexIncomplete(f"{len(unindexed)} instance(s) of the study are stored but not indexed yet")
+    orphans = [key for key in indexed if key not in stored]
+    if orphans:
+        cutoff = datetime.now(UTC).timestamp() - quiet_seconds
+        if any(not indexed[k] or datetime.fromisoformat(indexed[k]).timestamp() > cutoff for k in orphans):
+            raise IndexIncomplete(f"{len(orphans)} indexed instance(s) have no blob; waiting for the study to settle")
+        log.warning("removing %d index entries without a blob study=%s", len(orphans), study.study_instance_uid)
+        index.remove_instances(orphans)
+        snapshot = index.study_snapshot(study)
+    return snapshot
+
+
+def _sync(
+    index: IndexStore,
+    blobs: BlobStore,
+    fhir: FhirClient,
+    study: StudyKey,
+    study_id: str,
+    dicomweb_base_url: str,
+    patient_identifier_system: str,
+    quiet_seconds: float,
+) -> SyncOutcome:
     created = False
     for _ in range(_ATTEMPTS):
         current = fhir.read("ImagingStudy", study_id)
-        snapshot = index.study_snapshot(study)
+        snapshot = _checked_snapshot(index, blobs, study, quiet_seconds)
         try:
             if snapshot is None:
                 if current is None:
@@ -165,6 +223,7 @@ def handle_sync_message(
     *,
     body: bytes | str,
     index: IndexStore,
+    blobs: BlobStore,
     fhir: FhirClient,
     queue: AzureSyncQueue,
     dicomweb_base_url: str,
@@ -187,6 +246,7 @@ def handle_sync_message(
     try:
         outcome = sync_study(
             index=index,
+            blobs=blobs,
             fhir=fhir,
             study=study,
             dicomweb_base_url=dicomweb_base_url,

@@ -3,6 +3,7 @@
 Services receive implementations as arguments; only ``wiring.py`` builds the
 Azure ones (``blob.py``, ``index.py``, ``queue.py``).  Azure SDK exceptions are
 translated into :mod:`dicomserver.errors` inside this package and nowhere else.
+Every round trip an implementation makes is counted (:mod:`.counting`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ __all__ = [
 
 
 class BlobStore(Protocol):
-    """Instance files and their precomputed metadata JSON."""
+    """Instance files and, for the rare instance whose metadata is too large for the index, its metadata JSON."""
 
     def ensure_containers(self) -> None: ...
 
@@ -39,7 +40,11 @@ class BlobStore(Protocol):
     def open_instance(self, key: InstanceKey) -> OpenedInstance:
         """Start streaming an instance (raises NotFound)."""
 
-    def delete_instance(self, key: InstanceKey) -> None: ...
+    def delete_instance(self, key: InstanceKey) -> bool:
+        """Delete the instance blob; False when there was none."""
+
+    def list_instances(self, study: StudyKey, series_instance_uid: str | None = None) -> list[InstanceKey]:
+        """The instance blobs of a study or series, indexed or not."""
 
     def instance_size(self, key: InstanceKey) -> int: ...
 
@@ -54,17 +59,29 @@ class BlobStore(Protocol):
 
 
 class IndexStore(Protocol):
-    """Searchable documents for studies, series and instances."""
+    """Searchable documents for studies, series and instances (see :mod:`.index` for the cost model)."""
 
     def ensure_schema(self) -> None: ...
 
-    def add_instance(self, instance: IndexedInstance) -> None:
-        """Index an instance and bring its series and study aggregates up to date."""
+    def create_instance(self, instance: IndexedInstance) -> bool:
+        """Create the instance document (the commit point); False when it already existed."""
 
-    def remove_instance(self, key: InstanceKey) -> None: ...
+    def update_aggregates(self, instances: Sequence[IndexedInstance]) -> None:
+        """Count instances this process created into their series and studies (one write per series and study)."""
 
-    def remove_instances(self, keys: Sequence[InstanceKey]) -> None:
-        """Unindex instances and refresh the aggregates of their series and studies."""
+    def add_instance(self, instance: IndexedInstance) -> bool:
+        """:meth:`create_instance`, then :meth:`update_aggregates` if it created it."""
+
+    def remove_instance(self, key: InstanceKey) -> bool: ...
+
+    def discard_instance(self, key: InstanceKey) -> None:
+        """Delete an instance document that was never counted into the aggregates (an undone store)."""
+
+    def remove_instances(self, keys: Sequence[InstanceKey]) -> list[InstanceKey]:
+        """Unindex instances and count them out of their series and studies; returns those that were indexed."""
+
+    def reconcile_study(self, study: StudyKey, quiet_seconds: float) -> bool:
+        """Recompute a quiet study's aggregates from its instances; True when something was corrected."""
 
     def list_instances(self, study: StudyKey, series_instance_uid: str | None = None) -> list[InstanceKey]: ...
 
@@ -72,6 +89,14 @@ class IndexStore(Protocol):
         """The instances of a study or series with transfer syntax, size and store time."""
 
     def get_instance(self, key: InstanceKey) -> IndexedInstance | None: ...
+
+    def metadata_etag(self, study: StudyKey, series_instance_uid: str | None = None) -> str | None:
+        """A version of the study's or series' metadata (None: not found)."""
+
+    def iter_metadata(
+        self, study: StudyKey, series_instance_uid: str | None = None
+    ) -> Iterator[tuple[InstanceKey, str | None]]:
+        """Each instance's DICOM JSON (None: kept in the metadata blob)."""
 
     def study_snapshot(self, study: StudyKey) -> StudySnapshot | None:
         """Everything indexed about one study, or None when it has no instance."""
@@ -87,4 +112,8 @@ class SyncQueue(Protocol):
 
     def ensure_queue(self) -> None: ...
 
-    def enqueue_studies(self, studies: Sequence[StudyKey]) -> None: ...
+    def enqueue_studies(self, studies: Sequence[StudyKey], delay_seconds: int = 0) -> None: ...
+
+    def schedule_sync(self, studies: Sequence[StudyKey]) -> None:
+        """Before a write into ``studies``: make sure a sync runs after it (write-ahead, at most one message
+        per study every few seconds)."""

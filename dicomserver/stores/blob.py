@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, TypeVar
@@ -22,11 +23,15 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobServiceClient, ContentSettings
 
 from ..errors import DependencyUnavailable, DuplicateInstance, NotFound
-from ..identifiers import InstanceKey
+from ..identifiers import InstanceKey, StudyKey, is_valid_uid
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+_BLOB_NAME = re.compile(
+    r"(?P<partition>[A-Za-z0-9._-]{1,64})/(?P<study>[0-9.]+)/(?P<series>[0-9.]+)/(?P<sop>[0-9.]+)\.dcm"
+)
 
 #: Chunk size of streamed downloads.
 CHUNK_SIZE = 4 * 1024 * 1024
@@ -46,6 +51,17 @@ class OpenedInstance:
 def instance_blob_name(key: InstanceKey) -> str:
     """``{partition}/{study}/{series}/{sop}.dcm`` (UIDs are validated UI values)."""
     return f"{key.partition}/{key.study_instance_uid}/{key.series_instance_uid}/{key.sop_instance_uid}.dcm"
+
+
+def parse_instance_blob_name(name: str) -> InstanceKey | None:
+    """The key of a canonical instance blob name, or None for any other name."""
+    match = _BLOB_NAME.fullmatch(name)
+    if match is None:
+        return None
+    key = InstanceKey(match["partition"], match["study"], match["series"], match["sop"])
+    if not all(is_valid_uid(u) for u in (key.study_instance_uid, key.series_instance_uid, key.sop_instance_uid)):
+        return None
+    return key
 
 
 def metadata_blob_name(key: InstanceKey) -> str:
@@ -100,12 +116,23 @@ class AzureBlobStore:
                 f"The instance {key.sop_instance_uid} of series {key.series_instance_uid} already exists."
             ) from None
 
-    def delete_instance(self, key: InstanceKey) -> None:
+    def delete_instance(self, key: InstanceKey) -> bool:
+        """Delete the instance blob; False when there was none."""
         blob = self._instances.get_blob_client(instance_blob_name(key))
         try:
             _translate("instance delete", lambda: blob.delete_blob(delete_snapshots="include"))
         except ResourceNotFoundError:
-            pass
+            return False
+        return True
+
+    def list_instances(self, study: StudyKey, series_instance_uid: str | None = None) -> list[InstanceKey]:
+        """The instance blobs of a study or series, indexed or not (one listing per 5,000 blobs)."""
+        prefix = f"{study.partition}/{study.study_instance_uid}/"
+        if series_instance_uid is not None:
+            prefix += f"{series_instance_uid}/"
+        names = _translate("instance listing", lambda: list(self._instances.list_blob_names(name_starts_with=prefix)))
+        keys = [parse_instance_blob_name(name) for name in names]
+        return [key for key in keys if key is not None and key.study == study]
 
     def instance_size(self, key: InstanceKey) -> int:
         blob = self._instances.get_blob_client(instance_blob_name(key))

@@ -24,6 +24,7 @@ from azure.cosmos import ContainerProxy, CosmosClient
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 
 from ..settings import Settings
+from .counting import CountingTransport
 
 
 def make_cosmos_client(settings: Settings, credential: Any = None) -> CosmosClient:
@@ -34,10 +35,13 @@ def make_cosmos_client(settings: Settings, credential: Any = None) -> CosmosClie
             credential=settings.cosmos_key or "emulator",
             enable_endpoint_discovery=False,
             connection_verify=False,
+            transport=CountingTransport("index"),
         )
     if settings.cosmos_key:
-        return CosmosClient(settings.cosmos_endpoint, credential=settings.cosmos_key)
-    return CosmosClient(settings.cosmos_endpoint, credential=credential)
+        return CosmosClient(
+            settings.cosmos_endpoint, credential=settings.cosmos_key, transport=CountingTransport("index")
+        )
+    return CosmosClient(settings.cosmos_endpoint, credential=credential, transport=CountingTransport("index"))
 
 
 def read_item_or_none(

@@ -1,35 +1,58 @@
 """Cosmos DB (NoSQL) index: the only module that writes Cosmos SQL.
 
-Design
+Layout
 ------
-One container, ``index``, partition key ``/pk`` where ``pk`` is
-``"{partition}|{StudyInstanceUID}"``: everything about one study lives in one
-logical partition, so per-study work (aggregates, delete) is single-partition
-and study-level QIDO is one cross-partition query over small documents.
+Three containers, one per QIDO level, all partitioned by ``/pk`` =
+``"{partition}|{StudyInstanceUID}"`` (everything about one study lives in one
+logical partition of each container), so a query reads only the documents
+of its level: ``studies``, ``series`` and ``instances``.
 
-Documents (``type`` tells them apart):
-
-``study`` (id ``"study"``)
+``studies`` (id ``"study"``)
     ``attrs``: DICOM JSON of the study-level attributes of the latest stored
     instance ("latest wins", as in Azure); ``q``: normalised search values
     (see :mod:`dicomserver.matching`); the aggregates ``ModalitiesInStudy``,
     ``NumberOfStudyRelatedSeries``, ``NumberOfStudyRelatedInstances``;
     ``sortKey`` (creation time in ns + UID: unique, immutable).
-``series`` (id ``"series|{SeriesInstanceUID}"``)
-    series-level ``attrs``, ``Modality``, ``NumberOfSeriesRelatedInstances``.
-``instance`` (id ``"instance|{SeriesInstanceUID}|{SOPInstanceUID}"``)
-    every indexed attribute of all levels in ``attrs``, series-level search
-    values in ``q``, SOPClassUID, TransferSyntaxUID, size and ``sortKey``.
+``series`` (id = SeriesInstanceUID)
+    series-level ``attrs`` and ``q``, ``Modality``, ``NumberOfSeriesRelatedInstances``.
+``instances`` (id ``"{SeriesInstanceUID}|{SOPInstanceUID}"``)
+    every indexed attribute of all levels in ``attrs``, study- and series-level
+    search values in ``q``, SOPClassUID, TransferSyntaxUID, size, ``sortKey``,
+    the frame and bulk-data tables, and the instance's whole DICOM JSON
+    metadata as a string (``metadata``) when it is at most
+    :data:`INLINE_METADATA_LIMIT` bytes (else ``metadataInBlob`` and the
+    metadata blob holds it).  So study or series metadata is one paged
+    single-partition query, not one blob read per instance.
 
-The indexing policy indexes everything except ``attrs`` (returned, never
-filtered on), and has one composite index for the ORDER BY.
+Only ``q``, the UIDs and ``sortKey`` are indexed (``attrs``, ``metadata`` and
+the tables are excluded), which keeps writes cheap.
 
-Aggregates are *recomputed* from the documents below them (COUNT over the
-instance documents, a read of the series documents) and written with an
-etag-conditional replace, retried on 412.  Each writer recounts after its own
-insert, and a write only succeeds when no other write happened since the
-writer's read, so the last successful write always reflects every insert that
-preceded it: counts stay exact under parallel stores, in any order.
+Write path and its cost
+-----------------------
+Storing an instance is :meth:`CosmosIndexStore.create_instance`: one
+``create`` of its document, which fails with 409 when it already exists.
+That create is the commit point: whoever creates the document (STOW, the
+repair trigger or bulk import) and only they bring the aggregates up to date,
+with :meth:`CosmosIndexStore.update_aggregates`, once per request for all
+the instances the request created: one ``patch`` per touched series (``incr``
+the count, ``set`` the latest attributes) and one per touched study (``incr``
+the counts, ``set`` the latest attributes, ``add`` the modality of a new
+series).  A patch is atomic on the server, so concurrent writers into one
+study never lose an increment and no read, COUNT or retry loop is needed: a
+one-instance STOW into an existing series costs 3 index round trips whatever
+the study size, a 20-instance STOW 20 + 1 per series + 1.  The first
+instance of a series or study finds no document to patch (404) and creates
+it (409 from a concurrent creator: patch again).
+
+Deletes patch the counts down; a series or study whose count reaches 0 is
+deleted with the etag the patch returned (412: someone stored meanwhile, so
+it stays), and ModalitiesInStudy is recomputed from the remaining series.
+
+A writer that dies between the instance create and the aggregate patch leaves
+the counts short; :meth:`CosmosIndexStore.reconcile_study` recomputes them
+from the instance documents, and the FHIR sync (which every stored study gets,
+see :mod:`dicomserver.fhir.sync`) calls it once the study has been quiet for a
+while, so the counts become exact again without any per-instance cost.
 
 Queries
 -------
@@ -40,10 +63,10 @@ on folded values, ``>=``/``<=`` on ``YYYYMMDD`` strings for date ranges,
 VALUE w FROM w IN c.q.PatientNameWords WHERE STARTSWITH(w, @p))`` for fuzzy
 person names, ``RegexMatch`` for PS3.18 ``*``/``?`` wildcards.
 
-* ``/studies``: study documents, cross-partition.
-* ``/series`` and ``/instances`` without study-level conditions: series or
-  instance documents directly (single-partition when the path names the
-  study: ``c.pk = @pk``).
+* ``/studies``: the ``studies`` container, cross-partition.
+* ``/series`` and ``/instances`` without study-level conditions: the
+  ``series`` or ``instances`` container directly (single-partition when the
+  path names the study: ``c.pk = @pk``).
 * ``/series`` and ``/instances`` *with* study-level conditions: those are
   evaluated on the study documents (so they see the study's latest-wins
   values and ModalitiesInStudy), giving study ``pk`` values in batches of
@@ -57,8 +80,7 @@ first ``offset`` rows are skipped (the emulator has no OFFSET/LIMIT).
 ``sortKey`` is the creation time in ns plus the UID: unique and immutable,
 and ascending order means new data lands after the pages already read, so
 offset paging never repeats or skips a result while data is being added.
-The composite index ``(type ASC, sortKey ASC)`` serves the ORDER BY.  The
-request charge of each search is summed and logged.
+The request charge of each search is summed and logged.
 """
 
 from __future__ import annotations
@@ -81,6 +103,7 @@ from ..identifiers import InstanceKey, Level, SeriesKey, StudyKey
 from ..matching import fold_person_name, fold_text, person_name_words
 from .cosmos import read_item_or_none
 from .model import (
+    INLINE_METADATA_LIMIT,
     IndexedInstance,
     Match,
     MatchKind,
@@ -95,27 +118,42 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-INDEX_CONTAINER = "index"
+STUDIES_CONTAINER = "studies"
+SERIES_CONTAINER = "series"
+INSTANCES_CONTAINER = "instances"
 PARTITION_KEY_PATH = "/pk"
 
-#: Indexing policy of the ``index`` container (the Bicep template uses the same).
-INDEXING_POLICY: dict[str, Any] = {
-    "indexingMode": "consistent",
-    "automatic": True,
-    "includedPaths": [{"path": "/*"}],
-    # attrs are searched through q; frame and bulk data tables are only ever read by id
-    "excludedPaths": [{"path": "/attrs/*"}, {"path": "/frames/*"}, {"path": "/bulkdata/*"}, {"path": '/"_etag"/?'}],
-    "compositeIndexes": [
-        [{"path": "/type", "order": "ascending"}, {"path": "/sortKey", "order": "ascending"}],
-    ],
+
+def _policy(*excluded: str) -> dict[str, Any]:
+    return {
+        "indexingMode": "consistent",
+        "automatic": True,
+        "includedPaths": [{"path": "/*"}],
+        "excludedPaths": [{"path": path} for path in (*excluded, '/"_etag"/?')],
+    }
+
+
+#: Indexing policy of each container (infra/modules/cosmos.bicep uses the same; a test checks it).
+INDEXING_POLICIES: dict[str, dict[str, Any]] = {
+    STUDIES_CONTAINER: _policy("/attrs/*"),
+    SERIES_CONTAINER: _policy("/attrs/*"),
+    # attrs are searched through q; metadata and the frame and bulk data tables are only read by id
+    INSTANCES_CONTAINER: _policy("/attrs/*", "/metadata/?", "/frames/*", "/bulkdata/*"),
 }
 
-_MAX_RETRIES = 20
 #: Studies per batch when a series/instance search has study-level conditions.
 _STUDY_BATCH = 50
+#: Attempts of a patch-or-create when creators race (each loser patches the winner's document).
+_ATTEMPTS = 8
 
 #: Search keywords whose value lives at the top of a document rather than in ``q``.
 _TOP_LEVEL_FIELDS = {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "ModalitiesInStudy"}
+
+#: What instance queries return (never the inline metadata).
+_INSTANCE_FIELDS = (
+    "c.pk, c.partition, c.StudyInstanceUID, c.SeriesInstanceUID, c.SOPInstanceUID, c.SOPClassUID, "
+    "c.TransferSyntaxUID, c.size, c.storedAt, c.attrs, c.sortKey"
+)
 
 
 def study_pk(key: StudyKey) -> str:
@@ -124,6 +162,10 @@ def study_pk(key: StudyKey) -> str:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def _sort_key(uid: str) -> str:
+    return f"{time.time_ns():020d}|{uid}"
 
 
 def _search_values(attrs: dict[str, Any], keywords: tuple[str, ...]) -> dict[str, Any]:
@@ -154,6 +196,15 @@ _STUDY_SEARCH_KEYWORDS = tuple(k for k in STUDY_KEYS if k not in ("StudyInstance
 _SERIES_SEARCH_KEYWORDS = tuple(k for k in SERIES_KEYS if k != "SeriesInstanceUID")
 
 
+def _modality(attrs: dict[str, Any]) -> str | None:
+    value = first_value(attrs.get(tag_key(0x00080060)))
+    return str(value).upper() if value else None
+
+
+def _status(exc: CosmosHttpResponseError) -> int:
+    return int(exc.status_code or 0)
+
+
 class CosmosIndexStore:
     """The index on Cosmos DB (or the local stand-in)."""
 
@@ -161,29 +212,47 @@ class CosmosIndexStore:
         self._client = client
         self._database_name = database
         self._emulator = emulator
-        self._container: ContainerProxy = client.get_database_client(database).get_container_client(INDEX_CONTAINER)
+        db = client.get_database_client(database)
+        self._studies: ContainerProxy = db.get_container_client(STUDIES_CONTAINER)
+        self._series: ContainerProxy = db.get_container_client(SERIES_CONTAINER)
+        self._instances: ContainerProxy = db.get_container_client(INSTANCES_CONTAINER)
 
     # -- schema -----------------------------------------------------------
 
     def ensure_schema(self) -> None:
-        """Create the database and container if missing (idempotent)."""
+        """Create the database and the three containers if missing (idempotent)."""
         db = self._call("create database", lambda: self._client.create_database_if_not_exists(self._database_name))
-        self._container = self._call(
-            "create container",
-            lambda: db.create_container_if_not_exists(
-                INDEX_CONTAINER, partition_key=PartitionKey(PARTITION_KEY_PATH), indexing_policy=INDEXING_POLICY
-            ),
+        made = {
+            name: self._call(
+                "create container",
+                lambda name=name: db.create_container_if_not_exists(  # type: ignore[misc]
+                    name, partition_key=PartitionKey(PARTITION_KEY_PATH), indexing_policy=INDEXING_POLICIES[name]
+                ),
+            )
+            for name in INDEXING_POLICIES
+        }
+        self._studies, self._series, self._instances = (
+            made[STUDIES_CONTAINER],
+            made[SERIES_CONTAINER],
+            made[INSTANCES_CONTAINER],
         )
 
     # -- writes -------------------------------------------------------------
 
-    def add_instance(self, instance: IndexedInstance) -> None:
+    def create_instance(self, instance: IndexedInstance) -> bool:
+        """Create the instance document: the commit point of a store.
+
+        Returns
+        -------
+        bool
+            True when this call created it, False when it already existed.
+            Only a caller that got True passes the instance to
+            :meth:`update_aggregates`.
+        """
         key = instance.key
-        pk = study_pk(key.study)
         doc = {
-            "id": f"instance|{key.series_instance_uid}|{key.sop_instance_uid}",
-            "pk": pk,
-            "type": "instance",
+            "id": f"{key.series_instance_uid}|{key.sop_instance_uid}",
+            "pk": study_pk(key.study),
             "partition": key.partition,
             "StudyInstanceUID": key.study_instance_uid,
             "SeriesInstanceUID": key.series_instance_uid,
@@ -193,65 +262,318 @@ class CosmosIndexStore:
             "size": instance.size,
             "attrs": instance.attrs,
             "q": _search_values(instance.attrs, _STUDY_SEARCH_KEYWORDS + _SERIES_SEARCH_KEYWORDS),
-            "sortKey": f"{time.time_ns():020d}|{key.sop_instance_uid}",
+            "sortKey": instance.sort_key or _sort_key(key.sop_instance_uid),
             "storedAt": instance.stored_at or _now(),
             "frames": instance.frames,
             "bulkdata": instance.bulkdata,
         }
-        self._call("index instance", lambda: self._container.upsert_item(doc))
-        self._refresh_series(key.series, select(instance.attrs, LEVEL_ATTRIBUTES[Level.SERIES]))
-        self._refresh_study(key.study, select(instance.attrs, LEVEL_ATTRIBUTES[Level.STUDY]))
+        if instance.metadata_json is not None and len(instance.metadata_json) <= INLINE_METADATA_LIMIT:
+            doc["metadata"] = instance.metadata_json
+        else:
+            doc["metadataInBlob"] = True
+        try:
+            self._instances.create_item(doc)
+        except CosmosHttpResponseError as exc:
+            if _status(exc) == 409:
+                return False
+            raise DependencyUnavailable("The index is unavailable (index instance).") from exc
+        except AzureError as exc:
+            raise DependencyUnavailable("The index is unavailable (index instance).") from exc
+        return True
 
-    def remove_instance(self, key: InstanceKey) -> None:
-        self.remove_instances([key])
+    def update_aggregates(self, instances: Sequence[IndexedInstance]) -> None:
+        """Count newly created instances into their series and studies: one patch per series and per study.
 
-    def remove_instances(self, keys: Sequence[InstanceKey]) -> None:
-        """Unindex instances, then refresh each affected series and study once."""
-        for key in keys:
-            pk = study_pk(key.study)
-            item = f"instance|{key.series_instance_uid}|{key.sop_instance_uid}"
+        ``instances`` are in store order; the last one of each series and study
+        gives the level attributes (latest wins).
+        """
+        by_series: dict[SeriesKey, list[IndexedInstance]] = {}
+        for instance in instances:
+            by_series.setdefault(instance.key.series, []).append(instance)
+        new_series: dict[StudyKey, list[str]] = {}
+        for series, members in by_series.items():
+            if self._bump_series(series, len(members), members[-1].attrs):
+                new_series.setdefault(series.study, []).append(_modality(members[-1].attrs) or "")
+        by_study: dict[StudyKey, list[IndexedInstance]] = {}
+        for instance in instances:
+            by_study.setdefault(instance.key.study, []).append(instance)
+        for study, members in by_study.items():
+            modalities = [m for m in dict.fromkeys(new_series.get(study, [])) if m]
+            self._bump_study(study, len(members), len(new_series.get(study, [])), modalities, members[-1].attrs)
+
+    def add_instance(self, instance: IndexedInstance) -> bool:
+        """Create the instance document and, if this call created it, count it in (see above)."""
+        created = self.create_instance(instance)
+        if created:
+            self.update_aggregates([instance])
+        return created
+
+    def _bump_series(self, key: SeriesKey, count: int, instance_attrs: dict[str, Any]) -> bool:
+        """Patch (or create) a series document; True when this call created it."""
+        pk = study_pk(key.study)
+        attrs = select(instance_attrs, LEVEL_ATTRIBUTES[Level.SERIES])
+        modality = _modality(attrs)
+        q = _search_values(attrs, _SERIES_SEARCH_KEYWORDS)
+        operations: list[dict[str, Any]] = [
+            {"op": "incr", "path": "/NumberOfSeriesRelatedInstances", "value": count},
+            {"op": "set", "path": "/attrs", "value": attrs},
+            {"op": "set", "path": "/q", "value": q},
+            {"op": "set", "path": "/Modality", "value": modality},
+        ]
+        new = {
+            "id": key.series_instance_uid,
+            "pk": pk,
+            "partition": key.partition,
+            "StudyInstanceUID": key.study_instance_uid,
+            "SeriesInstanceUID": key.series_instance_uid,
+            "Modality": modality,
+            "attrs": attrs,
+            "q": q,
+            "NumberOfSeriesRelatedInstances": count,
+            "sortKey": _sort_key(key.series_instance_uid),
+        }
+        return self._patch_or_create(self._series, key.series_instance_uid, pk, operations, new, "series")
+
+    def _bump_study(
+        self, key: StudyKey, count: int, series_count: int, new_modalities: list[str], instance_attrs: dict[str, Any]
+    ) -> None:
+        pk = study_pk(key)
+        attrs = select(instance_attrs, LEVEL_ATTRIBUTES[Level.STUDY])
+        q = _search_values(attrs, _STUDY_SEARCH_KEYWORDS)
+        operations: list[dict[str, Any]] = [
+            {"op": "incr", "path": "/NumberOfStudyRelatedInstances", "value": count},
+            {"op": "set", "path": "/attrs", "value": attrs},
+            {"op": "set", "path": "/q", "value": q},
+        ]
+        if series_count:
+            operations.append({"op": "incr", "path": "/NumberOfStudyRelatedSeries", "value": series_count})
+        # Patches take at most 10 operations; more new modalities in one request are rare (a second patch).
+        room = 10 - len(operations)
+        operations += [{"op": "add", "path": "/ModalitiesInStudy/-", "value": m} for m in new_modalities[:room]]
+        new = {
+            "id": "study",
+            "pk": pk,
+            "partition": key.partition,
+            "StudyInstanceUID": key.study_instance_uid,
+            "attrs": attrs,
+            "q": q,
+            "ModalitiesInStudy": new_modalities,
+            "NumberOfStudyRelatedSeries": series_count,
+            "NumberOfStudyRelatedInstances": count,
+            "sortKey": _sort_key(key.study_instance_uid),
+            "createdAt": _now(),
+        }
+        created = self._patch_or_create(self._studies, "study", pk, operations, new, "study")
+        if not created and new_modalities[room:]:
+            extra = [{"op": "add", "path": "/ModalitiesInStudy/-", "value": m} for m in new_modalities[room:]]
+            self._call("study modalities", lambda: self._studies.patch_item("study", pk, patch_operations=extra[:10]))
+
+    def _patch_or_create(
+        self,
+        container: ContainerProxy,
+        item: str,
+        pk: str,
+        operations: list[dict[str, Any]],
+        new: dict[str, Any],
+        what: str,
+    ) -> bool:
+        for _ in range(_ATTEMPTS):
             try:
-                self._container.delete_item(item, partition_key=pk)
+                container.patch_item(item, pk, patch_operations=operations)
+                return False
             except CosmosHttpResponseError as exc:
-                if exc.status_code not in (404, 500):  # 500: the emulator's "missing"
+                if _status(exc) != 404:
+                    raise DependencyUnavailable(f"The index is unavailable ({what} aggregate).") from exc
+            except AzureError as exc:
+                raise DependencyUnavailable(f"The index is unavailable ({what} aggregate).") from exc
+            try:
+                container.create_item(new)
+                return True
+            except CosmosHttpResponseError as exc:
+                if _status(exc) != 409:  # 409: created concurrently; patch that one
+                    raise DependencyUnavailable(f"The index is unavailable ({what} aggregate).") from exc
+            except AzureError as exc:
+                raise DependencyUnavailable(f"The index is unavailable ({what} aggregate).") from exc
+        raise DependencyUnavailable(f"The {what} aggregate of {pk} could not be written: too much contention.")
+
+    def remove_instance(self, key: InstanceKey) -> bool:
+        return bool(self.remove_instances([key]))
+
+    def discard_instance(self, key: InstanceKey) -> None:
+        """Delete an instance document that was never counted into the aggregates (an undone store)."""
+        try:
+            self._instances.delete_item(f"{key.series_instance_uid}|{key.sop_instance_uid}", study_pk(key.study))
+        except CosmosHttpResponseError as exc:
+            if _status(exc) not in (404, 500):  # 500: the emulator's "missing"
+                raise DependencyUnavailable("The index is unavailable (unindex instance).") from exc
+        except AzureError as exc:
+            raise DependencyUnavailable("The index is unavailable (unindex instance).") from exc
+
+    def remove_instances(self, keys: Sequence[InstanceKey]) -> list[InstanceKey]:
+        """Delete instance documents and count them out of their series and studies.
+
+        Returns the keys whose documents this call deleted (absent ones are skipped).
+        """
+        removed: list[InstanceKey] = []
+        for key in keys:
+            try:
+                self._instances.delete_item(f"{key.series_instance_uid}|{key.sop_instance_uid}", study_pk(key.study))
+                removed.append(key)
+            except CosmosHttpResponseError as exc:
+                if _status(exc) not in (404, 500):  # 500: the emulator's "missing"
                     raise DependencyUnavailable("The index is unavailable (unindex instance).") from exc
             except AzureError as exc:
                 raise DependencyUnavailable("The index is unavailable (unindex instance).") from exc
-        for series in dict.fromkeys(key.series for key in keys):
-            self._refresh_series(series, None)
-        for study in dict.fromkeys(key.study for key in keys):
-            self._refresh_study(study, None)
+        by_series: dict[SeriesKey, int] = {}
+        for key in removed:
+            by_series[key.series] = by_series.get(key.series, 0) + 1
+        emptied: dict[StudyKey, int] = {}
+        for series, count in by_series.items():
+            if self._drop_count(self._series, series.series_instance_uid, study_pk(series.study), count, "Series"):
+                emptied[series.study] = emptied.get(series.study, 0) + 1
+        by_study: dict[StudyKey, int] = {}
+        for key in removed:
+            by_study[key.study] = by_study.get(key.study, 0) + 1
+        for study, count in by_study.items():
+            pk = study_pk(study)
+            gone = self._drop_count(self._studies, "study", pk, count, "Study", emptied.get(study, 0))
+            if not gone and emptied.get(study):
+                modalities = self._series_modalities(pk)
+                self._call(
+                    "study modalities",
+                    lambda pk=pk, modalities=modalities: self._studies.patch_item(  # type: ignore[misc]
+                        "study", pk, patch_operations=[{"op": "set", "path": "/ModalitiesInStudy", "value": modalities}]
+                    ),
+                )
+        return removed
+
+    def _drop_count(
+        self, container: ContainerProxy, item: str, pk: str, count: int, level: str, series_count: int = 0
+    ) -> bool:
+        """Patch a count down; delete the document when it reaches 0. True when it was deleted."""
+        field = f"/NumberOf{level}RelatedInstances"
+        operations = [{"op": "incr", "path": field, "value": -count}]
+        if series_count:
+            operations.append({"op": "incr", "path": "/NumberOfStudyRelatedSeries", "value": -series_count})
+        try:
+            doc = container.patch_item(item, pk, patch_operations=operations)
+        except CosmosHttpResponseError as exc:
+            if _status(exc) == 404:
+                return True
+            raise DependencyUnavailable("The index is unavailable (aggregate update).") from exc
+        except AzureError as exc:
+            raise DependencyUnavailable("The index is unavailable (aggregate update).") from exc
+        if int(doc.get(field[1:]) or 0) > 0:
+            return False
+        try:
+            container.delete_item(item, pk, etag=doc["_etag"], match_condition=MatchConditions.IfNotModified)
+        except CosmosHttpResponseError as exc:
+            if _status(exc) in (404, 412):  # 412: an instance was stored meanwhile, the document stays
+                return _status(exc) == 404
+            raise DependencyUnavailable("The index is unavailable (aggregate delete).") from exc
+        except AzureError as exc:
+            raise DependencyUnavailable("The index is unavailable (aggregate delete).") from exc
+        return True
+
+    def _series_modalities(self, pk: str) -> list[str]:
+        rows = self._query(
+            self._series, "SELECT c.Modality FROM c WHERE c.pk = @pk", [{"name": "@pk", "value": pk}], pk, "series"
+        )
+        return sorted({row["Modality"] for row in rows if row.get("Modality")})
+
+    def reconcile_study(self, study: StudyKey, quiet_seconds: float) -> bool:
+        """Recompute a study's aggregates from its instance documents, if it has been quiet.
+
+        Repairs counts left short by a writer that died between its instance
+        create and its aggregate patch.  Skipped (False) while any instance of
+        the study is younger than ``quiet_seconds``, since a writer may still be
+        between those two steps.  Each write is etag-conditional, so a
+        concurrent store makes it give up rather than overwrite (the next sync
+        tries again).  Returns True when something was corrected.
+        """
+        pk = study_pk(study)
+        rows = self._query(
+            self._instances,
+            "SELECT c.SeriesInstanceUID, c.storedAt FROM c WHERE c.pk = @pk",
+            [{"name": "@pk", "value": pk}],
+            pk,
+            "reconcile",
+        )
+        newest = max((str(r.get("storedAt") or "") for r in rows), default="")
+        if newest and datetime.fromisoformat(newest).timestamp() > time.time() - quiet_seconds:
+            return False
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["SeriesInstanceUID"]] = counts.get(row["SeriesInstanceUID"], 0) + 1
+        series_docs = self._query(
+            self._series, "SELECT * FROM c WHERE c.pk = @pk", [{"name": "@pk", "value": pk}], pk, "reconcile"
+        )
+        changed = False
+        for doc in series_docs:
+            want = counts.get(doc["SeriesInstanceUID"], 0)
+            if int(doc.get("NumberOfSeriesRelatedInstances") or 0) != want:
+                changed = True
+                self._conditional_write(self._series, doc, {"NumberOfSeriesRelatedInstances": want})
+        study_doc = self._call("reconcile", lambda: read_item_or_none(self._studies, "study", pk, self._emulator))
+        if study_doc is not None:
+            live = [d for d in series_docs if counts.get(d["SeriesInstanceUID"], 0) > 0]
+            want_study = {
+                "NumberOfStudyRelatedInstances": len(rows),
+                "NumberOfStudyRelatedSeries": len(live),
+                "ModalitiesInStudy": sorted({d["Modality"] for d in live if d.get("Modality")}),
+            }
+            have = {k: study_doc.get(k) for k in want_study}
+            have["ModalitiesInStudy"] = sorted(set(study_doc.get("ModalitiesInStudy") or []))
+            if have != want_study:
+                changed = True
+                self._conditional_write(self._studies, study_doc, want_study)
+        if changed:
+            log.warning("reconciled the aggregates of study=%s", study.study_instance_uid)
+        return changed
+
+    def _conditional_write(self, container: ContainerProxy, doc: dict[str, Any], values: dict[str, Any]) -> None:
+        """Replace (or, at a count of 0, delete) ``doc`` with ``values`` if it did not change since read."""
+        etag = doc["_etag"]
+        empty = values.get("NumberOfSeriesRelatedInstances", values.get("NumberOfStudyRelatedInstances")) == 0
+        try:
+            if empty:
+                container.delete_item(doc["id"], doc["pk"], etag=etag, match_condition=MatchConditions.IfNotModified)
+            else:
+                body = {k: v for k, v in doc.items() if not k.startswith("_")} | values
+                container.replace_item(doc["id"], body, etag=etag, match_condition=MatchConditions.IfNotModified)
+        except CosmosHttpResponseError as exc:
+            if _status(exc) not in (404, 412):
+                raise DependencyUnavailable("The index is unavailable (reconcile).") from exc
+        except AzureError as exc:
+            raise DependencyUnavailable("The index is unavailable (reconcile).") from exc
+
+    # -- reads -------------------------------------------------------------------
+
+    def _query(
+        self, container: ContainerProxy, sql: str, params: list[dict[str, Any]], pk: str | None, what: str
+    ) -> list[dict[str, Any]]:
+        if pk is not None:
+            return self._call(what, lambda: list(container.query_items(sql, parameters=params, partition_key=pk)))
+        return self._call(
+            what, lambda: list(container.query_items(sql, parameters=params, enable_cross_partition_query=True))
+        )
 
     def list_instances(self, study: StudyKey, series_instance_uid: str | None = None) -> list[InstanceKey]:
         """The instances of a study (or of one of its series), from the index."""
-        pk = study_pk(study)
-        sql = "SELECT c.SeriesInstanceUID, c.SOPInstanceUID FROM c WHERE c.pk = @pk AND c.type = 'instance'"
-        params: list[dict[str, Any]] = [{"name": "@pk", "value": pk}]
-        if series_instance_uid is not None:
-            sql += " AND c.SeriesInstanceUID = @se"
-            params.append({"name": "@se", "value": series_instance_uid})
-        rows = self._call(
-            "list instances", lambda: list(self._container.query_items(sql, parameters=params, partition_key=pk))
-        )
-        return [
-            InstanceKey(study.partition, study.study_instance_uid, row["SeriesInstanceUID"], row["SOPInstanceUID"])
-            for row in rows
-        ]
+        return [d.key for d in self.list_instance_details(study, series_instance_uid)]
 
     def list_instance_details(self, study: StudyKey, series_instance_uid: str | None = None) -> list[IndexedInstance]:
         """The instances of a study or series with transfer syntax, size and store time (no attributes)."""
         pk = study_pk(study)
         sql = (
-            "SELECT c.SeriesInstanceUID, c.SOPInstanceUID, c.SOPClassUID, c.TransferSyntaxUID, c.size, c.storedAt "
-            "FROM c WHERE c.pk = @pk AND c.type = 'instance'"
+            "SELECT c.SeriesInstanceUID, c.SOPInstanceUID, c.SOPClassUID, c.TransferSyntaxUID, c.size, c.storedAt, "
+            "c.metadataInBlob FROM c WHERE c.pk = @pk"
         )
         params: list[dict[str, Any]] = [{"name": "@pk", "value": pk}]
         if series_instance_uid is not None:
             sql += " AND c.SeriesInstanceUID = @se"
             params.append({"name": "@se", "value": series_instance_uid})
-        rows: list[dict[str, Any]] = self._call(
-            "list instances", lambda: list(self._container.query_items(sql, parameters=params, partition_key=pk))
-        )
+        rows = self._query(self._instances, sql, params, pk, "list instances")
         details = [
             IndexedInstance(
                 key=InstanceKey(
@@ -262,68 +584,116 @@ class CosmosIndexStore:
                 size=int(row.get("size") or 0),
                 attrs={},
                 stored_at=row.get("storedAt", ""),
+                metadata_in_blob=bool(row.get("metadataInBlob")),
             )
             for row in rows
         ]
         return sorted(details, key=lambda d: (d.key.series_instance_uid, d.stored_at, d.key.sop_instance_uid))
 
-    def study_snapshot(self, study: StudyKey) -> StudySnapshot | None:
-        """Every document of a study (one single-partition query); None when it has no instance."""
-        pk = study_pk(study)
-        rows: list[dict[str, Any]] = self._call(
-            "study snapshot",
-            lambda: list(
-                self._container.query_items(
-                    "SELECT c.type, c.SeriesInstanceUID, c.attrs, c.ModalitiesInStudy, c.NumberOfStudyRelatedSeries, "
-                    "c.NumberOfStudyRelatedInstances, c.NumberOfSeriesRelatedInstances, c.sortKey "
-                    "FROM c WHERE c.pk = @pk",
-                    parameters=[{"name": "@pk", "value": pk}],
-                    partition_key=pk,
-                )
-            ),
+    def metadata_etag(self, study: StudyKey, series_instance_uid: str | None = None) -> str | None:
+        """The ETag of a study's or series' metadata (its aggregate document's etag); None when absent.
+
+        Every store into or delete from the study or series patches that
+        document, so its etag changes whenever the metadata does.  One point read.
+        """
+        container, item = (
+            (self._studies, "study") if series_instance_uid is None else (self._series, series_instance_uid)
         )
-        studies = [r for r in rows if r.get("type") == "study"]
-        instances = sorted((r for r in rows if r.get("type") == "instance"), key=lambda r: r.get("sortKey", ""))
-        if not studies or not instances:
+        doc = self._call("metadata etag", lambda: read_item_or_none(container, item, study_pk(study), self._emulator))
+        if doc is None:
             return None
+        return str(doc["_etag"]).strip('"')
+
+    def iter_metadata(
+        self, study: StudyKey, series_instance_uid: str | None = None
+    ) -> Iterator[tuple[InstanceKey, str | None]]:
+        """The DICOM JSON metadata of each instance of a study or series, page by page.
+
+        One single-partition query (a few pages for a large study). Yields
+        ``(key, metadata)``; ``metadata`` is None when it lives in the metadata
+        blob (too large for the document).
+        """
+        pk = study_pk(study)
+        sql = "SELECT c.SeriesInstanceUID, c.SOPInstanceUID, c.metadata FROM c WHERE c.pk = @pk"
+        params: list[dict[str, Any]] = [{"name": "@pk", "value": pk}]
+        if series_instance_uid is not None:
+            sql += " AND c.SeriesInstanceUID = @se"
+            params.append({"name": "@se", "value": series_instance_uid})
+        pages = self._instances.query_items(sql, parameters=params, partition_key=pk, max_item_count=100).by_page()
+        while True:
+            try:
+                page = list(next(pages))
+            except StopIteration:
+                return
+            except AzureError as exc:
+                raise DependencyUnavailable("The index is unavailable (metadata).") from exc
+            for row in page:
+                key = InstanceKey(
+                    study.partition, study.study_instance_uid, row["SeriesInstanceUID"], row["SOPInstanceUID"]
+                )
+                yield key, row.get("metadata")
+
+    def study_snapshot(self, study: StudyKey) -> StudySnapshot | None:
+        """Everything indexed about one study (three single-partition reads); None when it has no instance."""
+        pk = study_pk(study)
+        params = [{"name": "@pk", "value": pk}]
+        doc = self._call("study snapshot", lambda: read_item_or_none(self._studies, "study", pk, self._emulator))
+        instances = self._query(
+            self._instances,
+            "SELECT c.SeriesInstanceUID, c.SOPInstanceUID, c.attrs, c.sortKey, c.storedAt FROM c WHERE c.pk = @pk",
+            params,
+            pk,
+            "study snapshot",
+        )
+        if doc is None or not instances:
+            return None
+        series_docs = self._query(self._series, "SELECT * FROM c WHERE c.pk = @pk", params, pk, "study snapshot")
+        instances.sort(key=lambda r: r.get("sortKey", ""))
         by_series: dict[str, list[dict[str, Any]]] = {}
         for row in instances:
             by_series.setdefault(row["SeriesInstanceUID"], []).append(row.get("attrs") or {})
         series = [
             SeriesSnapshot(
                 attrs=row.get("attrs") or {},
-                number_of_instances=int(row.get("NumberOfSeriesRelatedInstances") or 0),
+                number_of_instances=len(by_series.get(row["SeriesInstanceUID"], [])),
                 instances=by_series.get(row["SeriesInstanceUID"], []),
             )
-            for row in sorted((r for r in rows if r.get("type") == "series"), key=lambda r: r.get("sortKey", ""))
+            for row in sorted(series_docs, key=lambda r: r.get("sortKey", ""))
+            if row["SeriesInstanceUID"] in by_series
         ]
-        doc = studies[0]
         return StudySnapshot(
             key=study,
             attrs=doc.get("attrs") or {},
-            modalities_in_study=tuple(doc.get("ModalitiesInStudy") or ()),
-            number_of_series=int(doc.get("NumberOfStudyRelatedSeries") or 0),
-            number_of_instances=int(doc.get("NumberOfStudyRelatedInstances") or 0),
+            modalities_in_study=tuple(sorted({s for s in doc.get("ModalitiesInStudy") or () if s})),
+            number_of_series=len(series),
+            number_of_instances=len(instances),
             series=series,
+            stored_at={
+                InstanceKey(
+                    study.partition, study.study_instance_uid, r["SeriesInstanceUID"], r["SOPInstanceUID"]
+                ): str(r.get("storedAt") or "")
+                for r in instances
+            },
         )
 
     def list_studies(self, partition: str, patient_id: str | None = None) -> Iterator[StudyKey]:
         """Every study (optionally of one PatientID), for resync tools."""
-        sql = "SELECT c.StudyInstanceUID FROM c WHERE c.type = 'study' AND c.partition = @partition"
+        sql = "SELECT c.StudyInstanceUID FROM c WHERE c.partition = @partition"
         params: list[dict[str, Any]] = [{"name": "@partition", "value": partition}]
         if patient_id is not None:
             sql += " AND c.q.PatientID = @pid"
             params.append({"name": "@pid", "value": fold_text(patient_id)})
         try:
-            for row in self._container.query_items(sql, parameters=params, enable_cross_partition_query=True):
+            for row in self._studies.query_items(sql, parameters=params, enable_cross_partition_query=True):
                 yield StudyKey(partition, row["StudyInstanceUID"])
         except AzureError as exc:
             raise DependencyUnavailable("The index is unavailable (list studies).") from exc
 
     def get_instance(self, key: InstanceKey) -> IndexedInstance | None:
+        """One point read of the instance document (with its inline metadata)."""
         pk = study_pk(key.study)
-        item = f"instance|{key.series_instance_uid}|{key.sop_instance_uid}"
-        doc = self._call("read instance", lambda: read_item_or_none(self._container, item, pk, self._emulator))
+        item = f"{key.series_instance_uid}|{key.sop_instance_uid}"
+        doc = self._call("read instance", lambda: read_item_or_none(self._instances, item, pk, self._emulator))
         if doc is None:
             return None
         return IndexedInstance(
@@ -335,116 +705,13 @@ class CosmosIndexStore:
             stored_at=doc.get("storedAt", ""),
             frames=doc.get("frames"),
             bulkdata=doc.get("bulkdata"),
+            metadata_json=doc.get("metadata"),
+            metadata_in_blob=bool(doc.get("metadataInBlob")),
+            etag=str(doc.get("_etag", "")).strip('"'),
         )
 
-    def _count(self, pk: str, extra_where: str = "", params: list[dict[str, Any]] | None = None) -> int:
-        sql = f"SELECT VALUE COUNT(1) FROM c WHERE c.pk = @pk AND c.type = 'instance'{extra_where}"
-        parameters = [{"name": "@pk", "value": pk}, *(params or [])]
-        rows: list[Any] = self._call(
-            "count", lambda: list(self._container.query_items(sql, parameters=parameters, partition_key=pk))
-        )
-        return int(rows[0]) if rows else 0
-
-    def _refresh_series(self, key: SeriesKey, attrs: dict[str, Any] | None) -> None:
-        pk = study_pk(key.study)
-        item = f"series|{key.series_instance_uid}"
-
-        def build(existing: dict[str, Any] | None) -> dict[str, Any] | None:
-            count = self._count(
-                pk, " AND c.SeriesInstanceUID = @se", [{"name": "@se", "value": key.series_instance_uid}]
-            )
-            if count == 0:
-                return None
-            new_attrs = attrs if attrs is not None else (existing or {}).get("attrs", {})
-            modality = first_value(new_attrs.get(tag_key(0x00080060)))
-            return {
-                "id": item,
-                "pk": pk,
-                "type": "series",
-                "partition": key.partition,
-                "StudyInstanceUID": key.study_instance_uid,
-                "SeriesInstanceUID": key.series_instance_uid,
-                "Modality": str(modality).upper() if modality else None,
-                "attrs": new_attrs,
-                "q": _search_values(new_attrs, _SERIES_SEARCH_KEYWORDS),
-                "NumberOfSeriesRelatedInstances": count,
-                "sortKey": (existing or {}).get("sortKey") or f"{time.time_ns():020d}|{key.series_instance_uid}",
-                "updatedAt": _now(),
-            }
-
-        self._conditional_refresh(pk, item, build)
-
-    def _refresh_study(self, key: StudyKey, attrs: dict[str, Any] | None) -> None:
-        pk = study_pk(key)
-
-        def build(existing: dict[str, Any] | None) -> dict[str, Any] | None:
-            instances = self._count(pk)
-            if instances == 0:
-                return None
-            series_rows = self._call(
-                "read series",
-                lambda: list(
-                    self._container.query_items(
-                        "SELECT c.Modality FROM c WHERE c.pk = @pk AND c.type = 'series'",
-                        parameters=[{"name": "@pk", "value": pk}],
-                        partition_key=pk,
-                    )
-                ),
-            )
-            modalities = sorted({row["Modality"] for row in series_rows if row.get("Modality")})
-            new_attrs = attrs if attrs is not None else (existing or {}).get("attrs", {})
-            q = _search_values(new_attrs, _STUDY_SEARCH_KEYWORDS)
-            return {
-                "id": "study",
-                "pk": pk,
-                "type": "study",
-                "partition": key.partition,
-                "StudyInstanceUID": key.study_instance_uid,
-                "attrs": new_attrs,
-                "q": q,
-                "ModalitiesInStudy": modalities,
-                "NumberOfStudyRelatedSeries": len(series_rows),
-                "NumberOfStudyRelatedInstances": instances,
-                "sortKey": (existing or {}).get("sortKey") or f"{time.time_ns():020d}|{key.study_instance_uid}",
-                "createdAt": (existing or {}).get("createdAt") or _now(),
-                "updatedAt": _now(),
-            }
-
-        self._conditional_refresh(pk, "study", build)
-
-    def _conditional_refresh(
-        self, pk: str, item: str, build: Callable[[dict[str, Any] | None], dict[str, Any] | None]
-    ) -> None:
-        """Read, rebuild and write back ``item`` with etag conditions, retrying on conflicts."""
-        for attempt in range(_MAX_RETRIES):
-            existing = self._call(
-                "read aggregate", lambda: read_item_or_none(self._container, item, pk, self._emulator)
-            )
-            new = build(existing)
-            try:
-                if new is None:
-                    if existing is not None:
-                        self._container.delete_item(
-                            item,
-                            partition_key=pk,
-                            etag=existing["_etag"],
-                            match_condition=MatchConditions.IfNotModified,
-                        )
-                elif existing is None:
-                    self._container.create_item(new)
-                else:
-                    self._container.replace_item(
-                        item, new, etag=existing["_etag"], match_condition=MatchConditions.IfNotModified
-                    )
-                return
-            except CosmosHttpResponseError as exc:
-                if exc.status_code in (409, 412, 404) or (self._emulator and exc.status_code == 500 and new is None):
-                    time.sleep(min(0.005 * (2**attempt), 0.2))
-                    continue
-                raise DependencyUnavailable("The index is unavailable (aggregate update).") from exc
-            except AzureError as exc:
-                raise DependencyUnavailable("The index is unavailable (aggregate update).") from exc
-        raise DependencyUnavailable(f"The aggregate {item} of {pk} could not be updated: too much contention.")
+    def _container_for(self, doc_type: str) -> ContainerProxy:
+        return {"study": self._studies, "series": self._series, "instance": self._instances}[doc_type]
 
     # -- queries --------------------------------------------------------------
 
@@ -489,12 +756,12 @@ class CosmosIndexStore:
     def _matching_study_pks(self, query: SearchQuery, charge: _Charge) -> Iterator[list[str]]:
         where, params = self._where("study", query.study_matches, query)
         sql = f"SELECT c.pk FROM c WHERE {where} ORDER BY c.sortKey ASC"
-        pages = self._container.query_items(
+        pages = self._studies.query_items(
             sql, parameters=params, enable_cross_partition_query=True, max_item_count=_STUDY_BATCH
         ).by_page()
         try:
             for page in pages:
-                charge.add(self._container)
+                charge.add(self._studies)
                 batch = [row["pk"] for row in page]
                 if batch:
                     yield batch
@@ -504,11 +771,8 @@ class CosmosIndexStore:
     def _where(
         self, doc_type: str, matches: tuple[Match, ...], query: SearchQuery, pks: list[str] | None = None
     ) -> tuple[str, list[dict[str, Any]]]:
-        params: list[dict[str, Any]] = [
-            {"name": "@type", "value": doc_type},
-            {"name": "@partition", "value": query.partition},
-        ]
-        where = ["c.type = @type", "c.partition = @partition"]
+        params: list[dict[str, Any]] = [{"name": "@partition", "value": query.partition}]
+        where = ["c.partition = @partition"]
         if query.study_instance_uid is not None:
             params.append({"name": "@pk", "value": study_pk(StudyKey(query.partition, query.study_instance_uid))})
             where.append("c.pk = @pk")
@@ -533,16 +797,18 @@ class CosmosIndexStore:
         """``SELECT TOP top`` documents of one type, oldest first (stable offset paging)."""
         where, params = self._where(doc_type, matches, query, pks)
         params.append({"name": "@top", "value": max(top, 1)})
-        sql = f"SELECT TOP @top * FROM c WHERE {where} ORDER BY c.sortKey ASC"
-        pk = params[2]["value"] if query.study_instance_uid is not None else None
+        fields = _INSTANCE_FIELDS if doc_type == "instance" else "*"
+        sql = f"SELECT TOP @top {fields} FROM c WHERE {where} ORDER BY c.sortKey ASC"
+        pk = params[1]["value"] if query.study_instance_uid is not None else None
+        container = self._container_for(doc_type)
         if pk is not None:
-            iterator = self._container.query_items(sql, parameters=params, partition_key=pk)
+            iterator = container.query_items(sql, parameters=params, partition_key=pk)
         else:
-            iterator = self._container.query_items(sql, parameters=params, enable_cross_partition_query=True)
+            iterator = container.query_items(sql, parameters=params, enable_cross_partition_query=True)
         rows: list[dict[str, Any]] = []
         try:
             for page in iterator.by_page():
-                charge.add(self._container)
+                charge.add(container)
                 rows.extend(page)
                 if len(rows) >= top:
                     break
@@ -554,16 +820,16 @@ class CosmosIndexStore:
         """The study documents of ``pks`` (for the study-level attributes of lower-level results)."""
         if not pks:
             return {}
-        sql = "SELECT * FROM c WHERE c.type = 'study' AND ARRAY_CONTAINS(@pks, c.pk)"
+        sql = "SELECT * FROM c WHERE ARRAY_CONTAINS(@pks, c.pk)"
         try:
             rows = list(
-                self._container.query_items(
+                self._studies.query_items(
                     sql, parameters=[{"name": "@pks", "value": sorted(pks)}], enable_cross_partition_query=True
                 )
             )
         except AzureError as exc:
             raise DependencyUnavailable("The index is unavailable (search).") from exc
-        charge.add(self._container)
+        charge.add(self._studies)
         return {row["pk"]: row for row in rows}
 
     # -- helpers ----------------------------------------------------------------
@@ -590,7 +856,8 @@ class _Charge:
 def _study_record(row: dict[str, Any]) -> Record:
     return Record(
         attrs=row.get("attrs") or {},
-        modalities_in_study=tuple(row.get("ModalitiesInStudy") or ()),
+        # The list may hold a modality twice (appended by concurrent new series); it is a set.
+        modalities_in_study=tuple(sorted({m for m in row.get("ModalitiesInStudy") or () if m})),
         number_of_study_series=int(row.get("NumberOfStudyRelatedSeries") or 0),
         number_of_study_instances=int(row.get("NumberOfStudyRelatedInstances") or 0),
     )

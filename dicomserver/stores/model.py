@@ -8,6 +8,10 @@ from typing import Any
 
 from ..identifiers import DEFAULT_PARTITION, InstanceKey, Level, StudyKey
 
+#: Metadata JSON up to this many characters is kept in the instance's index document (Cosmos
+#: items are limited to 2 MB); larger metadata goes to the metadata blob.
+INLINE_METADATA_LIMIT = 256 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class IndexedInstance:
@@ -27,6 +31,14 @@ class IndexedInstance:
     frames: list[list[list[int]]] | None = None
     #: ``{path: [offset, length, vr]}`` of binary attributes (see :mod:`dicomserver.bulkdata`).
     bulkdata: dict[str, list[Any]] | None = None
+    #: The instance's DICOM JSON metadata (an object, as text), kept in the index when small enough.
+    metadata_json: str | None = None
+    #: Order of arrival (``{ns}|{uid}``); set by the index when empty.
+    sort_key: str = ""
+    #: The index document's version (read side only).
+    etag: str = ""
+    #: The metadata lives in the metadata blob (too large for the document).
+    metadata_in_blob: bool = False
 
 
 class MatchKind(Enum):
@@ -107,3 +119,5 @@ class StudySnapshot:
     number_of_series: int
     number_of_instances: int
     series: list[SeriesSnapshot]
+    #: Every indexed instance of the study, with the ISO time it was stored.
+    stored_at: dict[InstanceKey, str] = field(default_factory=dict)

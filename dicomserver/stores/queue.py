@@ -2,13 +2,30 @@
 
 Messages are JSON ``{"partition": ..., "study": ...}``, base64-encoded as the
 Azure Functions queue trigger expects.
+
+Write-ahead scheduling (why no FHIR sync can be lost)
+-----------------------------------------------------
+A writer calls :meth:`AzureSyncQueue.schedule_sync` *before* its first index
+write into a study.  That sends a message for the study that stays invisible
+for ``delay`` seconds, so it runs after the write — even if the request, the
+worker or the host dies right after it.  The sync rebuilds the study from
+the index (idempotent), so duplicates cost one sync each and change nothing.
+
+To keep that to one queue round trip per study every ``delay / 2`` seconds
+rather than one per instance, the process remembers when each message it sent
+becomes visible and sends no new one while the pending one is still at least
+``delay / 2`` away: a write made before then is already covered, provided it
+completes within that margin (an index write takes milliseconds; the
+FHIR sync also re-checks the study afterwards, see :mod:`dicomserver.fhir.sync`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue import QueueClient
@@ -30,9 +47,20 @@ def sync_message(study: StudyKey, attempt: int = 0) -> str:
 class AzureSyncQueue:
     """The fhir-sync queue (and its ``-poison`` twin, created alongside)."""
 
-    def __init__(self, queue: QueueClient, poison: QueueClient) -> None:
+    def __init__(
+        self,
+        queue: QueueClient,
+        poison: QueueClient,
+        delay_seconds: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._queue = queue
         self._poison = poison
+        self.delay_seconds = delay_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        #: study -> clock time at which the last message this process sent for it becomes visible
+        self._due: dict[StudyKey, float] = {}
 
     def ensure_queue(self) -> None:
         for q in (self._queue, self._poison):
@@ -41,10 +69,25 @@ class AzureSyncQueue:
             except ResourceExistsError:
                 pass
 
-    def enqueue_studies(self, studies: Sequence[StudyKey]) -> None:
+    def schedule_sync(self, studies: Sequence[StudyKey]) -> None:
+        """Make sure a sync of each study runs after a write about to be made (see the module docstring)."""
+        now = self._clock()
+        margin = self.delay_seconds / 2
+        with self._lock:
+            needed = [s for s in dict.fromkeys(studies) if self._due.get(s, 0.0) - now < margin]
+        if not needed:
+            return
+        self.enqueue_studies(needed, self.delay_seconds)
+        with self._lock:
+            for study in needed:
+                self._due[study] = now + self.delay_seconds
+            if len(self._due) > 10_000:
+                self._due = {s: t for s, t in self._due.items() if t > now}
+
+    def enqueue_studies(self, studies: Sequence[StudyKey], delay_seconds: int = 0) -> None:
         for study in dict.fromkeys(studies):
             try:
-                self._queue.send_message(sync_message(study))
+                self._queue.send_message(sync_message(study), visibility_timeout=delay_seconds or None)
             except AzureError as exc:
                 log.warning("fhir-sync enqueue failed study=%s: %s", study.study_instance_uid, exc)
                 raise DependencyUnavailable("The fhir-sync queue is unavailable.") from exc

@@ -1,5 +1,5 @@
-// Cosmos DB for NoSQL (serverless, local auth disabled): database, the index container with the
-// partition key and indexing policy of dicomserver/stores/index.py, and the app's data-plane role.
+// Cosmos DB for NoSQL (serverless, local auth disabled): database, the index containers (one per QIDO
+// level) with the partition key and indexing policies of dicomserver/stores/index.py, and the app's data-plane role.
 @description('Azure region.')
 param location string
 
@@ -47,12 +47,12 @@ resource database 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases@2024-05-15
   }
 }
 
-resource indexContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-05-15' = {
+resource studiesContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-05-15' = {
   parent: database
-  name: 'index'
+  name: 'studies'
   properties: {
     resource: {
-      id: 'index'
+      id: 'studies'
       partitionKey: {
         paths: [
           '/pk'
@@ -72,6 +72,75 @@ resource indexContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/cont
             path: '/attrs/*'
           }
           {
+            path: '/"_etag"/?'
+          }
+        ]
+      }
+    }
+  }
+}
+
+resource seriesContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-05-15' = {
+  parent: database
+  name: 'series'
+  properties: {
+    resource: {
+      id: 'series'
+      partitionKey: {
+        paths: [
+          '/pk'
+        ]
+        kind: 'Hash'
+      }
+      indexingPolicy: {
+        indexingMode: 'consistent'
+        automatic: true
+        includedPaths: [
+          {
+            path: '/*'
+          }
+        ]
+        excludedPaths: [
+          {
+            path: '/attrs/*'
+          }
+          {
+            path: '/"_etag"/?'
+          }
+        ]
+      }
+    }
+  }
+}
+
+resource instancesContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-05-15' = {
+  parent: database
+  name: 'instances'
+  properties: {
+    resource: {
+      id: 'instances'
+      partitionKey: {
+        paths: [
+          '/pk'
+        ]
+        kind: 'Hash'
+      }
+      indexingPolicy: {
+        indexingMode: 'consistent'
+        automatic: true
+        includedPaths: [
+          {
+            path: '/*'
+          }
+        ]
+        excludedPaths: [
+          {
+            path: '/attrs/*'
+          }
+          {
+            path: '/metadata/?'
+          }
+          {
             path: '/frames/*'
           }
           {
@@ -80,18 +149,6 @@ resource indexContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/cont
           {
             path: '/"_etag"/?'
           }
-        ]
-        compositeIndexes: [
-          [
-            {
-              path: '/type'
-              order: 'ascending'
-            }
-            {
-              path: '/sortKey'
-              order: 'ascending'
-            }
-          ]
         ]
       }
     }

@@ -36,6 +36,7 @@ def fhir(fhir_url: str) -> Iterator[FhirClient]:
 def sync(services: Services, fhir: FhirClient, study: str) -> SyncOutcome:
     return sync_study(
         index=services.index,
+        blobs=services.blobs,
         fhir=fhir,
         study=StudyKey(DEFAULT_PARTITION, study),
         dicomweb_base_url=BASE,
@@ -143,6 +144,7 @@ def test_transient_failures_back_off_and_finally_park_in_poison(services: Servic
         handle_sync_message(
             body=sync_message(study, attempt),
             index=services.index,
+            blobs=services.blobs,
             fhir=unreachable,
             queue=queue,
             dicomweb_base_url=BASE,

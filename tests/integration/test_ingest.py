@@ -34,7 +34,8 @@ def test_orphan_blob_is_indexed_once(services: Services) -> None:
     name = instance_blob_name(key)
     assert ensure_indexed(services.blobs, services.index, services.sync_queue, name) is Outcome.INDEXED
     assert visible(services, key)
-    assert services.blobs.get_metadata(key)[0].startswith(b"{")
+    indexed = services.index.get_instance(key)
+    assert indexed is not None and (indexed.metadata_json or "").startswith("{")
     assert ensure_indexed(services.blobs, services.index, services.sync_queue, name) is Outcome.ALREADY_INDEXED
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -63,15 +64,23 @@ def test_multipart_store_writes_blob_metadata_index_and_sync_message(services: S
     series = series.split("/")[0]
     key = InstanceKey(DEFAULT_PARTITION, study, series, sop)
     assert b"".join(services.blobs.iter_instance(key)) == zero_preamble(data)
-    metadata = json.loads(services.blobs.get_metadata(key)[0])
+    indexed = services.index.get_instance(key)
+    assert indexed is not None and indexed.metadata_json is not None  # the metadata lives in the index document
+    metadata = json.loads(indexed.metadata_json)
     assert metadata["00080018"]["Value"] == [sop]
     # Stored with a placeholder; the URI is made absolute when served (dicomserver.bulkdata).
     assert metadata["7FE00010"] == {"vr": "OW", "BulkDataURI": "dicomserver-bulkdata:7FE00010"}
-    assert services.index.get_instance(key) is not None
     queue = QueueClient.from_connection_string(
         services.settings.storage_connection_string or "", services.settings.fhir_sync_queue
     )
-    (message,) = queue.receive_messages()
+    # The sync message was sent before the index write, invisible until the write is surely done.
+    assert list(queue.receive_messages()) == []
+    deadline = time.monotonic() + services.settings.fhir_sync_delay_seconds + 5
+    messages: list[Any] = []
+    while not messages and time.monotonic() < deadline:
+        time.sleep(0.2)
+        messages = list(queue.receive_messages())
+    (message,) = messages
     assert json.loads(base64.b64decode(message.content)) == {"partition": DEFAULT_PARTITION, "study": study}
 
 

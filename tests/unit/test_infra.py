@@ -12,7 +12,7 @@ import pytest
 from pycep import BicepParser
 
 from dicomserver.settings import SETTING_NAMES, Settings
-from dicomserver.stores.index import INDEX_CONTAINER, INDEXING_POLICY, PARTITION_KEY_PATH
+from dicomserver.stores.index import INDEXING_POLICIES, PARTITION_KEY_PATH
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
@@ -135,10 +135,15 @@ def test_containers_queues_and_cosmos_paths_match_the_code() -> None:
     assert set(storage["queues"]["value"]) == {defaults.fhir_sync_queue, f"{defaults.fhir_sync_queue}-poison"}
     cosmos = parsed(INFRA / "modules" / "cosmos.bicep")["resources"]
     assert cosmos["database"]["config"]["name"] == defaults.cosmos_database
-    container = cosmos["indexContainer"]["config"]["properties"]["resource"]
-    assert container["id"] == INDEX_CONTAINER
-    assert container["partitionKey"]["paths"] == [PARTITION_KEY_PATH]
-    assert container["indexingPolicy"] == INDEXING_POLICY
+    declared = {
+        r["config"]["properties"]["resource"]["id"]: r["config"]["properties"]["resource"]
+        for r in cosmos.values()
+        if r["type"].endswith("/containers")
+    }
+    assert set(declared) == set(INDEXING_POLICIES)
+    for name, policy in INDEXING_POLICIES.items():
+        assert declared[name]["partitionKey"]["paths"] == [PARTITION_KEY_PATH]
+        assert declared[name]["indexingPolicy"] == policy
 
 
 @pytest.mark.parametrize("path", BICEP_FILES, ids=[p.name for p in BICEP_FILES])
