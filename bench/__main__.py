@@ -66,7 +66,7 @@ STOW_MODES = (
 )
 #: Defaults, and the ``--quick`` ones.
 SCALES = {
-    "default": {"stow_instances": 200, "long_series": 500, "instances": 10_000, "wado_instances": 200,
+    "default": {"stow_instances": 200, "long_series": 500, "instances": 10_000, "wado_instances": 500,
                 "floor_instances": 500, "repeat": 20},
     "quick": {"stow_instances": 100, "long_series": 500, "instances": 1_000, "wado_instances": 100,
               "floor_instances": 200, "repeat": 10},
@@ -246,7 +246,8 @@ def stow(
     requests = batches(studies, per_request)
     count = sum(len(b) for b in requests)
     ops = Ops()
-    done = [0, 0]  # instances sent, next progress mark
+    step = max(500, count // 10)
+    done = [0, step]  # instances sent, next progress mark
     lock = threading.Lock()
     start = time.perf_counter()
 
@@ -262,7 +263,7 @@ def stow(
                 if done[0] >= done[1]:
                     rate = done[0] / (time.perf_counter() - start)
                     log(f"  {label}: {done[0]:,}/{count:,} instances, {rate:.1f}/s")
-                    done[1] += max(500, count // 10)
+                    done[1] += step
 
     concurrently(send, requests, concurrency)
     elapsed = time.perf_counter() - start
@@ -506,7 +507,8 @@ def measure(name: str, base: str, env: dict[str, str] | None, data: Data, scale:
         log(f"[{name}] study and series metadata ({stored:,} instances stored) ...")
         out["metadata"] = metadata(client, base, data.long_series, data.stow["stow_20_c4"][0], scale.repeat)
         out["metadata"]["stored_instances"] = stored
-        instances = list(flatten(data.stow["stow_1_c4"]))[: scale.wado_instances]
+        stored_sets = [*(s for studies in data.stow.values() for s in studies), data.long_series]
+        instances = list(flatten(stored_sets))[: scale.wado_instances]
         out["wado_c4"] = r = wado(client, base, instances, 4)
         log(f"[{name}] WADO instance c=4: {r['instances']} in {r['seconds']:.1f} s = {r['instances_per_s']:.1f}/s")
         if data.load:
@@ -639,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", type=int, help="instances stored when QIDO is measured (default 10,000)")
     parser.add_argument("--stow-instances", type=int, help="instances per STOW mode (default 200)")
     parser.add_argument("--long-series", type=int, help="instances of the long series (default 500)")
-    parser.add_argument("--wado-instances", type=int, help="instances retrieved by WADO (default 200)")
+    parser.add_argument("--wado-instances", type=int, help="instances retrieved by WADO (default 500)")
     parser.add_argument("--floor-instances", type=int, help="instances per storage floor mode (default 500)")
     parser.add_argument("--repeat", type=int, help="calls per metadata and QIDO query (default 20)")
     args = parser.parse_args(argv)

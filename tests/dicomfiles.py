@@ -128,3 +128,26 @@ def element_at(ds: Dataset, path: str) -> DataElement:
         ds = ds[int(parts[0], 16)].value[int(parts[1])]
         parts = parts[2:]
     return ds[int(parts[0], 16)]
+
+
+def deeply_nested(depth: int, **kwargs: object) -> bytes:
+    """A valid instance followed by ``depth`` nested undefined-length ContentSequence items (hostile input)."""
+    ds = pydicom.dcmread(io.BytesIO(make_instance(**kwargs)))  # type: ignore[arg-type]
+    del ds.PixelData
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    sq = b"\x40\x00\x30\xa7SQ\x00\x00\xff\xff\xff\xff"  # (0040,A730) SQ, undefined length
+    item = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+    item_end = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
+    sq_end = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    return out.getvalue() + (sq + item) * depth + (item_end + sq_end) * depth
+
+
+def multipart_with_types(parts: list[tuple[str, bytes]], boundary: str = "test-boundary-5678") -> tuple[bytes, str]:
+    """A multipart/related body whose parts carry the given Content-Types."""
+    body = b"".join(
+        b"--" + boundary.encode() + b"\r\nContent-Type: " + ctype.encode() + b"\r\n\r\n" + p + b"\r\n"
+        for ctype, p in parts
+    )
+    body += b"--" + boundary.encode() + b"--\r\n"
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'

@@ -71,14 +71,15 @@ class AzureSyncQueue:
 
     def schedule_sync(self, studies: Sequence[StudyKey]) -> None:
         """Make sure a sync of each study runs after a write about to be made (see the module docstring)."""
-        now = self._clock()
         margin = self.delay_seconds / 2
+        # Held while sending, so parallel parts of one study wait for the one message they all
+        # rely on instead of each sending their own (a send happens once per study per margin).
         with self._lock:
+            now = self._clock()
             needed = [s for s in dict.fromkeys(studies) if self._due.get(s, 0.0) - now < margin]
-        if not needed:
-            return
-        self.enqueue_studies(needed, self.delay_seconds)
-        with self._lock:
+            if not needed:
+                return
+            self.enqueue_studies(needed, self.delay_seconds)
             for study in needed:
                 self._due[study] = now + self.delay_seconds
             if len(self._due) > 10_000:
