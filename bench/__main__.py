@@ -655,6 +655,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log("interrupted: everything started was stopped")
         return 130
+    except SystemExit as stop:  # SIGTERM
+        log("terminated: everything started was stopped")
+        raise stop
     text = table(results)
     print("\n" + text)
     out_dir = ROOT / "bench-results"

@@ -812,7 +812,11 @@ class BlobDriver(TriggerDriver):
                 container.create_container()
 
     def next_delay(self, handled: int, previous: float) -> float:
-        return 0.0 if handled else self.host.blob_poll_interval
+        # Each scan lists the whole container: after work, scan again a poll interval later (new
+        # blobs batch up meanwhile); when idle, back off up to 10 intervals.
+        if handled:
+            return self.host.blob_poll_interval
+        return min(max(previous * 2, self.host.blob_poll_interval), 10 * self.host.blob_poll_interval)
 
     def _receipt(self, blob_name: str, etag: str) -> Any:
         return self.receipts.get_blob_client(
