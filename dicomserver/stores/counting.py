@@ -8,6 +8,7 @@ trip — under the client's kind, with the Cosmos request charge.
 
 from __future__ import annotations
 
+import urllib.request
 from typing import Any
 
 from azure.core.pipeline.transport import RequestsTransport
@@ -21,6 +22,10 @@ class CountingTransport(RequestsTransport):  # type: ignore[misc]
     def __init__(self, kind: str, **kwargs: Any) -> None:
         if kind not in opcount.KINDS:
             raise ValueError(f"unknown storage kind {kind!r}")
+        if not urllib.request.getproxies():
+            # With no proxy configured, stop requests from re-reading the whole environment for
+            # proxy settings on every call (about a tenth of the CPU of a STOW, measured).
+            kwargs.setdefault("use_env_settings", False)
         super().__init__(**kwargs)
         self.kind = kind
 
