@@ -10,9 +10,11 @@ of its level: ``studies``, ``series`` and ``instances``.
 ``studies`` (id ``"study"``)
     ``attrs``: DICOM JSON of the study-level attributes of the latest stored
     instance ("latest wins", as in Azure); ``q``: normalised search values
-    (see :mod:`dicomserver.matching`); the aggregates ``ModalitiesInStudy``,
-    ``NumberOfStudyRelatedSeries``, ``NumberOfStudyRelatedInstances``;
-    ``sortKey`` (creation time in ns + UID: unique, immutable).
+    (see :mod:`dicomserver.matching`); ``ModalitiesInStudy``; ``sortKey``
+    (creation time in ns + UID: unique, immutable).  The study's counts are
+    not stored here but summed from its series documents when read (one
+    query per result page), so a store into an existing series never writes
+    the study document.
 ``series`` (id = SeriesInstanceUID)
     series-level ``attrs`` and ``q``, ``Modality``, ``NumberOfSeriesRelatedInstances``.
 ``instances`` (id ``"{SeriesInstanceUID}|{SOPInstanceUID}"``)
@@ -35,18 +37,30 @@ That create is the commit point: whoever creates the document (STOW, the
 repair trigger or bulk import) and only they bring the aggregates up to date,
 with :meth:`CosmosIndexStore.update_aggregates`, once per request for all
 the instances the request created: one ``patch`` per touched series (``incr``
-the count, ``set`` the latest attributes) and one per touched study (``incr``
-the counts, ``set`` the latest attributes, ``add`` the modality of a new
-series).  A patch is atomic on the server, so concurrent writers into one
-study never lose an increment and no read, COUNT or retry loop is needed: a
-one-instance STOW into an existing series costs 3 index round trips whatever
-the study size, a 20-instance STOW 20 + 1 per series + 1.  The first
-instance of a series or study finds no document to patch (404) and creates
-it (409 from a concurrent creator: patch again).
+the count, ``set`` the latest attributes).  The study document is patched
+(``set`` the latest attributes, ``add`` the modality of a new series) only
+when the request created a series or carries study attributes that differ
+from the ones this process last wrote for the study (a per-process hash; a
+process that has not written the study yet always patches).  A patch is
+atomic on the server, so concurrent writers into one study never lose an
+increment and no read, COUNT or retry loop is needed: a one-instance STOW
+into an existing series costs 2 index round trips whatever the study size,
+a 20-instance STOW 20 + 1 per series.  The first instance of a series or
+study finds no document to patch (404) and creates it (409 from a concurrent
+creator: patch again).  Measured alternative: also counting into the study
+document costs a third round trip per one-instance STOW (about a quarter of
+its index time); counts summed from the series documents cost one query per
+QIDO page instead.
 
-Deletes patch the counts down; a series or study whose count reaches 0 is
+"Latest wins" for study attributes therefore holds per writer process: when
+two processes store instances of one study whose study-level attributes
+disagree (inconsistent data), the study keeps the value of whichever process
+changed it last.
+
+Deletes patch the series counts down; a series whose count reaches 0 is
 deleted with the etag the patch returned (412: someone stored meanwhile, so
-it stays), and ModalitiesInStudy is recomputed from the remaining series.
+it stays), then ModalitiesInStudy is recomputed from the remaining series and
+a study without series is deleted.
 
 A writer that dies between the instance create and the aggregate patch leaves
 the counts short; :meth:`CosmosIndexStore.reconcile_study` recomputes them
@@ -85,8 +99,12 @@ The request charge of each search is summed and logged.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -216,6 +234,9 @@ class CosmosIndexStore:
         self._studies: ContainerProxy = db.get_container_client(STUDIES_CONTAINER)
         self._series: ContainerProxy = db.get_container_client(SERIES_CONTAINER)
         self._instances: ContainerProxy = db.get_container_client(INSTANCES_CONTAINER)
+        #: pk -> hash of the study attributes this process last wrote (see the module docstring)
+        self._study_hashes: OrderedDict[str, str] = OrderedDict()
+        self._hash_lock = threading.Lock()
 
     # -- schema -----------------------------------------------------------
 
@@ -294,12 +315,23 @@ class CosmosIndexStore:
         for series, members in by_series.items():
             if self._bump_series(series, len(members), members[-1].attrs):
                 new_series.setdefault(series.study, []).append(_modality(members[-1].attrs) or "")
-        by_study: dict[StudyKey, list[IndexedInstance]] = {}
+        latest: dict[StudyKey, IndexedInstance] = {}
         for instance in instances:
-            by_study.setdefault(instance.key.study, []).append(instance)
-        for study, members in by_study.items():
-            modalities = [m for m in dict.fromkeys(new_series.get(study, [])) if m]
-            self._bump_study(study, len(members), len(new_series.get(study, [])), modalities, members[-1].attrs)
+            latest[instance.key.study] = instance
+        for study, instance in latest.items():
+            created = new_series.get(study, [])
+            attrs = select(instance.attrs, LEVEL_ATTRIBUTES[Level.STUDY])
+            digest = hashlib.sha1(json.dumps(attrs, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
+            pk = study_pk(study)
+            with self._hash_lock:
+                unchanged = self._study_hashes.get(pk) == digest
+            if created or not unchanged:
+                self._bump_study(study, [m for m in dict.fromkeys(created) if m], attrs)
+                with self._hash_lock:
+                    self._study_hashes[pk] = digest
+                    self._study_hashes.move_to_end(pk)
+                    while len(self._study_hashes) > 10_000:
+                        self._study_hashes.popitem(last=False)
 
     def add_instance(self, instance: IndexedInstance) -> bool:
         """Create the instance document and, if this call created it, count it in (see above)."""
@@ -320,49 +352,52 @@ class CosmosIndexStore:
             {"op": "set", "path": "/q", "value": q},
             {"op": "set", "path": "/Modality", "value": modality},
         ]
-        new = {
+        new = self._series_doc(key, count, instance_attrs)
+        return self._patch_or_create(self._series, key.series_instance_uid, pk, operations, new, "series")
+
+    @staticmethod
+    def _series_doc(key: SeriesKey, count: int, instance_attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = select(instance_attrs, LEVEL_ATTRIBUTES[Level.SERIES])
+        modality = _modality(attrs)
+        return {
             "id": key.series_instance_uid,
-            "pk": pk,
+            "pk": study_pk(key.study),
             "partition": key.partition,
             "StudyInstanceUID": key.study_instance_uid,
             "SeriesInstanceUID": key.series_instance_uid,
             "Modality": modality,
             "attrs": attrs,
-            "q": q,
+            "q": _search_values(attrs, _SERIES_SEARCH_KEYWORDS),
             "NumberOfSeriesRelatedInstances": count,
             "sortKey": _sort_key(key.series_instance_uid),
         }
-        return self._patch_or_create(self._series, key.series_instance_uid, pk, operations, new, "series")
 
-    def _bump_study(
-        self, key: StudyKey, count: int, series_count: int, new_modalities: list[str], instance_attrs: dict[str, Any]
-    ) -> None:
-        pk = study_pk(key)
-        attrs = select(instance_attrs, LEVEL_ATTRIBUTES[Level.STUDY])
-        q = _search_values(attrs, _STUDY_SEARCH_KEYWORDS)
-        operations: list[dict[str, Any]] = [
-            {"op": "incr", "path": "/NumberOfStudyRelatedInstances", "value": count},
-            {"op": "set", "path": "/attrs", "value": attrs},
-            {"op": "set", "path": "/q", "value": q},
-        ]
-        if series_count:
-            operations.append({"op": "incr", "path": "/NumberOfStudyRelatedSeries", "value": series_count})
-        # Patches take at most 10 operations; more new modalities in one request are rare (a second patch).
-        room = 10 - len(operations)
-        operations += [{"op": "add", "path": "/ModalitiesInStudy/-", "value": m} for m in new_modalities[:room]]
-        new = {
+    @staticmethod
+    def _study_doc(key: StudyKey, modalities: list[str], attrs: dict[str, Any]) -> dict[str, Any]:
+        return {
             "id": "study",
-            "pk": pk,
+            "pk": study_pk(key),
             "partition": key.partition,
             "StudyInstanceUID": key.study_instance_uid,
             "attrs": attrs,
-            "q": q,
-            "ModalitiesInStudy": new_modalities,
-            "NumberOfStudyRelatedSeries": series_count,
-            "NumberOfStudyRelatedInstances": count,
+            "q": _search_values(attrs, _STUDY_SEARCH_KEYWORDS),
+            "ModalitiesInStudy": modalities,
             "sortKey": _sort_key(key.study_instance_uid),
             "createdAt": _now(),
         }
+
+    def _bump_study(self, key: StudyKey, new_modalities: list[str], attrs: dict[str, Any]) -> None:
+        """Patch (or create) the study document: latest attributes, modalities of new series."""
+        pk = study_pk(key)
+        q = _search_values(attrs, _STUDY_SEARCH_KEYWORDS)
+        operations: list[dict[str, Any]] = [
+            {"op": "set", "path": "/attrs", "value": attrs},
+            {"op": "set", "path": "/q", "value": q},
+        ]
+        # Patches take at most 10 operations; more new modalities in one request are rare (a second patch).
+        room = 10 - len(operations)
+        operations += [{"op": "add", "path": "/ModalitiesInStudy/-", "value": m} for m in new_modalities[:room]]
+        new = self._study_doc(key, new_modalities, attrs)
         created = self._patch_or_create(self._studies, "study", pk, operations, new, "study")
         if not created and new_modalities[room:]:
             extra = [{"op": "add", "path": "/ModalitiesInStudy/-", "value": m} for m in new_modalities[room:]]
@@ -431,30 +466,36 @@ class CosmosIndexStore:
         for series, count in by_series.items():
             if self._drop_count(self._series, series.series_instance_uid, study_pk(series.study), count, "Series"):
                 emptied[series.study] = emptied.get(series.study, 0) + 1
-        by_study: dict[StudyKey, int] = {}
-        for key in removed:
-            by_study[key.study] = by_study.get(key.study, 0) + 1
-        for study, count in by_study.items():
-            pk = study_pk(study)
-            gone = self._drop_count(self._studies, "study", pk, count, "Study", emptied.get(study, 0))
-            if not gone and emptied.get(study):
-                modalities = self._series_modalities(pk)
-                self._call(
-                    "study modalities",
-                    lambda pk=pk, modalities=modalities: self._studies.patch_item(  # type: ignore[misc]
-                        "study", pk, patch_operations=[{"op": "set", "path": "/ModalitiesInStudy", "value": modalities}]
-                    ),
-                )
+        for study in dict.fromkeys(key.study for key in removed):
+            if emptied.get(study):
+                self._refresh_study_modalities(study)
         return removed
 
-    def _drop_count(
-        self, container: ContainerProxy, item: str, pk: str, count: int, level: str, series_count: int = 0
-    ) -> bool:
+    def _refresh_study_modalities(self, study: StudyKey) -> None:
+        """After series were deleted: the study's modalities from what is left, or no study at all."""
+        pk = study_pk(study)
+        rows = self._query(
+            self._series, "SELECT c.Modality FROM c WHERE c.pk = @pk", [{"name": "@pk", "value": pk}], pk, "series"
+        )
+        try:
+            if rows:
+                modalities = sorted({row["Modality"] for row in rows if row.get("Modality")})
+                operations = [{"op": "set", "path": "/ModalitiesInStudy", "value": modalities}]
+                self._studies.patch_item("study", pk, patch_operations=operations)
+            else:
+                self._studies.delete_item("study", pk)
+                with self._hash_lock:
+                    self._study_hashes.pop(pk, None)
+        except CosmosHttpResponseError as exc:
+            if _status(exc) not in (404, 500):  # 500: the emulator's "missing"
+                raise DependencyUnavailable("The index is unavailable (study update).") from exc
+        except AzureError as exc:
+            raise DependencyUnavailable("The index is unavailable (study update).") from exc
+
+    def _drop_count(self, container: ContainerProxy, item: str, pk: str, count: int, level: str) -> bool:
         """Patch a count down; delete the document when it reaches 0. True when it was deleted."""
         field = f"/NumberOf{level}RelatedInstances"
         operations = [{"op": "incr", "path": field, "value": -count}]
-        if series_count:
-            operations.append({"op": "incr", "path": "/NumberOfStudyRelatedSeries", "value": -series_count})
         try:
             doc = container.patch_item(item, pk, patch_operations=operations)
         except CosmosHttpResponseError as exc:
@@ -475,71 +516,90 @@ class CosmosIndexStore:
             raise DependencyUnavailable("The index is unavailable (aggregate delete).") from exc
         return True
 
-    def _series_modalities(self, pk: str) -> list[str]:
-        rows = self._query(
-            self._series, "SELECT c.Modality FROM c WHERE c.pk = @pk", [{"name": "@pk", "value": pk}], pk, "series"
-        )
-        return sorted({row["Modality"] for row in rows if row.get("Modality")})
-
     def reconcile_study(self, study: StudyKey, quiet_seconds: float) -> bool:
-        """Recompute a study's aggregates from its instance documents, if it has been quiet.
+        """Recompute a study's series and study documents from its instance documents, if it has been quiet.
 
-        Repairs counts left short by a writer that died between its instance
-        create and its aggregate patch.  Skipped (False) while any instance of
-        the study is younger than ``quiet_seconds``, since a writer may still be
-        between those two steps.  Each write is etag-conditional, so a
-        concurrent store makes it give up rather than overwrite (the next sync
-        tries again).  Returns True when something was corrected.
+        Repairs what a writer that died between its instance create and its
+        aggregate patch left behind: series counts short, a series or study
+        document missing, a modality missing.  Skipped (False) while any
+        instance of the study is younger than ``quiet_seconds``, since a writer
+        may still be between those two steps.  Each write is etag-conditional
+        (or a create), so a concurrent store makes it give up rather than
+        overwrite (the next sync tries again).  Returns True when something was
+        corrected.
         """
         pk = study_pk(study)
+        params = [{"name": "@pk", "value": pk}]
         rows = self._query(
             self._instances,
-            "SELECT c.SeriesInstanceUID, c.storedAt FROM c WHERE c.pk = @pk",
-            [{"name": "@pk", "value": pk}],
+            "SELECT c.SeriesInstanceUID, c.storedAt, c.sortKey, c.attrs FROM c WHERE c.pk = @pk",
+            params,
             pk,
             "reconcile",
         )
         newest = max((str(r.get("storedAt") or "") for r in rows), default="")
         if newest and datetime.fromisoformat(newest).timestamp() > time.time() - quiet_seconds:
             return False
-        counts: dict[str, int] = {}
-        for row in rows:
-            counts[row["SeriesInstanceUID"]] = counts.get(row["SeriesInstanceUID"], 0) + 1
-        series_docs = self._query(
-            self._series, "SELECT * FROM c WHERE c.pk = @pk", [{"name": "@pk", "value": pk}], pk, "reconcile"
-        )
+        members: dict[str, list[dict[str, Any]]] = {}
+        for row in sorted(rows, key=lambda r: str(r.get("sortKey") or "")):
+            members.setdefault(row["SeriesInstanceUID"], []).append(row)
+        series_docs = {
+            d["SeriesInstanceUID"]: d
+            for d in self._query(self._series, "SELECT * FROM c WHERE c.pk = @pk", params, pk, "reconcile")
+        }
         changed = False
-        for doc in series_docs:
-            want = counts.get(doc["SeriesInstanceUID"], 0)
+        for uid, doc in series_docs.items():
+            want = len(members.get(uid, []))
             if int(doc.get("NumberOfSeriesRelatedInstances") or 0) != want:
                 changed = True
                 self._conditional_write(self._series, doc, {"NumberOfSeriesRelatedInstances": want})
-        study_doc = self._call("reconcile", lambda: read_item_or_none(self._studies, "study", pk, self._emulator))
-        if study_doc is not None:
-            live = [d for d in series_docs if counts.get(d["SeriesInstanceUID"], 0) > 0]
-            want_study = {
-                "NumberOfStudyRelatedInstances": len(rows),
-                "NumberOfStudyRelatedSeries": len(live),
-                "ModalitiesInStudy": sorted({d["Modality"] for d in live if d.get("Modality")}),
-            }
-            have = {k: study_doc.get(k) for k in want_study}
-            have["ModalitiesInStudy"] = sorted(set(study_doc.get("ModalitiesInStudy") or []))
-            if have != want_study:
+        modalities: set[str] = {
+            str(d["Modality"]) for u, d in series_docs.items() if members.get(u) and d.get("Modality")
+        }
+        for uid, found in members.items():
+            if uid not in series_docs:
                 changed = True
-                self._conditional_write(self._studies, study_doc, want_study)
+                self._create_missing(
+                    self._series,
+                    self._series_doc(
+                        SeriesKey(study.partition, study.study_instance_uid, uid), len(found), found[-1]["attrs"]
+                    ),
+                )
+                modalities |= {m for m in [_modality(found[-1]["attrs"])] if m}
+        study_doc = self._call("reconcile", lambda: read_item_or_none(self._studies, "study", pk, self._emulator))
+        if rows and study_doc is None:
+            changed = True
+            latest = max(rows, key=lambda r: str(r.get("sortKey") or ""))
+            doc = self._study_doc(study, sorted(modalities), select(latest["attrs"], LEVEL_ATTRIBUTES[Level.STUDY]))
+            self._create_missing(self._studies, doc)
+        elif study_doc is not None and not rows:
+            changed = True
+            self._conditional_write(self._studies, study_doc, None)
+        elif study_doc is not None and sorted(set(study_doc.get("ModalitiesInStudy") or [])) != sorted(modalities):
+            changed = True
+            self._conditional_write(self._studies, study_doc, {"ModalitiesInStudy": sorted(modalities)})
         if changed:
             log.warning("reconciled the aggregates of study=%s", study.study_instance_uid)
         return changed
 
-    def _conditional_write(self, container: ContainerProxy, doc: dict[str, Any], values: dict[str, Any]) -> None:
-        """Replace (or, at a count of 0, delete) ``doc`` with ``values`` if it did not change since read."""
+    def _create_missing(self, container: ContainerProxy, doc: dict[str, Any]) -> None:
+        try:
+            container.create_item(doc)
+        except CosmosHttpResponseError as exc:
+            if _status(exc) != 409:  # 409: a writer created it meanwhile
+                raise DependencyUnavailable("The index is unavailable (reconcile).") from exc
+        except AzureError as exc:
+            raise DependencyUnavailable("The index is unavailable (reconcile).") from exc
+
+    def _conditional_write(self, container: ContainerProxy, doc: dict[str, Any], values: dict[str, Any] | None) -> None:
+        """Replace ``doc`` with ``values`` merged in (None or a count of 0: delete it) unless it changed since read."""
         etag = doc["_etag"]
-        empty = values.get("NumberOfSeriesRelatedInstances", values.get("NumberOfStudyRelatedInstances")) == 0
+        empty = values is None or values.get("NumberOfSeriesRelatedInstances") == 0
         try:
             if empty:
                 container.delete_item(doc["id"], doc["pk"], etag=etag, match_condition=MatchConditions.IfNotModified)
             else:
-                body = {k: v for k, v in doc.items() if not k.startswith("_")} | values
+                body = {k: v for k, v in doc.items() if not k.startswith("_")} | (values or {})
                 container.replace_item(doc["id"], body, etag=etag, match_condition=MatchConditions.IfNotModified)
         except CosmosHttpResponseError as exc:
             if _status(exc) not in (404, 412):
@@ -591,25 +651,32 @@ class CosmosIndexStore:
         return sorted(details, key=lambda d: (d.key.series_instance_uid, d.stored_at, d.key.sop_instance_uid))
 
     def metadata_etag(self, study: StudyKey, series_instance_uid: str | None = None) -> str | None:
-        """The ETag of a study's or series' metadata (its aggregate document's etag); None when absent.
+        """A version of a study's or series' metadata; None when absent.  One read.
 
-        Every store into or delete from the study or series patches that
-        document, so its etag changes whenever the metadata does.  One point read.
+        Every store into or delete from a series patches its document, so the
+        series document's etag (for a study: the etags of all its series
+        documents, hashed) changes whenever the metadata does.
         """
-        container, item = (
-            (self._studies, "study") if series_instance_uid is None else (self._series, series_instance_uid)
+        pk = study_pk(study)
+        if series_instance_uid is not None:
+            doc = self._call(
+                "metadata etag", lambda: read_item_or_none(self._series, series_instance_uid, pk, self._emulator)
+            )
+            return None if doc is None else str(doc["_etag"]).strip('"')
+        rows = self._query(
+            self._series, "SELECT c.id, c._etag FROM c WHERE c.pk = @pk", [{"name": "@pk", "value": pk}], pk, "etag"
         )
-        doc = self._call("metadata etag", lambda: read_item_or_none(container, item, study_pk(study), self._emulator))
-        if doc is None:
+        if not rows:
             return None
-        return str(doc["_etag"]).strip('"')
+        versions = ";".join(f"{r['id']}={r['_etag']}" for r in sorted(rows, key=lambda r: str(r["id"])))
+        return hashlib.sha1(versions.encode(), usedforsecurity=False).hexdigest()
 
     def iter_metadata(
         self, study: StudyKey, series_instance_uid: str | None = None
     ) -> Iterator[tuple[InstanceKey, str | None]]:
         """The DICOM JSON metadata of each instance of a study or series, page by page.
 
-        One single-partition query (a few pages for a large study). Yields
+        One single-partition query (pages of up to 1,000 instances or 4 MB). Yields
         ``(key, metadata)``; ``metadata`` is None when it lives in the metadata
         blob (too large for the document).
         """
@@ -619,7 +686,7 @@ class CosmosIndexStore:
         if series_instance_uid is not None:
             sql += " AND c.SeriesInstanceUID = @se"
             params.append({"name": "@se", "value": series_instance_uid})
-        pages = self._instances.query_items(sql, parameters=params, partition_key=pk, max_item_count=100).by_page()
+        pages = self._instances.query_items(sql, parameters=params, partition_key=pk, max_item_count=1000).by_page()
         while True:
             try:
                 page = list(next(pages))
@@ -722,11 +789,14 @@ class CosmosIndexStore:
         top = query.offset + query.limit
         if query.level is Level.STUDY:
             rows = self._select("study", query.study_matches, query, top, charge)
-            records = [_study_record(row) for row in rows]
+            page = rows[query.offset : top]
+            self._add_study_counts(page, charge)
+            records = [_study_record(row) for row in page]
         else:
             rows = self._level_rows(query, top, charge)
-            studies = self._studies_by_pk({row["pk"] for row in rows[query.offset : top]}, charge)
-            records = [_lower_record(row, studies.get(row["pk"])) for row in rows]
+            page = rows[query.offset : top]
+            studies = self._studies_by_pk({row["pk"] for row in page}, charge)
+            records = [_lower_record(row, studies.get(row["pk"])) for row in page]
         log.info(
             "qido level=%s matches=%d rows=%d request_charge=%.2f elapsed_ms=%.1f",
             query.level.value,
@@ -735,7 +805,7 @@ class CosmosIndexStore:
             charge.total,
             (time.perf_counter() - start) * 1000,
         )
-        return QueryPage(items=records[query.offset : top], request_charge=charge.total)
+        return QueryPage(items=records, request_charge=charge.total)
 
     def _level_rows(self, query: SearchQuery, top: int, charge: _Charge) -> list[dict[str, Any]]:
         """Series or instance documents matching the query, in result order."""
@@ -830,7 +900,33 @@ class CosmosIndexStore:
         except AzureError as exc:
             raise DependencyUnavailable("The index is unavailable (search).") from exc
         charge.add(self._studies)
+        self._add_study_counts(rows, charge)
         return {row["pk"]: row for row in rows}
+
+    def _add_study_counts(self, studies: list[dict[str, Any]], charge: _Charge) -> None:
+        """Set each study row's NumberOfStudyRelatedSeries/Instances from its series documents (one query)."""
+        if not studies:
+            return
+        sql = "SELECT c.pk, c.NumberOfSeriesRelatedInstances FROM c WHERE ARRAY_CONTAINS(@pks, c.pk)"
+        pks = sorted({row["pk"] for row in studies})
+        try:
+            series = list(
+                self._series.query_items(
+                    sql, parameters=[{"name": "@pks", "value": pks}], enable_cross_partition_query=True
+                )
+            )
+        except AzureError as exc:
+            raise DependencyUnavailable("The index is unavailable (search).") from exc
+        charge.add(self._series)
+        counts: dict[str, list[int]] = {}
+        for row in series:
+            n = int(row.get("NumberOfSeriesRelatedInstances") or 0)
+            if n > 0:
+                counts.setdefault(row["pk"], []).append(n)
+        for row in studies:
+            found = counts.get(row["pk"], [])
+            row["NumberOfStudyRelatedSeries"] = len(found)
+            row["NumberOfStudyRelatedInstances"] = sum(found)
 
     # -- helpers ----------------------------------------------------------------
 
