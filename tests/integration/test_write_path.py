@@ -378,3 +378,24 @@ def test_the_sync_never_shrinks_or_deletes_a_study_whose_blobs_are_not_all_index
     kw = {"blobs": services.blobs, "index": services.index, "sync_queue": services.sync_queue}
     asyncio.run(delete.delete_study(**kw, study=StudyKey(DEFAULT_PARTITION, study)))
     assert _sync(services, fhir, study) is SyncOutcome.DELETED
+
+
+def test_schedule_sync_sends_one_delayed_message_per_study_per_half_delay(services: Services) -> None:
+    from dicomserver.stores.queue import AzureSyncQueue
+
+    now = [1000.0]
+    queue = AzureSyncQueue(services.sync_queue._queue, services.sync_queue._poison, 2, clock=lambda: now[0])
+    a, b = StudyKey(DEFAULT_PARTITION, generate_uid()), StudyKey(DEFAULT_PARTITION, generate_uid())
+    with ThreadPoolExecutor(8) as pool:  # parallel parts of one study share one message
+        list(pool.map(lambda _: queue.schedule_sync([a]), range(40)))
+    with opcount.counting() as ops:
+        queue.schedule_sync([a, b])
+        now[0] += 0.9  # still covered: the pending message is visible 1.1 s from now, more than the margin
+        queue.schedule_sync([a])
+        now[0] += 0.2  # 0.9 s left, less than half the delay: a new message
+        queue.schedule_sync([a])
+    assert ops.queue == 2  # b, then a again
+    messages = sync_messages(services, wait=4)
+    assert sorted(m["study"] for m in messages) == sorted(
+        [a.study_instance_uid, b.study_instance_uid, a.study_instance_uid]
+    )
