@@ -9,7 +9,7 @@ import pydicom
 from dicomserver.identifiers import DEFAULT_PARTITION, InstanceKey
 from dicomserver.ingest import Outcome, import_instance
 from dicomserver.wiring import Services
-from tests.dicomfiles import bundled, make_instance, zero_preamble
+from tests.dicomfiles import bundled, deeply_nested, make_instance, zero_preamble
 
 
 def run_import(services: Services, name: str) -> Outcome:
@@ -55,3 +55,12 @@ def test_import_is_idempotent_and_a_different_duplicate_is_rejected(services: Se
     assert run_import(services, "a-changed.dcm") is Outcome.REJECTED
     assert services.imports.read_error("a-changed.dcm")[1]["failureReason"] == 45070
     assert run_import(services, "a-changed.dcm") is Outcome.GONE
+
+
+def test_a_file_that_crashes_the_parser_is_rejected_with_272_not_retried_forever(services: Services) -> None:
+    nested = deeply_nested(400)
+    services.imports.put_import("nested.dcm", nested)
+    assert run_import(services, "nested.dcm") is Outcome.REJECTED
+    moved, reason = services.imports.read_error("nested.dcm")
+    assert moved == nested and reason["failureReason"] == 272
+    assert services.imports.list_imports() == []
