@@ -269,9 +269,10 @@ class _Context:
             return
         try:
             self.index.update_aggregates(batch)
-        except DicomServerError as exc:
-            # The instances are committed and searchable; the FHIR sync's reconcile repairs the counts.
-            log.error("aggregate update failed after store instances=%d: %s", len(batch), exc.message)
+        except Exception as exc:  # noqa: BLE001 - the instances are committed: never fail the request now
+            # The instances are searchable; the FHIR sync's reconcile repairs the counts.
+            message = exc.message if isinstance(exc, DicomServerError) else type(exc).__name__
+            log.error("aggregate update failed after store instances=%d: %s", len(batch), message)
 
     def process(self, part: _Part) -> InstanceResult:
         try:

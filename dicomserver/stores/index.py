@@ -159,6 +159,8 @@ INDEXING_POLICIES: dict[str, dict[str, Any]] = {
     INSTANCES_CONTAINER: _policy("/attrs/*", "/metadata/?", "/frames/*", "/bulkdata/*"),
 }
 
+#: Attempts of a read when the Cosmos SDK trips over its own shared state (see ``_call``).
+_SDK_RACE_ATTEMPTS = 3
 #: Studies per batch when a series/instance search has study-level conditions.
 _STUDY_BATCH = 50
 #: Attempts of a patch-or-create when creators race (each loser patches the winner's document).
@@ -871,34 +873,28 @@ class CosmosIndexStore:
         sql = f"SELECT TOP @top {fields} FROM c WHERE {where} ORDER BY c.sortKey ASC"
         pk = params[1]["value"] if query.study_instance_uid is not None else None
         container = self._container_for(doc_type)
-        if pk is not None:
-            iterator = container.query_items(sql, parameters=params, partition_key=pk)
-        else:
-            iterator = container.query_items(sql, parameters=params, enable_cross_partition_query=True)
-        rows: list[dict[str, Any]] = []
-        try:
+
+        def run() -> list[dict[str, Any]]:
+            if pk is not None:
+                iterator = container.query_items(sql, parameters=params, partition_key=pk)
+            else:
+                iterator = container.query_items(sql, parameters=params, enable_cross_partition_query=True)
+            rows: list[dict[str, Any]] = []
             for page in iterator.by_page():
                 charge.add(container)
                 rows.extend(page)
                 if len(rows) >= top:
                     break
-        except AzureError as exc:
-            raise DependencyUnavailable("The index is unavailable (search).") from exc
-        return rows[:top]
+            return rows[:top]
+
+        return self._call("search", run)
 
     def _studies_by_pk(self, pks: set[str], charge: _Charge) -> dict[str, dict[str, Any]]:
         """The study documents of ``pks`` (for the study-level attributes of lower-level results)."""
         if not pks:
             return {}
         sql = "SELECT * FROM c WHERE ARRAY_CONTAINS(@pks, c.pk)"
-        try:
-            rows = list(
-                self._studies.query_items(
-                    sql, parameters=[{"name": "@pks", "value": sorted(pks)}], enable_cross_partition_query=True
-                )
-            )
-        except AzureError as exc:
-            raise DependencyUnavailable("The index is unavailable (search).") from exc
+        rows = self._query(self._studies, sql, [{"name": "@pks", "value": sorted(pks)}], None, "search")
         charge.add(self._studies)
         self._add_study_counts(rows, charge)
         return {row["pk"]: row for row in rows}
@@ -909,14 +905,7 @@ class CosmosIndexStore:
             return
         sql = "SELECT c.pk, c.NumberOfSeriesRelatedInstances FROM c WHERE ARRAY_CONTAINS(@pks, c.pk)"
         pks = sorted({row["pk"] for row in studies})
-        try:
-            series = list(
-                self._series.query_items(
-                    sql, parameters=[{"name": "@pks", "value": pks}], enable_cross_partition_query=True
-                )
-            )
-        except AzureError as exc:
-            raise DependencyUnavailable("The index is unavailable (search).") from exc
+        series = self._query(self._series, sql, [{"name": "@pks", "value": pks}], None, "search")
         charge.add(self._series)
         counts: dict[str, list[int]] = {}
         for row in series:
@@ -931,11 +920,20 @@ class CosmosIndexStore:
     # -- helpers ----------------------------------------------------------------
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
-        try:
-            return call()
-        except AzureError as exc:
-            log.warning("cosmos failed during %s: %s", what, exc)
-            raise DependencyUnavailable(f"The index is unavailable ({what}).") from exc
+        for attempt in range(_SDK_RACE_ATTEMPTS):
+            try:
+                return call()
+            except AzureError as exc:
+                log.warning("cosmos failed during %s: %s", what, exc)
+                raise DependencyUnavailable(f"The index is unavailable ({what}).") from exc
+            except RuntimeError as exc:
+                # azure-cosmos 4.17 can iterate response headers that another thread is changing
+                # ("OrderedDict mutated during iteration", seen under concurrent STOWs in the bench);
+                # every call passed here is a read or an idempotent write, so it is repeated.
+                if attempt + 1 == _SDK_RACE_ATTEMPTS:
+                    raise DependencyUnavailable(f"The index client failed ({what}).") from exc
+                log.warning("cosmos client race during %s (repeated): %s", what, exc)
+        raise AssertionError("unreachable")
 
 
 class _Charge:
