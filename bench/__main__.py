@@ -1,6 +1,6 @@
 """``make bench``: this service beside Orthanc and beside the raw storage floor, in one run.
 
-    python -m bench [--quick] [--peer orthanc|none] [--instances 10000] [--stow-instances 200] ...
+    python -m bench [--quick] [--peer orthanc|none] [--instances 10000] [--stow-instances N] ...
 
 Starts Azurite and the Cosmos DB stand-in on free ports and the local Functions host (HTTP only,
 authentication off), then Orthanc 1.10 with its DICOMweb plugin (installed from Debian with apt-get
@@ -64,12 +64,18 @@ STOW_MODES = (
     ("stow_1_c4", "STOW 1/request c=4", 4, 1, "floor_c4"),
     ("stow_20_c4", "STOW 20/request c=4", 4, 20, "floor_c4"),
 )
+METADATA = (
+    ("study_metadata_100", "study metadata"),
+    ("study_metadata_500", "study metadata"),
+    ("series_metadata_500", "series metadata"),
+)
 #: Defaults, and the ``--quick`` ones.
+#: STOW instances are per mode, in the order of STOW_MODES: about 10 s each at today's speed.
 SCALES = {
-    "default": {"stow_instances": 200, "long_series": 500, "instances": 10_000, "wado_instances": 500,
-                "floor_instances": 500, "repeat": 20},
-    "quick": {"stow_instances": 100, "long_series": 500, "instances": 1_000, "wado_instances": 100,
-              "floor_instances": 200, "repeat": 10},
+    "default": {"stow_instances": (800, 1000, 1400), "long_series": 500, "instances": 10_000,
+                "wado_instances": 1000, "floor_instances": 1000, "repeat": 20},
+    "quick": {"stow_instances": (100, 100, 100), "long_series": 500, "instances": 1_000,
+              "wado_instances": 100, "floor_instances": 200, "repeat": 10},
 }  # fmt: skip
 
 T = TypeVar("T")
@@ -247,34 +253,53 @@ def stow(
     count = sum(len(b) for b in requests)
     ops = Ops()
     step = max(500, count // 10)
-    done = [0, step]  # instances sent, next progress mark
+    done = [0, step, 0]  # instances sent, next progress mark, instances sent at the last mark
     lock = threading.Lock()
     start = time.perf_counter()
+    last = [start]
+    failed: list[tuple[int, int, str]] = []  # (status, instances, start of the body)
 
     def send(batch: list[Instance]) -> None:
         body, ctype = multipart([i.data for i in batch])
         response = client.post(f"{base}/studies", content=body, headers={"Content-Type": ctype})
-        if response.status_code != 200:
-            raise RuntimeError(f"STOW to {base} answered {response.status_code}: {response.text[:300]}")
         ops.add(response)
+        if response.status_code != 200:
+            with lock:
+                failed.append((response.status_code, len(batch), response.text[:200]))
+            return
         if label:
             with lock:
                 done[0] += len(batch)
                 if done[0] >= done[1]:
-                    rate = done[0] / (time.perf_counter() - start)
-                    log(f"  {label}: {done[0]:,}/{count:,} instances, {rate:.1f}/s")
+                    now = time.perf_counter()
+                    recent = (done[0] - done[2]) / (now - last[0])
+                    overall = done[0] / (now - start)
+                    log(f"  {label}: {done[0]:,}/{count:,} instances, {recent:.1f}/s now, {overall:.1f}/s overall")
                     done[1] += step
+                    done[2], last[0] = done[0], now
 
     concurrently(send, requests, concurrency)
     elapsed = time.perf_counter() - start
+    stored = count - sum(n for _, n, _ in failed)
+    if failed:
+        status, _, text = failed[0]
+        log(f"  warning: {len(failed)} of {len(requests)} STOW requests failed; the first: {status} {text[:120]!r}")
+    if stored < count * 0.8:
+        raise RuntimeError(f"STOW to {base}: {len(failed)} of {len(requests)} requests failed")
     result: dict[str, Any] = {
         "instances": count,
         "requests": len(requests),
         "seconds": round(elapsed, 3),
-        "instances_per_s": count / elapsed,
-        "mb_per_s": sum(len(i.data) for b in requests for i in b) / elapsed / 1e6,
-        "ops_per_instance": ops.per(count),
+        # instances stored per second: a failed request's instances are not counted, its time is
+        "instances_per_s": stored / elapsed,
+        "mb_per_s": sum(len(i.data) for b in requests for i in b) / elapsed / 1e6 * stored / count,
+        # the service's storage work, failed requests included, over the instances stored
+        "ops_per_instance": ops.per(stored),
     }
+    if failed:
+        result["failed_requests"] = len(failed)
+        result["failed_instances"] = count - stored
+        result["failed_first"] = f"{failed[0][0]} {failed[0][2]}"
     return result
 
 
@@ -305,7 +330,7 @@ def metadata(client: httpx.Client, base: str, long_series: Study, study: Study, 
         ("study_metadata_500", f"{base}/studies/{head.study}/metadata", len(long_series)),
         ("series_metadata_500", f"{base}/studies/{head.study}/series/{head.series}/metadata", len(long_series)),
     ):
-        out[key] = latencies(client, url, DICOM_JSON, repeat)
+        out[key] = {**latencies(client, url, DICOM_JSON, repeat), "instances": expected}
         if out[key]["results"] != expected:
             log(f"  warning: {key} returned {out[key]['results']} instances, expected {expected}")
     return out
@@ -480,7 +505,7 @@ class Data:
 
 def make_data(scale: argparse.Namespace) -> Data:
     gen = Generator(run=secrets.token_hex(3))
-    stow_sets = {key: gen.studies(scale.stow_instances) for key, *_ in STOW_MODES}
+    stow_sets = {key: gen.studies(n) for (key, *_), n in zip(STOW_MODES, scale.stow_instances, strict=True)}
     long_series = gen.long_series(scale.long_series)
     stored = sum(len(s) for studies in stow_sets.values() for s in studies) + len(long_series)
     load = gen.studies(max(0, scale.instances - stored))
@@ -492,36 +517,54 @@ def make_data(scale: argparse.Namespace) -> Data:
 def measure(name: str, base: str, env: dict[str, str] | None, data: Data, scale: argparse.Namespace) -> dict[str, Any]:
     """Every measure against one server; ``env`` (our app settings) adds the floor and the raw query."""
     out: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+
+    def step(key: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+        """Run one measure into ``out[key]``; an error is recorded and the run goes on."""
+        try:
+            out[key] = fn()
+        except (RuntimeError, httpx.HTTPError) as exc:
+            log(f"  error: [{name}] {key}: {exc}")
+            errors[key] = str(exc)[:500]
+            return None
+        return out[key]
+
     limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
     with httpx.Client(timeout=600, limits=limits) as client:
         if env is not None:
             for concurrency in (1, 4):
-                out[f"floor_c{concurrency}"] = r = storage_floor(env, data.floor, concurrency)
-                log(f"[floor] blob put + Cosmos create_item c={concurrency}: {r['instances_per_s']:.1f} instances/s")
+                r = step(f"floor_c{concurrency}", lambda c=concurrency: storage_floor(env, data.floor, c))
+                if r:
+                    log(f"[floor] blob put + Cosmos create_item c={concurrency}: {r['instances_per_s']:.1f}/s")
         for key, label, concurrency, per_request, _ in STOW_MODES:
-            out[key] = r = stow(client, base, data.stow[key], concurrency, per_request)
-            log(f"[{name}] {label}: {r['instances']} instances in {r['seconds']:.1f} s = {r['instances_per_s']:.1f}/s")
+            r = step(key, lambda k=key, c=concurrency, n=per_request: stow(client, base, data.stow[k], c, n))
+            if r:
+                log(f"[{name}] {label}: {r['instances']} in {r['seconds']:.1f} s = {r['instances_per_s']:.1f}/s")
         log(f"[{name}] loading the {len(data.long_series)}-instance series (STOW 20/request c=4) ...")
-        out["load_long_series"] = stow(client, base, [data.long_series], 4, 20, label=f"[{name}] long series")
+        step("load_long_series", lambda: stow(client, base, [data.long_series], 4, 20, label=f"[{name}] long series"))
         stored = data.stow_total + len(data.long_series)
         log(f"[{name}] study and series metadata ({stored:,} instances stored) ...")
-        out["metadata"] = metadata(client, base, data.long_series, data.stow["stow_20_c4"][0], scale.repeat)
-        out["metadata"]["stored_instances"] = stored
+        sample = data.stow["stow_20_c4"][0]
+        if step("metadata", lambda: metadata(client, base, data.long_series, sample, scale.repeat)):
+            out["metadata"]["stored_instances"] = stored
         stored_sets = [*(s for studies in data.stow.values() for s in studies), data.long_series]
         instances = list(flatten(stored_sets))[: scale.wado_instances]
-        out["wado_c4"] = r = wado(client, base, instances, 4)
-        log(f"[{name}] WADO instance c=4: {r['instances']} in {r['seconds']:.1f} s = {r['instances_per_s']:.1f}/s")
+        r = step("wado_c4", lambda: wado(client, base, instances, 4))
+        if r:
+            log(f"[{name}] WADO instance c=4: {r['instances']} in {r['seconds']:.1f} s = {r['instances_per_s']:.1f}/s")
         if data.load:
             loading = sum(len(s) for s in data.load)
             log(f"[{name}] loading {loading:,} more instances for QIDO (STOW 20/request c=4) ...")
-            out["load_qido"] = stow(client, base, data.load, 4, 20, label=f"[{name}] load")
+            step("load_qido", lambda: stow(client, base, data.load, 4, 20, label=f"[{name}] load"))
             stored += loading
         log(f"[{name}] QIDO mix at {stored:,} instances ...")
         queried = data.stow["stow_20_c4"]
-        out["qido"] = qido(client, base, queried, scale.repeat)
-        out["qido"]["stored_instances"] = stored
+        if step("qido", lambda: qido(client, base, queried, scale.repeat)):
+            out["qido"]["stored_instances"] = stored
         if env is not None:
-            out["cosmos_study_query"] = cosmos_study_query(env, queried[0][0].patient_id, scale.repeat)
+            step("cosmos_study_query", lambda: cosmos_study_query(env, queried[0][0].patient_id, scale.repeat))
+    if errors:
+        out["errors"] = errors
     return out
 
 
@@ -531,7 +574,7 @@ def run(scale: argparse.Namespace) -> dict[str, Any]:
     total = data.stow_total + len(data.long_series) + sum(len(s) for s in data.load)
     log(
         f"dataset: {total:,} CT instances of {len(data.long_series[0].data) / 1000:.0f} KB "
-        f"({scale.stow_instances} per STOW mode, a {len(data.long_series)}-instance series, "
+        f"({'/'.join(map(str, scale.stow_instances))} for the STOW modes, a {len(data.long_series)}-instance series, "
         f"QIDO at {total:,}); made in {time.perf_counter() - start:.0f} s"
     )
     results: dict[str, Any] = {"ours": {}, "orthanc": {}, "floor": {}}
@@ -540,7 +583,8 @@ def run(scale: argparse.Namespace) -> dict[str, Any]:
         with our_service(work / "ours") as (base, env):
             ours = measure("ours", base, env, data, scale)
         for key in ("floor_c1", "floor_c4", "cosmos_study_query"):
-            results["floor"][key] = ours.pop(key)
+            if key in ours:
+                results["floor"][key] = ours.pop(key)
         results["ours"] = ours
         if scale.peer == "orthanc":
             with orthanc(work / "orthanc") as base:
@@ -569,13 +613,10 @@ def table(results: dict[str, Any]) -> str:
     for key, label, _, _, floor_key in STOW_MODES:
         row(label, "inst/s", key, "instances_per_s", floor_value=get(floor, floor_key, "instances_per_s"))
     stored = get(ours, "metadata", "stored_instances")
-    for key, label in (
-        ("study_metadata_100", "study metadata, 100 instances"),
-        ("study_metadata_500", "study metadata, 500 instances"),
-        ("series_metadata_500", "series metadata, 500 instances"),
-    ):
+    for key, label in METADATA:
+        size = get(ours, "metadata", key, "instances") or key.rsplit("_", 1)[1]
         for p in ("p50_ms", "p95_ms"):
-            row(f"{label} {p[:3]}", "ms", "metadata", key, p)
+            row(f"{label}, {size} instances {p[:3]}", "ms", "metadata", key, p)
     row("WADO instance c=4", "inst/s", "wado_c4", "instances_per_s")
     stored_q = get(ours, "qido", "stored_instances") or 0
     for p in ("p50_ms", "p95_ms"):
@@ -612,9 +653,11 @@ def table(results: dict[str, Any]) -> str:
     lines.append("-" * len(header))
     op_rows = [(label, "/inst", (key, "ops_per_instance")) for key, label, *_ in STOW_MODES]
     op_rows += [
-        ("study metadata, 100 instances", "/req", ("metadata", "study_metadata_100", "ops_per_request")),
-        ("study metadata, 500 instances", "/req", ("metadata", "study_metadata_500", "ops_per_request")),
-        ("series metadata, 500 instances", "/req", ("metadata", "series_metadata_500", "ops_per_request")),
+        (f"{label}, {get(ours, 'metadata', key, 'instances') or key.rsplit('_', 1)[1]} instances", "/req",
+         ("metadata", key, "ops_per_request"))
+        for key, label in METADATA
+    ]  # fmt: skip
+    op_rows += [
         ("WADO instance c=4", "/inst", ("wado_c4", "ops_per_instance")),
         ("QIDO mix", "/req", ("qido", "ops_per_request")),
     ]
@@ -631,6 +674,16 @@ def table(results: dict[str, Any]) -> str:
         f"Metadata measured with {stored or 0:,} instances stored, QIDO with {stored_q:,}; '-': not measured "
         f"or no {OPS_HEADER} header.",
     ]
+    for name in ("ours", "orthanc"):
+        side = results.get(name) or {}
+        for key, value in side.items():
+            if isinstance(value, dict) and value.get("failed_requests"):
+                lines.append(
+                    f"{name} {key}: {value['failed_requests']} failed requests ({value['failed_instances']} "
+                    f"instances, not counted as stored); the first: {value['failed_first'][:100]!r}"
+                )
+        for key, message in (side.get("errors") or {}).items():
+            lines.append(f"{name} {key}: not measured: {message[:160]}")
     return "\n".join(lines)
 
 
@@ -639,15 +692,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer", choices=["orthanc", "none"], default="orthanc")
     parser.add_argument("--quick", action="store_true", help="a smaller run (flags given explicitly still win)")
     parser.add_argument("--instances", type=int, help="instances stored when QIDO is measured (default 10,000)")
-    parser.add_argument("--stow-instances", type=int, help="instances per STOW mode (default 200)")
+    parser.add_argument(
+        "--stow-instances",
+        type=int,
+        help="instances of each STOW mode (default 800 at 1/request c=1, 1000 at 1/request c=4, 1400 at 20/request)",
+    )
     parser.add_argument("--long-series", type=int, help="instances of the long series (default 500)")
-    parser.add_argument("--wado-instances", type=int, help="instances retrieved by WADO (default 500)")
-    parser.add_argument("--floor-instances", type=int, help="instances per storage floor mode (default 500)")
+    parser.add_argument("--wado-instances", type=int, help="instances retrieved by WADO (default 1000)")
+    parser.add_argument("--floor-instances", type=int, help="instances per storage floor mode (default 1000)")
     parser.add_argument("--repeat", type=int, help="calls per metadata and QIDO query (default 20)")
     args = parser.parse_args(argv)
     for key, value in SCALES["quick" if args.quick else "default"].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if isinstance(args.stow_instances, int):
+        args.stow_instances = (args.stow_instances,) * len(STOW_MODES)
     # SIGTERM must unwind the context managers, or the emulators and servers outlive the run.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
