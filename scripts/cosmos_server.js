@@ -46,6 +46,7 @@
  */
 "use strict";
 
+const { AsyncLocalStorage } = require("async_hooks");
 const fs = require("fs");
 const path = require("path");
 
@@ -318,6 +319,63 @@ function writeStatus(file, status) {
 
 // -- main --------------------------------------------------------------------------------------
 
+// -- single-partition queries read one partition, as in Cosmos DB ----------------------------------
+//
+// The stand-in evaluates every query over every document of the collection.  Cosmos DB runs a query
+// that names its partition key (x-ms-documentdb-partitionkey, no cross-partition flag) in that
+// partition only, so its cost does not grow with the rest of the container.  This gives the stand-in
+// the same cost model: such a query is evaluated over the documents of that partition only.  Results
+// are unchanged (the stand-in already refuses single-partition queries without the partition-key
+// predicate), only the work is.
+
+const partitionScope = new AsyncLocalStorage();
+
+function scopeSinglePartitionQueries(server) {
+  const listeners = server.listeners("request");
+  server.removeAllListeners("request");
+  server.on("request", (req, res) => {
+    const header = req.headers["x-ms-documentdb-partitionkey"];
+    const cross = String(req.headers["x-ms-documentdb-query-enablecrosspartition"] || "").toLowerCase() === "true";
+    let partition = null;
+    if (header && !cross) {
+      try {
+        const parsed = JSON.parse(header);
+        if (Array.isArray(parsed) && parsed.length === 1 && typeof parsed[0] === "string") [partition] = parsed;
+      } catch (err) {
+        partition = null;
+      }
+    }
+    partitionScope.run(partition, () => listeners.forEach(listener => listener.call(server, req, res)));
+  });
+  const originalQuery = Items.prototype.query;
+  Items.prototype.query = function query(params, options) {
+    const partition = partitionScope.getStore();
+    if (partition === null || partition === undefined || !this._parent.read()) {
+      return originalQuery.call(this, params, options);
+    }
+    // As Items.query, over the documents of one partition.
+    const data = [];
+    for (const item of this._data.values()) {
+      const document = item.read();
+      if (this._getPartition(document) === partition) data.push(document);
+    }
+    const parent = this._parent.read();
+    const compositeIndexes = (parent.indexingPolicy ? parent.indexingPolicy.compositeIndexes : null) || [];
+    try {
+      return this._getQuery(params.query).exec(data, {
+        parameters: params.parameters,
+        udf: this._userDefinedFunctions(),
+        maxItemCount: options.maxItemCount,
+        continuation: options.continuation,
+        compositeIndexes
+      });
+    } catch (err) {
+      err.badRequest = true;
+      throw err;
+    }
+  };
+}
+
 function main() {
   const args = parseArgs(process.argv.slice(2));
   // keep-alive: without it the stand-in answers "Connection: close" and every operation pays a new
@@ -325,6 +383,7 @@ function main() {
   const server = createHttpServer({ keepAlive: true });
   server.keepAliveTimeout = 65000;
   server.headersTimeout = 66000;
+  scopeSinglePartitionQueries(server);
   if (!args.data) {
     listen(server, args);
     return;
