@@ -22,10 +22,12 @@ nothing that was stored is reported as failed.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import tempfile
 import threading
 from collections.abc import AsyncIterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -52,6 +54,8 @@ _SPOOL_IN_MEMORY = 8 * 1024 * 1024
 PARALLEL_PARTS = 4
 #: A long request counts its instances into the aggregates at least this often.
 AGGREGATE_EVERY = 100
+#: Threads that count a one-instance request's instance while it is being committed (see ``_count_ahead``).
+_AHEAD = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stow-count")
 
 
 @dataclass(slots=True)
@@ -85,6 +89,8 @@ class _Part:
         self.size = 0
         self.cap = cap
         self.too_large = False
+        #: The request's only part (known when its end and the closing delimiter arrived together).
+        self.alone = False
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
@@ -148,6 +154,7 @@ async def store_instances(
 
     if media.type == APPLICATION_DICOM:
         part = _Part(APPLICATION_DICOM, max_instance_bytes)
+        part.alone = True
         try:
             async for chunk in body:
                 part.write(chunk)
@@ -188,7 +195,9 @@ async def store_instances(
         count = 0
         try:
             async for chunk in body:
-                for event in reader.feed(chunk):
+                events = reader.feed(chunk)
+                final = max((i for i, e in enumerate(events) if isinstance(e, PartEnd)), default=-1)
+                for position, event in enumerate(events):
                     if isinstance(event, PartStart):
                         count += 1
                         if count > max_parts:
@@ -199,6 +208,7 @@ async def store_instances(
                         current.write(event.data)
                     elif isinstance(event, PartEnd) and current is not None:
                         part, current = current, None
+                        part.alone = reader.finished and position == final and reader.parts_seen == 1
                         await slots.acquire()
                         tasks.append(asyncio.create_task(store_part(part)))
                 if too_many:
@@ -267,12 +277,7 @@ class _Context:
             batch, self.created = self.created, []
         if not batch:
             return
-        try:
-            self.index.update_aggregates(batch)
-        except Exception as exc:  # noqa: BLE001 - the instances are committed: never fail the request now
-            # The instances are searchable; the FHIR sync's reconcile repairs the counts.
-            message = exc.message if isinstance(exc, DicomServerError) else type(exc).__name__
-            log.error("aggregate update failed after store instances=%d: %s", len(batch), message)
+        self._update_aggregates(batch)
 
     def process(self, part: _Part) -> InstanceResult:
         try:
@@ -324,16 +329,24 @@ class _Context:
             )
             return result
         entry = index_entry(parsed)
+        ahead = self._count_ahead(entry) if part.alone else None
         try:
             created = commit_instance(self.blobs, self.index, self.sync_queue, entry)
         except Exception as exc:  # noqa: BLE001 - undo, then report this part as failed
             message = exc.message if isinstance(exc, DicomServerError) else "The instance could not be indexed."
             log.warning("store failed after the blob write; undoing sop=%s: %s", key.sop_instance_uid, message)
             self._undo(entry)
+            if ahead is not None:
+                self._count_back(ahead, entry)
             result.failure, result.message = FailureReason.PROCESSING_FAILURE, message
             result.dependency_failed = isinstance(exc, DependencyUnavailable)
             return result
-        if created:
+        if ahead is not None:
+            if not created:  # the repair trigger indexed our blob meanwhile and counted it itself
+                self._count_back(ahead, entry)
+            else:
+                ahead.result()
+        elif created:
             with self.lock:
                 self.created.append(entry)
         # else: the repair trigger indexed our blob between the blob write and here, and counted it.
@@ -342,6 +355,31 @@ class _Context:
             f"/instances/{key.sop_instance_uid}"
         )
         return result
+
+    def _count_ahead(self, entry: IndexedInstance) -> Future[None]:
+        """Count a one-instance request's instance while it is being committed.
+
+        The aggregate patch then costs no latency of its own (one instance per request is what
+        most modalities send): it runs beside the index create instead of after it.  If the create fails or finds
+        the instance already indexed (and counted by whoever indexed it), :meth:`_count_back`
+        takes it out again.  The FHIR sync is scheduled first, so even this early write is covered.
+        """
+        self.sync_queue.schedule_sync([entry.key.study])
+        return _AHEAD.submit(contextvars.copy_context().run, self._update_aggregates, [entry])
+
+    def _update_aggregates(self, batch: list[IndexedInstance]) -> None:
+        try:
+            self.index.update_aggregates(batch)
+        except Exception as exc:  # noqa: BLE001 - committed instances: the reconcile repairs the counts
+            message = exc.message if isinstance(exc, DicomServerError) else type(exc).__name__
+            log.error("aggregate update failed after store instances=%d: %s", len(batch), message)
+
+    def _count_back(self, ahead: Future[None], entry: IndexedInstance) -> None:
+        ahead.result()
+        try:
+            self.index.count_out([entry.key])
+        except Exception as exc:  # noqa: BLE001 - the reconcile repairs the counts
+            log.error("aggregate correction failed sop=%s: %s", entry.key.sop_instance_uid, type(exc).__name__)
 
     def _undo(self, entry: IndexedInstance) -> None:
         """Take back an instance whose commit failed: the blob first, then any index document.

@@ -74,6 +74,9 @@ class IndexStore(Protocol):
 
     def remove_instance(self, key: InstanceKey) -> bool: ...
 
+    def count_out(self, keys: Sequence[InstanceKey]) -> None:
+        """Take instances out of their series' counts (the inverse of :meth:`update_aggregates`)."""
+
     def discard_instance(self, key: InstanceKey) -> None:
         """Delete an instance document that was never counted into the aggregates (an undone store)."""
 

@@ -461,17 +461,25 @@ class CosmosIndexStore:
                     raise DependencyUnavailable("The index is unavailable (unindex instance).") from exc
             except AzureError as exc:
                 raise DependencyUnavailable("The index is unavailable (unindex instance).") from exc
+        self.count_out(removed)
+        return removed
+
+    def count_out(self, keys: Sequence[InstanceKey]) -> None:
+        """Take instances out of their series' counts (the inverse of :meth:`update_aggregates`).
+
+        A series whose count reaches 0 is deleted, then its study's modalities
+        are recomputed (and a study without series deleted).
+        """
         by_series: dict[SeriesKey, int] = {}
-        for key in removed:
+        for key in keys:
             by_series[key.series] = by_series.get(key.series, 0) + 1
         emptied: dict[StudyKey, int] = {}
         for series, count in by_series.items():
             if self._drop_count(self._series, series.series_instance_uid, study_pk(series.study), count, "Series"):
                 emptied[series.study] = emptied.get(series.study, 0) + 1
-        for study in dict.fromkeys(key.study for key in removed):
+        for study in dict.fromkeys(key.study for key in keys):
             if emptied.get(study):
                 self._refresh_study_modalities(study)
-        return removed
 
     def _refresh_study_modalities(self, study: StudyKey) -> None:
         """After series were deleted: the study's modalities from what is left, or no study at all."""

@@ -21,7 +21,7 @@ from azure.storage.queue import QueueClient
 from pydicom.uid import generate_uid
 
 from dicomserver import delete, opcount, wado
-from dicomserver.errors import PayloadTooLarge
+from dicomserver.errors import DependencyUnavailable, PayloadTooLarge
 from dicomserver.fhir import mapping
 from dicomserver.fhir.client import FhirClient
 from dicomserver.fhir.sync import IndexIncomplete, SyncOutcome, sync_study
@@ -399,3 +399,73 @@ def test_schedule_sync_sends_one_delayed_message_per_study_per_half_delay(servic
     assert sorted(m["study"] for m in messages) == sorted(
         [a.study_instance_uid, b.study_instance_uid, a.study_instance_uid]
     )
+
+
+class _IndexHook:
+    """The real index, with a hook run before ``create_instance`` (to force an interleaving)."""
+
+    def __init__(self, inner: Any, before_create: Any) -> None:
+        self._inner, self._before_create = inner, before_create
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def create_instance(self, instance: Any) -> bool:
+        self._before_create(instance)
+        return bool(self._inner.create_instance(instance))
+
+
+def _store_one(services: Services, index: Any, data: bytes) -> StoreResponse:
+    body, ctype = multipart_body([data])
+
+    async def run() -> StoreResponse:
+        return await store_instances(
+            blobs=services.blobs,
+            index=index,
+            sync_queue=services.sync_queue,
+            body=chunked(body, size=len(body)),
+            content_type=ctype,
+            study_instance_uid=None,
+            base_url=BASE,
+            max_instance_bytes=10**9,
+        )
+
+    return asyncio.run(run())
+
+
+def test_a_one_instance_stow_counted_ahead_is_not_counted_twice_when_the_repair_indexed_it_first(
+    services: Services,
+) -> None:
+    study = generate_uid()
+    data = make_instance(study=study)
+    key = key_of(data)
+
+    def repair_first(instance: Any) -> None:  # the blob trigger indexes our blob before our commit
+        ensure_indexed(services.blobs, services.index, services.sync_queue, instance_blob_name(key))
+
+    response = _store_one(services, _IndexHook(services.index, repair_first), data)
+    assert response.status == 200
+    record = study_record(services, study)
+    assert record.number_of_study_instances == 1 and record.number_of_study_series == 1
+
+
+def test_a_one_instance_stow_whose_commit_fails_leaves_no_count_behind(services: Services) -> None:
+    study = generate_uid()
+    data = make_instance(study=study)
+
+    counted_ahead = []
+
+    def fail(instance: Any) -> None:
+        deadline = time.monotonic() + 5
+        while not counted_ahead and time.monotonic() < deadline:  # the count runs beside the commit
+            counted_ahead.extend([study_record(services, study)] if study_record(services, study) else [])
+            time.sleep(0.01)
+        raise DependencyUnavailable("The index is unavailable (index instance).")
+
+    with pytest.raises(DependencyUnavailable):
+        _store_one(services, _IndexHook(services.index, fail), data)
+    assert counted_ahead and counted_ahead[0].number_of_study_instances == 1
+    assert study_record(services, study) is None  # the series and study counted ahead are gone again
+    assert services.blobs.list_instances(key_of(data).study) == []
+    assert _store_one(services, services.index, data).status == 200  # and a retry succeeds
+    assert study_record(services, study).number_of_study_instances == 1
