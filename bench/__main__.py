@@ -163,7 +163,16 @@ def our_service(work: Path) -> Iterator[tuple[str, dict[str, str]]]:
     work.mkdir(parents=True, exist_ok=True)
     ports = [devstack.free_port() for _ in range(4)]
     with devstack.local_stack(work / "azurite", ports[0], ports[1], ports[2]) as env:
-        env = {**os.environ, **env, "DICOM_AUTH_MODE": "none", "DICOM_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports[3]}"}
+        env = {
+            **os.environ,
+            **env,
+            "DICOM_AUTH_MODE": "none",
+            "DICOM_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports[3]}",
+            # as `make run`: one Python worker per core, at most 4
+            "FUNCTIONS_WORKER_PROCESS_COUNT": os.environ.get(
+                "FUNCTIONS_WORKER_PROCESS_COUNT", str(min(4, os.cpu_count() or 1))
+            ),
+        }
         host_log = work / "host.log"
         with open(host_log, "wb") as out:
             host = subprocess.Popen(

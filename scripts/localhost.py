@@ -1201,15 +1201,79 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(ROOT))
     load_local_settings(ROOT / "local.settings.json", os.environ)
+    workers = worker_process_count(os.environ)
     sock = _bound_socket(args.host, args.port)
     provision_resources(os.environ)
+    worker, children = _fork_workers(workers)
     host = build_host(load_app(args.app), read_host_json(ROOT / "host.json"), os.environ, args.blob_poll_interval)
     _serve_local_jwks(host)
     base = f"http://{args.host}:{args.port}"
-    print("Functions:", *host.describe(base), sep="\n", flush=True)
-    print(f"DICOMweb: {base}/v2", flush=True)
-    host.server(args.host, args.port, triggers=not args.no_triggers).run(sockets=[sock])
+    if worker == 0:
+        print("Functions:", *host.describe(base), sep="\n", flush=True)
+        print(f"DICOMweb: {base}/v2 ({workers} worker process{'es' if workers > 1 else ''})", flush=True)
+    try:
+        # Triggers run in the first worker only, as one host instance's listeners would.
+        host.server(args.host, args.port, triggers=not args.no_triggers and worker == 0).run(sockets=[sock])
+    finally:
+        if worker:
+            os._exit(0)
+        _stop_workers(children)
     return 0
+
+
+def worker_process_count(environ: Mapping[str, str]) -> int:
+    """``FUNCTIONS_WORKER_PROCESS_COUNT`` as the Functions host reads it: 1 (default) to 10."""
+    text = environ.get("FUNCTIONS_WORKER_PROCESS_COUNT", "").strip()
+    try:
+        count = int(text) if text else 1
+    except ValueError:
+        raise SystemExit(f"FUNCTIONS_WORKER_PROCESS_COUNT must be an integer, got {text!r}") from None
+    return max(1, min(count, 10))
+
+
+def _fork_workers(count: int) -> tuple[int, list[int]]:
+    """Fork ``count - 1`` more workers sharing the listening socket; returns (this worker's number, children).
+
+    The kernel spreads connections over the processes accepting on the socket, as the
+    Functions host spreads invocations over its language workers; each worker loads the
+    app and builds its own clients.
+    """
+    children: list[int] = []
+    for number in range(1, count):
+        pid = os.fork()
+        if pid == 0:
+            _die_with_parent()
+            return number, []
+        children.append(pid)
+    return 0, children
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel send SIGTERM to this worker if the first worker dies (never an orphan on the port)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _stop_workers(children: list[int], timeout: float = 15) -> None:
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for pid in children:
+        while time.monotonic() < deadline:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,10 @@ def main() -> int:
                     "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", REQUEST_BODY_SIZE_LIMIT
                 ),
                 "DICOM_AUTH_MODE": os.environ.get("DICOM_AUTH_MODE", "local"),
+                # One Python worker per core (at most 4), as a Functions host with this setting runs them.
+                "FUNCTIONS_WORKER_PROCESS_COUNT": os.environ.get(
+                    "FUNCTIONS_WORKER_PROCESS_COUNT", str(min(4, os.cpu_count() or 1))
+                ),
             }
             if "LOCAL_DATA_DIR" in os.environ and "DICOM_AUTH_LOCAL_KEY_DIR" not in os.environ:
                 env["DICOM_AUTH_LOCAL_KEY_DIR"] = str(local / "auth")

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -440,6 +441,43 @@ def test_cli_serves_and_exits_cleanly_on_signals(sig: int, tmp_path: Path) -> No
     assert f"get_item                             GET      http://127.0.0.1:{port}/items/{{item}}" in text
     assert f"DICOMweb: http://127.0.0.1:{port}/v2" in text
     assert "Traceback" not in text
+
+
+def test_worker_processes_share_the_port_and_stop_with_the_host(tmp_path: Path) -> None:
+    import psutil
+
+    port = devstack.free_port()
+    log = tmp_path / "host.log"
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "DICOM_PROVISION_RESOURCES": "false",
+        "DICOM_AUTH_MODE": "none",
+        "FUNCTIONS_WORKER_PROCESS_COUNT": "3",
+    }
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scripts.localhost", "--app", "tests.hostapp:cli_app", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/items/1", proc, log)
+        workers = psutil.Process(proc.pid).children()
+        assert len(workers) == 2, log.read_text()
+        with ThreadPoolExecutor(8) as pool:  # new connections each: the kernel spreads them over the workers
+            answers = list(pool.map(lambda i: httpx.get(f"http://127.0.0.1:{port}/items/{i}").json(), range(40)))
+        assert answers == [{"item": str(i), "route": "param"} for i in range(40)]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()
+        assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    finally:
+        devstack.stop(proc)
+    assert "(3 worker processes)" in log.read_text()
+    assert "Traceback" not in log.read_text()
 
 
 def test_cli_reports_a_port_in_use() -> None:
