@@ -9,7 +9,11 @@ preamble zeroed, everything else as sent), schedule the study's FHIR sync
 (write-ahead), create the index document with the metadata in it.  The
 instances the request created are counted into their series and studies
 once per request (every :data:`AGGREGATE_EVERY` instances for long ones, and
-whenever the body ends, also when it breaks off).
+whenever the body ends, also when it breaks off).  A request of one instance
+(what most modalities send) counts it beside its index create rather than
+after it, and takes the count back if the create fails or finds the instance
+already indexed; so its storage cost is one blob write, one index create and
+one series patch, and its latency that of the blob write plus one index write.
 
 If a step after the blob write fails, the blob is deleted first and then the
 index document, so a failed instance is never half visible, the repair
