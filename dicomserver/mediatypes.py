@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import BadRequest
+from .errors import BadRequest, NotAcceptable
 
 APPLICATION_DICOM = "application/dicom"
 APPLICATION_DICOM_JSON = "application/dicom+json"
@@ -133,3 +133,21 @@ def parse_accept(header: str | None) -> list[MediaType]:
         return [MediaType(ANY)]
     types = [parse_media_type(p) for p in _split_outside_quotes(header, ",") if p.strip()]
     return sorted(types, key=lambda m: -m.quality)
+
+
+#: What a client may accept for a DICOM JSON response (STOW-RS and QIDO-RS answers).
+_DICOM_JSON_ACCEPTABLE = {APPLICATION_DICOM_JSON, APPLICATION_JSON, ANY, "application/*"}
+
+
+def require_dicom_json(accept: str | None, what: str) -> None:
+    """Raise 406 unless the Accept header allows ``application/dicom+json`` (absent allows everything).
+
+    Raises
+    ------
+    NotAcceptable
+        Quoting the header, for a transaction whose responses are DICOM JSON only.
+    """
+    if not any(m.type in _DICOM_JSON_ACCEPTABLE for m in parse_accept(accept)):
+        raise NotAcceptable(
+            f"{what} responses are application/dicom+json; the Accept header '{accept}' does not allow it."
+        )

@@ -18,6 +18,8 @@ Rules, as in Azure v2 unless marked "PS3.18":
 * other strings match ignoring case;
 * PS3.18 §8.3.4.1: ``*`` and ``?`` wildcards in string and name values, and
   comma-separated UID lists;
+* caps: a value is at most :data:`MAX_VALUE_LENGTH` characters with at most
+  :data:`MAX_WILDCARDS` ``*`` (runs collapsed); ``offset`` at most :data:`MAX_OFFSET`;
 * ``limit`` is 1-200 (default 100); ``offset`` ≥ 0; results are in the order
   the index received them (oldest first), so offset paging never repeats or
   skips a result while data is being added (Azure pages newest-first and can).
@@ -57,6 +59,14 @@ from .stores.model import Match, MatchKind, Record, SearchQuery
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 200
+#: Largest ``offset``: paging costs the index ``offset + limit`` rows (no OFFSET in the stand-in), so
+#: deeper pages are refused rather than scanned into memory.
+MAX_OFFSET = 10_000
+#: Most ``*`` wildcards in one value (after runs of ``*`` are collapsed): each one multiplies the
+#: backtracking of the regular expression the index evaluates on every candidate document.
+MAX_WILDCARDS = 4
+#: Longest value of one query attribute.
+MAX_VALUE_LENGTH = 1024
 
 _KEY_LEVEL = {
     **{k: Level.STUDY for k in STUDY_KEYS},
@@ -167,7 +177,13 @@ def _date_match(keyword: str, value: str) -> Match:
 
 
 def _wildcard_regex(folded: str) -> str:
-    """Anchored regular expression for a folded value with ``*`` / ``?`` wildcards."""
+    """Anchored regular expression for a folded value with ``*`` / ``?`` wildcards.
+
+    Runs of ``*`` are one ``*``; more than :data:`MAX_WILDCARDS` of them is a 400.
+    """
+    folded = re.sub(r"\*+", "*", folded)
+    if folded.count("*") > MAX_WILDCARDS:
+        raise BadRequest(f"The value '{folded}' has more than {MAX_WILDCARDS} '*' wildcards.")
     pieces = []
     for ch in folded:
         pieces.append(".*" if ch == "*" else "." if ch == "?" else re.escape(ch))
@@ -246,7 +262,7 @@ def parse_search(
         elif lower == "limit":
             limit = _int_param("limit", value, 1, MAX_LIMIT)
         elif lower == "offset":
-            offset = _int_param("offset", value, 0, None)
+            offset = _int_param("offset", value, 0, MAX_OFFSET)
         elif lower == "includefield":
             for field_name in (v.strip() for v in value.split(",")):
                 if not field_name:
@@ -261,6 +277,8 @@ def parse_search(
                 raise BadRequest(f"The query attribute '{name}' is repeated.")
             if not value.strip():
                 raise BadRequest(f"The query attribute '{name}' has an empty value.")
+            if len(value) > MAX_VALUE_LENGTH:
+                raise BadRequest(f"The query attribute '{name}' is longer than {MAX_VALUE_LENGTH} characters.")
             if keyword not in resource.searchable:
                 raise BadRequest(f"The attribute '{name}' is not searchable at this resource ({resource.level.value}).")
             filters[keyword] = value

@@ -20,6 +20,10 @@ API_VERSION = "v2"
 _PATH_NAMES = {"studies": "study", "series": "series", "instances": "instance"}
 
 
+#: What ``handle`` runs: a request handler given the process-wide services.
+Handler = Callable[[Services], Awaitable[Response]]
+
+
 def path_uids(req: Request) -> dict[str, str]:
     """The UIDs after ``studies``, ``series`` and ``instances`` in the request path (validated)."""
     segments = [s for s in req.url.path.split("/") if s]

@@ -5,8 +5,7 @@ import json
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
-from dicomserver.errors import NotAcceptable
-from dicomserver.mediatypes import ANY, APPLICATION_DICOM_JSON, APPLICATION_JSON, parse_accept
+from dicomserver.mediatypes import APPLICATION_DICOM_JSON, require_dicom_json
 from dicomserver.stow import store_instances as store
 from dicomserver.wiring import Services
 
@@ -14,12 +13,8 @@ from . import _http
 
 bp = func.Blueprint()
 
-_ACCEPTABLE = {APPLICATION_DICOM_JSON, APPLICATION_JSON, ANY, "application/*"}
-
-
 async def _store(req: Request, svc: Services) -> Response:
-    if not any(m.type in _ACCEPTABLE for m in parse_accept(req.headers.get("accept"))):
-        raise NotAcceptable("STOW-RS responses are application/dicom+json; the Accept header does not allow it.")
+    require_dicom_json(req.headers.get("accept"), "STOW-RS")
     result = await store(
         blobs=svc.blobs,
         index=svc.index,

@@ -132,6 +132,16 @@ def test_qido_errors_and_empty_results(base_url: str) -> None:
     assert httpx.get(f"{base_url}/studies", params={"PatientID": "no-such-patient"}).status_code == 204
 
 
+def test_qido_answers_406_when_accept_excludes_dicom_json_and_400_for_unbounded_requests(base_url: str) -> None:
+    assert httpx.get(f"{base_url}/studies", headers={"Accept": "application/dicom"}).status_code == 406
+    assert httpx.get(f"{base_url}/series", headers={"Accept": "text/html"}).status_code == 406
+    for accept in ("application/dicom+json", "application/json", "*/*", "application/*"):
+        assert httpx.get(f"{base_url}/studies", headers={"Accept": accept}).status_code in (200, 204)
+    assert httpx.get(f"{base_url}/studies", params={"offset": str(10**12)}).status_code == 400
+    wildcards = httpx.get(f"{base_url}/studies", params={"StudyDescription": "*a*a*a*a*a*a*a*ab"})
+    assert wildcards.status_code == 400 and "wildcards" in wildcards.json()["message"]
+
+
 def test_retrieve_errors(base_url: str, client: DICOMwebClient) -> None:
     missing = f"{base_url}/studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.5"
     assert httpx.get(missing, headers={"Accept": "application/dicom; transfer-syntax=*"}).status_code == 404

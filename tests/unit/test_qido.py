@@ -85,6 +85,7 @@ def test_results_hold_defaults_match_keys_and_computed_attributes() -> None:
     assert "00201206" not in out
 
 
+STUDIES = Resource(Level.STUDY)
 SERIES = Resource(Level.SERIES)
 SERIES_IN_STUDY = Resource(Level.SERIES, study_in_path=True)
 INSTANCES = Resource(Level.INSTANCE)
@@ -136,3 +137,26 @@ def test_default_attributes_per_resource() -> None:
     assert 0x00080060 in tags(INSTANCES_IN_STUDY) and 0x00080060 not in tags(INSTANCES_IN_SERIES)
     assert 0x00201209 in tags(SERIES, include_all=True) and 0x00201209 not in tags(SERIES)
     assert 0x00200013 in tags(INSTANCES, include_all=True)
+
+
+class TestCaps:
+    """Small requests never become unbounded work (hardening issue)."""
+
+    def test_offset_beyond_the_cap_is_a_400(self) -> None:
+        from dicomserver.qido import MAX_OFFSET
+
+        with pytest.raises(BadRequest, match="offset"):
+            parse_search(STUDIES, [("offset", str(MAX_OFFSET + 1))])
+        with pytest.raises(BadRequest, match="offset"):
+            parse_search(STUDIES, [("offset", "1" + "0" * 5000)])  # beyond int() digits: still a 400
+        assert parse_search(STUDIES, [("offset", str(MAX_OFFSET))]).query.offset == MAX_OFFSET
+
+    def test_runs_of_wildcards_collapse_and_too_many_are_a_400(self) -> None:
+        (match,) = parse_search(STUDIES, [("StudyDescription", "**a***b*")]).query.study_matches
+        assert match.values == ("^.*a.*b.*$",)
+        with pytest.raises(BadRequest, match="wildcards"):
+            parse_search(STUDIES, [("StudyDescription", "*a*a*a*a*a*a*a*ab")])
+
+    def test_an_overlong_value_is_a_400(self) -> None:
+        with pytest.raises(BadRequest, match="longer than"):
+            parse_search(STUDIES, [("PatientID", "x" * 5000)])
