@@ -120,6 +120,17 @@ def read_instance(f: IO[bytes], size: int, study_in_path: str | None, partition:
     f.seek(0)
     try:
         ds = pydicom.dcmread(f, stop_before_pixels=True, defer_size=256 * 1024)
+        pixel_data_position = f.tell()
+        # The structure first: a damaged file is "truncated", not "has an invalid UID" read from its damage.
+        truncation = check_structure(f, size, ds)
+        if truncation:
+            sop_class, sop_instance = (_first_text(ds, k) for k in ("SOPClassUID", "SOPInstanceUID"))
+            return Rejected(
+                FailureReason.PROCESSING_FAILURE,
+                f"The file is truncated or corrupt: {truncation}",
+                sop_class,
+                sop_instance,
+            )
         check = validate_dataset(ds, study_in_path)
         if not check.ok:
             assert check.reason is not None
@@ -129,15 +140,6 @@ def read_instance(f: IO[bytes], size: int, study_in_path: str | None, partition:
             return Rejected(
                 FailureReason.VALIDATION_FAILURE,
                 f"The file meta information has no valid TransferSyntaxUID ('{transfer_syntax}').",
-                check.sop_class_uid,
-                check.sop_instance_uid,
-            )
-        pixel_data_position = f.tell()
-        truncation = _check_remaining_elements(f, size, ds)
-        if truncation:
-            return Rejected(
-                FailureReason.PROCESSING_FAILURE,
-                f"The file is truncated or corrupt: {truncation}",
                 check.sop_class_uid,
                 check.sop_instance_uid,
             )
@@ -172,46 +174,82 @@ def read_instance(f: IO[bytes], size: int, study_in_path: str | None, partition:
     )
 
 
-def _check_remaining_elements(f: IO[bytes], size: int, ds: pydicom.Dataset) -> str | None:
-    """Walk the element headers after where pydicom stopped (Pixel Data and later).
+def _first_text(ds: pydicom.Dataset, keyword: str) -> str | None:
+    """The first value of a UID attribute when it is a valid UID (for the FailedSOPSequence entry)."""
+    value = ds.get(keyword)
+    text = str(value[0] if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else value or "")
+    return text if is_valid_uid(text) else None
 
-    pydicom reads up to Pixel Data; this checks, by seeking only, that every
-    later element (and each item of encapsulated Pixel Data) lies inside the
-    file, so a truncated file is rejected rather than stored.  Returns a
+
+def check_structure(f: IO[bytes], size: int, ds: pydicom.Dataset) -> str | None:
+    """Walk every element header of a Part 10 file and check that each lies inside the file.
+
+    pydicom reads leniently: a value cut short by the end of the file, or an
+    element declaring more bytes than there are (deferred, so never read),
+    parses without an error, and such a file would be stored under UIDs read
+    from its damaged bytes and then hold them for good.  This walk, by seeking
+    only, checks the file meta group length, and that every element, item and
+    encapsulated fragment of the dataset (at any depth) ends inside the file.
+    A deflated dataset is checked by pydicom's inflation instead.  Returns a
     message for the first problem, or None.
     """
+    f.seek(128)
+    if f.read(4) != b"DICM":
+        return None  # pydicom refused anything else already
+    meta_start = 132
+    f.seek(meta_start)
+    header = f.read(12)
+    if len(header) < 12 or header[:4] != b"\x02\x00\x00\x00" or header[4:6] != b"UL":
+        return "the file meta information has no group length"
+    (declared,) = struct.unpack("<L", header[8:12])
+    pos = meta_start + 12
+    while pos < size:  # the group 0002 elements, always explicit VR little endian
+        f.seek(pos)
+        head = f.read(8)
+        if len(head) < 8:
+            return "the file meta information is cut short"
+        (group,) = struct.unpack("<H", head[:2])
+        if group != 0x0002:
+            break
+        if head[4:6] in LONG_VRS:
+            extra = f.read(4)
+            if len(extra) < 4:
+                return "the file meta information is cut short"
+            (length,) = struct.unpack("<L", extra)
+            pos += 12 + length
+        else:
+            (length,) = struct.unpack("<H", head[6:8])
+            pos += 8 + length
+        if pos > size:
+            return "a file meta element runs past the end of the file"
+    if pos - (meta_start + 12) != declared:
+        return f"the file meta group length is {declared} but the group has {pos - (meta_start + 12)} bytes"
     if str(getattr(ds.file_meta, "TransferSyntaxUID", "")) == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-        return None  # the dataset is deflated as a whole; pydicom already inflated and read it
+        return None
     endian = "<" if ds.is_little_endian in (True, None) else ">"
     implicit = bool(ds.is_implicit_VR)
-    pos = f.tell()
     while pos < size:
         f.seek(pos)
-        header = f.read(8)
-        if len(header) < 8:
+        head = f.read(8)
+        if len(head) < 8:
             return f"an element header at byte {pos} is cut short"
-        group, element = struct.unpack(endian + "HH", header[:4])
-        vr = header[4:6]
-        if implicit or group == 0xFFFE or not vr.isalpha() or not vr.isupper():
-            # Implicit VR (some files switch to it for Pixel Data; pydicom accepts that too).
-            (length,) = struct.unpack(endian + "L", header[4:8])
+        group, element = struct.unpack(endian + "HH", head[:4])
+        vr = head[4:6]
+        if group == 0xFFFE or implicit or not (vr.isalpha() and vr.isupper()):
+            # Items, delimiters, implicit VR (some files switch to it for Pixel Data; pydicom accepts that).
+            (length,) = struct.unpack(endian + "L", head[4:8])
             start = pos + 8
+        elif vr in LONG_VRS:
+            extra = f.read(4)
+            if len(extra) < 4:
+                return f"the element ({group:04X},{element:04X}) header is cut short"
+            (length,) = struct.unpack(endian + "L", extra)
+            start = pos + 12
         else:
-            if vr in LONG_VRS:
-                extra = f.read(4)
-                if len(extra) < 4:
-                    return f"the element ({group:04X},{element:04X}) header is cut short"
-                (length,) = struct.unpack(endian + "L", extra)
-                start = pos + 12
-            else:
-                (length,) = struct.unpack(endian + "H", header[6:8])
-                start = pos + 8
-        if length == 0xFFFFFFFF:
-            if (group, element) != (0x7FE0, 0x0010):
-                return None  # undefined-length sequences after Pixel Data: trust pydicom's parse
-            problem, pos = _walk_items(f, start, size, endian)
-            if problem:
-                return problem
+            (length,) = struct.unpack(endian + "H", head[6:8])
+            start = pos + 8
+        if length == 0xFFFFFFFF or (group == 0xFFFE and element in (0xE00D, 0xE0DD)):
+            pos = start  # undefined length (sequence, item, encapsulated Pixel Data): its content follows
             continue
         if start + length > size:
             return (
@@ -220,23 +258,6 @@ def _check_remaining_elements(f: IO[bytes], size: int, ds: pydicom.Dataset) -> s
             )
         pos = start + length
     return None
-
-
-def _walk_items(f: IO[bytes], pos: int, size: int, endian: str) -> tuple[str | None, int]:
-    """Check the items of encapsulated Pixel Data; return (problem, position after)."""
-    while True:
-        f.seek(pos)
-        header = f.read(8)
-        if len(header) < 8:
-            return "the encapsulated Pixel Data ends without a sequence delimiter", pos
-        group, element, length = struct.unpack(endian + "HHL", header)
-        if (group, element) == (0xFFFE, 0xE0DD):
-            return None, pos + 8
-        if (group, element) != (0xFFFE, 0xE000):
-            return f"unexpected element ({group:04X},{element:04X}) inside encapsulated Pixel Data", pos
-        if pos + 8 + length > size:
-            return f"a Pixel Data fragment declares {length} bytes but only {size - pos - 8} remain", pos
-        pos += 8 + length
 
 
 def index_entry(parsed: ParsedInstance, stored_at: str = "") -> IndexedInstance:

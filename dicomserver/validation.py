@@ -74,6 +74,9 @@ def validate_dataset(ds: Dataset, study_in_path: str | None) -> ValidationResult
     def fail(reason: FailureReason, message: str) -> ValidationResult:
         return ValidationResult(reason, message, sop_class, sop_instance)
 
+    for keyword in (*REQUIRED_UIDS, "PatientID"):
+        if _value_count(ds, keyword) > 1:  # values not quoted: PatientID is patient data
+            return fail(FailureReason.VALIDATION_FAILURE, f"The {keyword} has more than one value (VM 1).")
     for keyword in REQUIRED_UIDS:
         value = _text(ds, keyword)
         if not value:
@@ -92,6 +95,12 @@ def validate_dataset(ds: Dataset, study_in_path: str | None) -> ValidationResult
             f"The StudyInstanceUID '{study}' does not match the study '{study_in_path}' in the request URL.",
         )
     return ValidationResult(None, "", sop_class, sop_instance)
+
+
+def _value_count(ds: Dataset, keyword: str) -> int:
+    if keyword not in ds or ds[keyword].value is None:
+        return 0
+    return len(_values(ds[keyword].value))
 
 
 def instance_key(ds: Dataset, partition: str) -> InstanceKey:

@@ -129,3 +129,56 @@ def test_odd_files_that_are_stored_are_retrieved_without_a_500(services: Service
     statuses = asyncio.run(every_retrieve())
     assert all(status < 500 for status in statuses), (name, statuses)
     assert statuses[1] == 200  # metadata is always there
+
+
+# -- store-time integrity: a damaged file is refused and never holds its UIDs --------------------
+
+
+def _with_large_text(length: int = 800) -> bytes:
+    return make_instance(StudyComments="x" * length)  # an explicit-VR long element before Pixel Data
+
+
+def _damaged() -> list[tuple[str, bytes, bytes, int]]:
+    """(name, damaged bytes, the intact file, expected failure reason)."""
+    cases: list[tuple[str, bytes, bytes, int]] = []
+    intact = make_instance()
+    series_at = intact.index(b"\x20\x00\x0e\x00UI")  # (0020,000E) SeriesInstanceUID
+    cases.append(("cut inside SeriesInstanceUID", intact[: series_at + 8 + 10], intact, 272))
+    pixel_at = intact.index(b"\xe0\x7f\x10\x00")  # (7FE0,0010)
+    cases.append(("cut inside the element before Pixel Data", intact[: pixel_at - 1], intact, 272))
+    cases.append(("cut inside Pixel Data", intact[:-20], intact, 272))
+    for vr, declared in ((b"UN", 0xFFFFFFF0), (b"OB", 0x7FFFFFFF), (b"UT", 0xFFFFFFF0), (b"SQ", 0x7FFFFFFF)):
+        base = _with_large_text()
+        at = base.index(b"\x32\x00\x00\x40")  # (0032,4000) StudyComments, LT
+        length = int.from_bytes(base[at + 6 : at + 8], "little")
+        huge = base[:at] + b"\x32\x00\x00\x40" + vr + b"\x00\x00" + declared.to_bytes(4, "little")
+        huge += base[at + 8 : at + 8 + length] + base[at + 8 + length :]
+        cases.append((f"{vr.decode()} declaring {declared:#x} bytes before Pixel Data", huge, base, 272))
+    for value in (0xFFFFFFFF, 2):
+        bad = intact[:140] + value.to_bytes(4, "little") + intact[144:]
+        cases.append((f"file meta group length {value:#x}", bad, intact, 272))
+    for keyword, values in (("StudyInstanceUID", ["1.2.3.999", "4.5.6"]), ("PatientID", ["PIDA", "PIDB"])):
+        ds = pydicom.dcmread(io.BytesIO(intact))
+        ds[keyword].value = values
+        out = io.BytesIO()
+        ds.save_as(out)
+        cases.append((f"multi-valued {keyword}", out.getvalue(), intact, 43264))
+    return cases
+
+
+DAMAGED = _damaged()
+
+
+@pytest.mark.parametrize(("name", "damaged", "intact", "reason"), DAMAGED, ids=[c[0] for c in DAMAGED])
+def test_a_damaged_file_is_refused_and_the_intact_file_stores_afterwards(
+    services: Services, name: str, damaged: bytes, intact: bytes, reason: int
+) -> None:
+    response = store(services, *multipart_body([damaged]))
+    assert response.status == 409, (name, response.body)
+    assert failures(response) == [reason], name
+    ds = pydicom.dcmread(io.BytesIO(intact), stop_before_pixels=True)
+    study = DEFAULT_PARTITION, ds.StudyInstanceUID
+    from dicomserver.identifiers import StudyKey
+
+    assert services.blobs.list_instances(StudyKey(*study)) == []  # nothing stored, no UID held
+    assert store(services, *multipart_body([intact])).status == 200

@@ -69,3 +69,12 @@ def test_path_uids_allow_azure_characters_and_reject_others() -> None:
     for bad in ["1/2", "a" * 65, "", "1%2F2", "..%2f"]:
         with pytest.raises(Exception, match="invalid"):
             parse_path_uid(bad, "study")
+
+
+@pytest.mark.parametrize("keyword", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID"])
+def test_a_multi_valued_key_attribute_is_refused_with_43264(keyword: str) -> None:
+    ds = pydicom.dcmread(io.BytesIO(make_instance()))
+    ds[keyword].value = ["1.2.3.999", "4.5.6"] if keyword.endswith("UID") else ["PIDA", "PIDB"]
+    result = validate_dataset(ds, None)
+    assert result.reason == FailureReason.VALIDATION_FAILURE
+    assert "more than one value" in result.message and "PIDA" not in result.message
