@@ -87,7 +87,10 @@ def validate_dataset(ds: Dataset, study_in_path: str | None) -> ValidationResult
         return fail(FailureReason.VALIDATION_FAILURE, "The required attribute PatientID is missing.")
     patient_id = _text(ds, "PatientID") or ""
     if len(patient_id) > 64 or "\\" in patient_id or any(ord(c) < 32 and c != "\x1b" for c in patient_id):
-        return fail(FailureReason.VALIDATION_FAILURE, f"The PatientID '{patient_id}' is not a valid LO value.")
+        return fail(  # the value is not quoted: it is patient data
+            FailureReason.VALIDATION_FAILURE,
+            "The PatientID is not a valid LO value (at most 64 characters, no backslash or control characters).",
+        )
     study = _text(ds, "StudyInstanceUID") or ""
     if study_in_path is not None and study.upper() != study_in_path.strip().upper():
         return fail(

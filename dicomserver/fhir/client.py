@@ -80,13 +80,17 @@ class FhirClient:
             raise TransientFhirError(f"FHIR {method} {path} answered {response.status_code}", response.status_code)
         if response.status_code >= 400:
             raise FhirError(
-                f"FHIR {method} {path} answered {response.status_code}: {response.text[:500]}", response.status_code
+                f"FHIR {method} {path} answered {response.status_code}{_outcome_codes(response)}", response.status_code
             )
         return response
 
     def search(self, resource_type: str, params: dict[str, str]) -> list[dict[str, Any]]:
-        """Resources of the first page of a search (the sync's searches match at most a few)."""
-        bundle = self._request("GET", resource_type, params=params).json()
+        """Resources of the first page of a search (the sync's searches match at most a few).
+
+        Sent as ``POST {type}/_search`` with a form body (FHIR R4 §3.1.0.8.1), so search values —
+        patient identifiers — never appear in a URL, where HTTP logs, proxies and servers record them.
+        """
+        bundle = self._request("POST", f"{resource_type}/_search", data=params).json()
         return [
             entry["resource"]
             for entry in bundle.get("entry", [])
@@ -134,3 +138,16 @@ class FhirClient:
         path = location.split(f"/{resource_type}/", 1)[1].split("/_history")[0]
         read: dict[str, Any] = self._request("GET", f"{resource_type}/{path}").json()
         return read
+
+
+def _outcome_codes(response: httpx.Response) -> str:
+    """The severity/code pairs of an OperationOutcome (never its text: it may echo patient data)."""
+    try:
+        outcome = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(outcome, dict) or outcome.get("resourceType") != "OperationOutcome":
+        return ""
+    issues = [f"{i.get('severity', '?')}/{i.get('code', '?')}" for i in outcome.get("issue", []) if isinstance(i, dict)]
+    return f" ({', '.join(issues[:5])})" if issues else ""
+

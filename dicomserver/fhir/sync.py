@@ -98,7 +98,10 @@ def ensure_patient(fhir: FhirClient, resource: dict[str, Any]) -> str:
     token = f"{identifier['system']}|{identifier['value']}"
     found = fhir.search("Patient", {"identifier": token})
     if len(found) > 1:
-        raise FhirError(f"{len(found)} Patients have the identifier {token}; merge them in FHIR first")
+        # The identifier value is patient data: the message names only its system.
+        raise FhirError(
+            f"{len(found)} Patients have this study's identifier (system {identifier['system']}); merge them in FHIR"
+        )
     if found:
         return str(found[0]["id"])
     new_id = resource_id("pat", identifier["system"], identifier["value"])
