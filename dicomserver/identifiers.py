@@ -3,7 +3,8 @@
 Two UID rules apply (Azure DICOM service v2 conformance statement):
 
 * UIDs in a request *path* may be 1-64 characters of letters, digits, ``.``
-  and ``-``; anything else is a 400.
+  and ``-`` (Azure's request-identifier rule), but not dots only; anything else
+  is a 400.  A well-formed UID that is not stored is a 404, as in Azure.
 * UIDs *inside a stored dataset* must follow the UI value representation
   (PS3.5 §9.1: components of digits separated by ``.``, no leading zero in a
   multi-digit component, at most 64 characters).  Only such UIDs ever become
@@ -46,7 +47,8 @@ def parse_path_uid(value: str, name: str) -> str:
     BadRequest
         If ``value`` is not 1-64 letters, digits, ``.`` or ``-``.
     """
-    if _PATH_UID.fullmatch(value) is None:
+    if _PATH_UID.fullmatch(value) is None or not value.strip("."):
+        # Dot-only values ("." and "..") are refused too: they are path segments, not identifiers.
         raise BadRequest(f"The {name} '{value}' is invalid: a UID is 1-64 characters of digits and '.'.")
     return value
 

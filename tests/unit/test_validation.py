@@ -78,3 +78,11 @@ def test_a_multi_valued_key_attribute_is_refused_with_43264(keyword: str) -> Non
     result = validate_dataset(ds, None)
     assert result.reason == FailureReason.VALIDATION_FAILURE
     assert "more than one value" in result.message and "PIDA" not in result.message
+
+
+@pytest.mark.parametrize("value", [".", "..", "...", "1" * 65, "1.2/3", "a b", ""])
+def test_path_uids_that_are_dot_segments_or_malformed_are_a_400(value: str) -> None:
+    from dicomserver.errors import BadRequest
+
+    with pytest.raises(BadRequest):
+        parse_path_uid(value, "study instance UID")
