@@ -4,16 +4,20 @@ Modes (``DICOM_AUTH_MODE``):
 
 ``entra`` (the default)
     Entra ID access tokens of the configured tenant.  Signature keys come from
-    the tenant's JWKS (``{authority}/{tenant}/discovery/v2.0/keys``), cached and
-    refreshed when a token names an unknown ``kid``; the issuer must be the
-    tenant's v2 (``{authority}/{tenant}/v2.0``) or v1
-    (``https://sts.windows.net/{tenant}/``) issuer; the audience one of
-    ``DICOM_AUTH_AUDIENCE`` (the API's app ID URI and its client ID).
+    the tenant's JWKS (``{authority}/{tenant}/discovery/v2.0/keys``), cached by
+    :class:`JwksUrlKeys`; the issuer must be the tenant's v2
+    (``{authority}/{tenant}/v2.0``) or v1 (``https://sts.windows.net/{tenant}/``)
+    issuer; the audience one of ``DICOM_AUTH_AUDIENCE`` (the API's app ID URI
+    and its client ID), which has no default when running in Azure.
 ``local``
     Tokens signed by a key generated under ``DICOM_AUTH_LOCAL_KEY_DIR``
     (``python -m scripts.token`` mints them); same checks otherwise.
 ``none``
-    No authentication: an explicit opt-out for local runs, logged as a warning.
+    No authentication: an explicit opt-out for local runs, logged as a warning,
+    and refused when running in Azure (:attr:`Settings.running_in_azure`).
+
+Authentication may fetch the JWKS over the network, so HTTP handlers call it in
+a worker thread (``functions/_http.py``), never on the event loop.
 
 Checks, in order: ``Authorization: Bearer <jwt>`` present and well formed;
 algorithm RS256, RS384 or RS512 (``none`` and HMAC are refused before any key
@@ -30,12 +34,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
 import jwt
 
 from .errors import Forbidden, Unauthorized
@@ -45,8 +50,16 @@ log = logging.getLogger(__name__)
 
 ALLOWED_ALGORITHMS = ("RS256", "RS384", "RS512")
 CLOCK_SKEW_SECONDS = 60
-#: An unknown ``kid`` triggers a JWKS refresh at most this often.
-_REFRESH_INTERVAL_SECONDS = 60
+#: A fetched JWKS is used this long, then fetched again even if every token names a known ``kid``
+#: (so keys withdrawn in a rollover stop being trusted).
+JWKS_TTL_SECONDS = 3600.0
+#: At most one JWKS fetch starts per this many seconds, whatever asks for it (first use, TTL, unknown
+#: ``kid``) and whether the previous one succeeded or not.
+JWKS_MIN_INTERVAL_SECONDS = 10.0
+#: After consecutive failed fetches the wait doubles from :data:`JWKS_MIN_INTERVAL_SECONDS` up to this.
+JWKS_MAX_BACKOFF_SECONDS = 60.0
+#: Timeout of one JWKS fetch (connect, read).
+JWKS_TIMEOUT_SECONDS = 5.0
 LOCAL_ISSUER = "urn:dicomserver:local"
 
 
@@ -101,41 +114,140 @@ class KeySource(Protocol):
         """The verification key for ``kid`` (raises Unauthorized when unknown)."""
 
 
-class JwksUrlKeys:
-    """Keys from a JWKS URL: cached, refreshed on an unknown ``kid`` (at most once a minute)."""
+class JwksUnusable(Exception):
+    """A JWKS fetch gave nothing usable (the reason names no token contents)."""
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
+
+class JwksUrlKeys:
+    """Keys from a JWKS URL, cached; thread-safe, and it blocks the calling thread while it fetches.
+
+    * The first lookup fetches (nothing is cached yet, whatever the clock says).
+    * The cached set is used for :data:`JWKS_TTL_SECONDS`, then fetched again; until that fetch
+      succeeds the cached keys stay in use (one caller fetches, the others do not wait for it).
+    * An unknown ``kid`` waits for a fetch in flight, then asks for at most one fetch of its own.
+    * Fetches are rate-limited, failed ones too: one attempt per :data:`JWKS_MIN_INTERVAL_SECONDS`,
+      doubling after each consecutive failure up to :data:`JWKS_MAX_BACKOFF_SECONDS`.
+    * Only an HTTP 200 whose body is an object with a non-empty ``keys`` list holding at least one
+      usable RSA signing key replaces the cached set; anything else is logged (URL and reason only)
+      and the previous keys stay.
+
+    PyJWT's ``PyJWKClient`` is not used: once its cache expires, a failed fetch fails every token
+    (the last good keys are dropped) and failed fetches are retried on every call.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = JWKS_TIMEOUT_SECONDS,
+        ttl: float = JWKS_TTL_SECONDS,
+        min_interval: float = JWKS_MIN_INTERVAL_SECONDS,
+        max_backoff: float = JWKS_MAX_BACKOFF_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.url = url
         self._timeout = timeout
+        self._ttl = ttl
+        self._min_interval = min_interval
+        self._max_backoff = max_backoff
+        self._clock = clock
         self._keys: dict[str, Any] = {}
-        self._fetched = 0.0
-        self._lock = threading.Lock()
-
-    def _refresh(self) -> None:
-        import httpx
-
-        try:
-            document = httpx.get(self.url, timeout=self._timeout).json()
-        except (httpx.HTTPError, ValueError) as exc:
-            log.warning("JWKS fetch failed url=%s: %s", self.url, exc)
-            return
-        self._keys = _keys_from_jwks(document)
-        self._fetched = time.monotonic()
+        #: When the cached keys were fetched; None: never.
+        self._fetched_at: float | None = None
+        #: When the last fetch (good or not) started; None: never.
+        self._attempted_at: float | None = None
+        self._failures = 0
+        #: Guards the fields above; never held during network I/O.
+        self._state = threading.Lock()
+        #: Held by the one thread that is fetching.
+        self._fetching = threading.Lock()
 
     def key(self, kid: str) -> Any:
-        with self._lock:
-            if kid not in self._keys and time.monotonic() - self._fetched > _REFRESH_INTERVAL_SECONDS:
+        with self._state:
+            cached = self._keys.get(kid)
+            fresh = self._fetched_at is not None and self._clock() - self._fetched_at < self._ttl
+        if cached is not None and fresh:
+            return cached
+        if cached is not None:
+            # Expired but usable: refresh unless another thread is at it; never wait for one.
+            if self._fetching.acquire(blocking=False):
+                try:
+                    self._refresh()
+                finally:
+                    self._fetching.release()
+        else:
+            # Unknown kid (or nothing fetched yet): let a fetch in flight finish, then maybe fetch.
+            with self._fetching:
                 self._refresh()
-            if kid not in self._keys:
-                raise Unauthorized(f"The token is signed with an unknown key '{kid}'.")
-            return self._keys[kid]
+        with self._state:
+            current = self._keys.get(kid)
+        if current is None:
+            raise Unauthorized(f"The token is signed with an unknown key '{kid}'.")
+        return current
+
+    def _backoff(self) -> float:
+        """Seconds between fetch attempts now (call with ``_state`` held)."""
+        if self._failures == 0:
+            return self._min_interval
+        return min(self._min_interval * 2.0 ** min(self._failures - 1, 16), self._max_backoff)
+
+    def _refresh(self) -> None:
+        """One fetch, if the rate limit allows (call with ``_fetching`` held)."""
+        with self._state:
+            now = self._clock()
+            if self._attempted_at is not None and now - self._attempted_at < self._backoff():
+                return
+            self._attempted_at = now
+        try:
+            keys = self._download()
+        except JwksUnusable as exc:
+            with self._state:
+                self._failures += 1
+                kept, wait = len(self._keys), self._backoff()
+            log.warning(
+                "JWKS refresh failed url=%s reason=%s; keeping %d cached key(s); next attempt in %.0f s or later",
+                self.url,
+                exc,
+                kept,
+                wait,
+            )
+            return
+        with self._state:
+            self._keys = keys
+            self._fetched_at = self._clock()
+            self._failures = 0
+        log.info("JWKS refreshed url=%s keys=%d", self.url, len(keys))
+
+    def _download(self) -> dict[str, Any]:
+        try:
+            response = httpx.get(self.url, timeout=self._timeout)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise JwksUnusable(f"{type(exc).__name__}: {exc}") from None
+        if response.status_code != 200:
+            raise JwksUnusable(f"HTTP {response.status_code}")
+        try:
+            document = response.json()
+        except ValueError:
+            raise JwksUnusable("the body is not JSON") from None
+        if not isinstance(document, dict):
+            raise JwksUnusable(f"the body is a JSON {type(document).__name__}, not an object")
+        entries = document.get("keys")
+        if not isinstance(entries, list) or not entries:
+            raise JwksUnusable("the body has no non-empty 'keys' list")
+        keys = _usable_keys(entries)
+        if not keys:
+            raise JwksUnusable(f"none of its {len(entries)} key(s) is a usable RSA signing key")
+        return keys
 
 
 class StaticKeys:
     """Keys from a JWKS document (local mode reads the file the token tool writes)."""
 
-    def __init__(self, document: dict[str, Any]) -> None:
-        self._keys = _keys_from_jwks(document)
+    def __init__(self, document: object) -> None:
+        entries = document.get("keys") if isinstance(document, dict) else None
+        self._keys = _usable_keys(entries) if isinstance(entries, list) else {}
+        if not self._keys:
+            raise ValueError("the JWKS document has no usable RSA signing key")
 
     def key(self, kid: str) -> Any:
         if kid not in self._keys:
@@ -143,12 +255,18 @@ class StaticKeys:
         return self._keys[kid]
 
 
-def _keys_from_jwks(document: dict[str, Any]) -> dict[str, Any]:
+def _usable_keys(entries: list[Any]) -> dict[str, Any]:
+    """The RSA signing keys of a JWKS ``keys`` list by ``kid``; other and malformed entries are skipped."""
     keys: dict[str, Any] = {}
-    for entry in document.get("keys", []):
-        if entry.get("kty") != "RSA" or "kid" not in entry:
+    for entry in entries:
+        if not isinstance(entry, dict) or entry.get("kty") != "RSA" or not isinstance(entry.get("kid"), str):
             continue
-        keys[entry["kid"]] = jwt.PyJWK.from_dict(entry).key
+        if entry.get("use", "sig") != "sig":
+            continue
+        try:
+            keys[entry["kid"]] = jwt.PyJWK.from_dict(entry).key
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+            continue
     return keys
 
 
@@ -242,10 +360,16 @@ def build_authenticator(settings: Settings) -> Authenticator:
     Raises
     ------
     ValueError
-        When the mode's settings are missing (tenant, audience, local keys).
+        When the mode's settings are missing (tenant, audience, local keys), or when running in
+        Azure with ``DICOM_AUTH_MODE=none`` or, in ``entra`` mode, without ``DICOM_AUTH_AUDIENCE``.
     """
     mode = AuthMode(settings.auth_mode)
     if mode is AuthMode.NONE:
+        if settings.running_in_azure:
+            raise ValueError(
+                "DICOM_AUTH_MODE=none is refused when running in Azure (WEBSITE_INSTANCE_ID or "
+                "WEBSITE_SITE_NAME is set): use DICOM_AUTH_MODE=entra"
+            )
         log.warning("DICOM_AUTH_MODE=none: DICOMweb calls are NOT authenticated (local use only)")
         return NoAuthentication()
     audiences = settings.auth_audiences
@@ -253,8 +377,12 @@ def build_authenticator(settings: Settings) -> Authenticator:
         path = local_jwks_path(settings)
         if not path.exists():
             raise ValueError(f"{path} is missing: run `make token` (python -m scripts.token) once to create the key")
+        try:
+            keys = StaticKeys(json.loads(path.read_text()))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path} is not a usable JWKS ({exc}): delete it and run `make token`") from None
         return JwtAuthenticator(
-            keys=StaticKeys(json.loads(path.read_text())),
+            keys=keys,
             issuers=[LOCAL_ISSUER],
             audiences=audiences,
             owner_roles=settings.auth_owner_roles,
@@ -262,6 +390,11 @@ def build_authenticator(settings: Settings) -> Authenticator:
         )
     if not settings.auth_tenant_id:
         raise ValueError("DICOM_AUTH_TENANT_ID must be set when DICOM_AUTH_MODE=entra")
+    if not audiences:
+        raise ValueError(
+            "DICOM_AUTH_AUDIENCE must be set when DICOM_AUTH_MODE=entra runs in Azure "
+            "(the API's app ID URI and client ID, comma-separated)"
+        )
     authority = settings.auth_authority.rstrip("/")
     tenant = settings.auth_tenant_id
     return JwtAuthenticator(

@@ -21,8 +21,9 @@ from tqdm import tqdm
 from .fhir.client import FhirClient
 from .fhir.sync import parse_sync_message, sync_study
 from .identifiers import DEFAULT_PARTITION, StudyKey
+from .ingest import ensure_indexed, import_instance
 from .settings import Settings
-from .wiring import Services, build_services, dicomweb_base_url, fhir_client
+from .wiring import Services, blob_poison_queue, build_services, dicomweb_base_url, fhir_client
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,29 @@ def requeue_poison(args: argparse.Namespace) -> int:
     return 0
 
 
+def replay_blob_poison(args: argparse.Namespace) -> int:
+    """Run the blob triggers again for every blob the host parked in webjobs-blobtrigger-poison."""
+    settings = Settings.from_env()
+    services = build_services(settings)
+    outcomes: dict[str, int] = {}
+
+    def replay(function: str, container: str, name: str) -> bool:
+        if function == "ensure_indexed" and container == settings.instance_container:
+            outcome = ensure_indexed(services.blobs, services.index, services.sync_queue, name)
+        elif function == "import_instances" and container == settings.import_container:
+            outcome = import_instance(services.blobs, services.index, services.sync_queue, services.imports, name)
+        else:
+            log.warning("kept a poison message for function=%s container=%s", function, container)
+            return False
+        outcomes[outcome.value] = outcomes.get(outcome.value, 0) + 1
+        return True
+
+    replayed, kept = blob_poison_queue(settings).drain(replay)
+    details = ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items()))
+    print(f"replayed {replayed} blobs ({details or 'none'}); kept {kept} messages")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dicomserver.cli", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -100,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sync.set_defaults(handler=resync)
     poison = commands.add_parser("requeue-poison", help="move fhir-sync-poison messages back to fhir-sync")
     poison.set_defaults(handler=requeue_poison)
+    blob_poison = commands.add_parser(
+        "replay-blob-poison", help="run the blob triggers again for blobs parked in webjobs-blobtrigger-poison"
+    )
+    blob_poison.set_defaults(handler=replay_blob_poison)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return int(args.handler(args))

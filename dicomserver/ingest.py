@@ -37,11 +37,12 @@ import json
 import logging
 import struct
 import tempfile
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -50,7 +51,7 @@ from . import bulkdata
 from .attributes import all_index_tags
 from .bulkdata import LONG_VRS, BulkTable
 from .dicomjson import dataset_to_json, select, tag_key
-from .errors import DuplicateInstance, FailureReason, NotFound
+from .errors import DependencyUnavailable, DuplicateInstance, FailureReason, NotFound
 from .frames import FrameTable, frame_table
 from .identifiers import DEFAULT_PARTITION, InstanceKey, is_valid_uid
 from .mediatypes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
@@ -70,8 +71,14 @@ __all__ = [
     "index_instance",
     "parse_instance_blob_name",
     "read_instance",
+    "riding_out_outages",
     "zero_preamble",
 ]
+
+T = TypeVar("T")
+
+#: Waits between attempts of a trigger's work while a dependency is unavailable (see riding_out_outages).
+OUTAGE_DELAYS = (5.0, 10.0, 20.0, 40.0)
 
 log = logging.getLogger(__name__)
 
@@ -436,3 +443,30 @@ def _reject(imports: AzureImportStore, name: str, f: IO[bytes], size: int, reaso
             "rejectedAt": datetime.now(UTC).isoformat(),
         },
     )
+
+
+def riding_out_outages(
+    work: Callable[[], T], delays: Sequence[float] = OUTAGE_DELAYS, sleep: Callable[[float], None] = time.sleep
+) -> T:
+    """Run a trigger's ``work``; while storage or the index is unavailable, wait and try again.
+
+    The host retries a failed trigger only ``maxDequeueCount`` times, ``visibilityTimeout``
+    apart (host.json), and then parks the blob in ``webjobs-blobtrigger-poison``: without this
+    a one-minute Cosmos DB outage poisoned every blob that arrived during it.  With the
+    delays (75 s in all) inside each of the host's attempts, an outage of about a quarter of
+    an hour is absorbed; what is poisoned after that is replayed with
+    ``python -m dicomserver.cli replay-blob-poison``.
+
+    Raises
+    ------
+    DependencyUnavailable
+        When the dependency is still unavailable after the last delay (the host retries).
+    """
+    for delay in delays:
+        try:
+            return work()
+        except DependencyUnavailable as exc:
+            log.warning("dependency unavailable, retrying in %.0f s: %s", delay, exc.message)
+            sleep(delay)
+    return work()
+

@@ -37,6 +37,9 @@ SETTING_NAMES: tuple[str, ...] = (
     "DICOM_FHIR_SYNC_QUEUE",
     "DICOM_PUBLIC_BASE_URL",
     "DICOM_MAX_INSTANCE_BYTES",
+    "DICOM_MAX_DECODED_BYTES",
+    "DICOM_MAX_DECODED_FRAME_BYTES",
+    "DICOM_MAX_FRAMES_PER_REQUEST",
     "DICOM_PROVISION_RESOURCES",
     "FHIR_URL",
     "DICOM_AUTH_MODE",
@@ -50,6 +53,19 @@ SETTING_NAMES: tuple[str, ...] = (
     "FHIR_PATIENT_IDENTIFIER_SYSTEM",
     "AZURE_CLIENT_ID",
 )
+
+
+#: Variables the App Service platform sets on every Azure Functions plan (the Functions host itself
+#: treats ``WEBSITE_INSTANCE_ID`` as "running in App Service"; ``WEBSITE_SITE_NAME`` is set on the
+#: Linux and Flex Consumption plans as well).  They are not settings: nobody sets them by hand, and
+#: Core Tools and the local host set neither (Core Tools sets ``WEBSITE_HOSTNAME``, so that one is
+#: not used).
+AZURE_INSTANCE_VARIABLES: tuple[str, ...] = ("WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME")
+
+
+def running_in_azure(environ: Mapping[str, str]) -> bool:
+    """Whether the platform's instance variables say this process runs in Azure."""
+    return any(environ.get(name) for name in AZURE_INSTANCE_VARIABLES)
 
 
 def _flag(value: str | None, default: bool = False) -> bool:
@@ -90,19 +106,30 @@ class Settings:
     max_instance_bytes: int = 2 * 1024**3
     #: Parts of one STOW request at most (413 beyond).
     max_parts_per_request: int = 10_000
+    #: Decoded bytes one retrieve may produce (whole-instance transcode, or a frame list): 406 beyond,
+    #: checked before decoding.  1 GiB: twice a 1,000-frame 512 × 512 16-bit CT (see transcode.py).
+    max_decoded_bytes: int = 1024**3
+    #: Decoded bytes of one frame (frames, rendered, and each frame of a transcode): 406 beyond.
+    max_decoded_frame_bytes: int = 128 * 1024**2
+    #: Entries of one frame list (WADO-RS frames): 400 beyond, and for a repeated frame.
+    max_frames_per_request: int = 1000
     #: Seconds a fhir-sync message stays invisible after the write that scheduled it (see stores/queue.py).
     fhir_sync_delay_seconds: int = 10
     provision_resources: bool = False
     #: ``entra`` (default), ``local`` (tokens from python -m scripts.token) or ``none``.
     auth_mode: str = "entra"
     auth_tenant_id: str | None = None
-    #: Accepted ``aud`` values: the API's app ID URI and its client ID.
+    #: Accepted ``aud`` values: the API's app ID URI and its client ID.  :meth:`from_env` leaves it
+    #: empty when running in Azure without ``DICOM_AUTH_AUDIENCE`` (no guessable default there).
     auth_audiences: tuple[str, ...] = ("api://dicomserver-local",)
     auth_authority: str = "https://login.microsoftonline.com"
     #: App role values (and display names) that grant everything / reading.
     auth_owner_roles: tuple[str, ...] = ("DICOM.Data.Owner", "DICOM Data Owner")
     auth_reader_roles: tuple[str, ...] = ("DICOM.Data.Reader", "DICOM Data Reader")
     auth_local_key_dir: str = ".local/auth"
+    #: True when the platform's instance variables are set (:data:`AZURE_INSTANCE_VARIABLES`):
+    #: ``DICOM_AUTH_MODE=none`` and an ``entra`` mode without ``DICOM_AUTH_AUDIENCE`` are refused.
+    running_in_azure: bool = False
     #: FHIR R4 base URL; empty disables the FHIR sync (messages are consumed and logged).
     fhir_url: str | None = None
     #: Static bearer token for a local FHIR server; in Azure the managed identity is used.
@@ -129,8 +156,12 @@ class Settings:
         except ValueError:
             raise ValueError(f"DICOM_MAX_INSTANCE_BYTES must be an integer, got {max_bytes_text!r}") from None
         max_parts = _int(env, "DICOM_MAX_PARTS_PER_REQUEST", defaults.max_parts_per_request, minimum=1)
+        max_decoded = _int(env, "DICOM_MAX_DECODED_BYTES", defaults.max_decoded_bytes, minimum=1)
+        max_frame = _int(env, "DICOM_MAX_DECODED_FRAME_BYTES", defaults.max_decoded_frame_bytes, minimum=1)
+        max_frames = _int(env, "DICOM_MAX_FRAMES_PER_REQUEST", defaults.max_frames_per_request, minimum=1)
         sync_delay = _int(env, "DICOM_FHIR_SYNC_DELAY_SECONDS", defaults.fhir_sync_delay_seconds, minimum=1)
         public = env.get("DICOM_PUBLIC_BASE_URL") or None
+        in_azure = running_in_azure(env)
         return cls(
             storage_connection_string=conn,
             blob_service_uri=env.get(f"{STORAGE_CONNECTION}__blobServiceUri") or None,
@@ -148,15 +179,19 @@ class Settings:
             public_base_url=public.rstrip("/") if public else None,
             max_instance_bytes=max_bytes,
             max_parts_per_request=max_parts,
+            max_decoded_bytes=max_decoded,
+            max_decoded_frame_bytes=max_frame,
+            max_frames_per_request=max_frames,
             fhir_sync_delay_seconds=sync_delay,
             provision_resources=_flag(env.get("DICOM_PROVISION_RESOURCES")),
             auth_mode=_auth_mode(env.get("DICOM_AUTH_MODE") or defaults.auth_mode),
             auth_tenant_id=env.get("DICOM_AUTH_TENANT_ID") or None,
-            auth_audiences=_list(env.get("DICOM_AUTH_AUDIENCE")) or defaults.auth_audiences,
+            auth_audiences=_list(env.get("DICOM_AUTH_AUDIENCE")) or (() if in_azure else defaults.auth_audiences),
             auth_authority=env.get("DICOM_AUTH_AUTHORITY") or defaults.auth_authority,
             auth_owner_roles=_list(env.get("DICOM_AUTH_OWNER_ROLES")) or defaults.auth_owner_roles,
             auth_reader_roles=_list(env.get("DICOM_AUTH_READER_ROLES")) or defaults.auth_reader_roles,
             auth_local_key_dir=env.get("DICOM_AUTH_LOCAL_KEY_DIR") or defaults.auth_local_key_dir,
+            running_in_azure=in_azure,
             fhir_url=(env.get("FHIR_URL") or "").rstrip("/") or None,
             fhir_bearer_token=env.get("FHIR_BEARER_TOKEN") or None,
             fhir_patient_identifier_system=env.get(

@@ -25,7 +25,7 @@ from .stores.blob import CHUNK_SIZE, AzureBlobStore, AzureImportStore
 from .stores.cosmos import make_cosmos_client
 from .stores.counting import CountingTransport
 from .stores.index import CosmosIndexStore
-from .stores.queue import AzureSyncQueue
+from .stores.queue import BLOB_POISON_QUEUE, AzureBlobPoisonQueue, AzureSyncQueue
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,12 @@ def build_services(settings: Settings) -> Services:
         settings.fhir_sync_delay_seconds,
     )
     return Services(settings, blobs, imports, index, queue)
+
+
+def blob_poison_queue(settings: Settings) -> AzureBlobPoisonQueue:
+    """The blob triggers' poison queue on the service's storage account (operations tools)."""
+    credential = None if settings.storage_connection_string else _credential(settings)
+    return AzureBlobPoisonQueue(_queue_client(settings, BLOB_POISON_QUEUE, credential))
 
 
 _lock = threading.Lock()
@@ -204,13 +210,20 @@ def authenticator() -> Authenticator:
     Raises
     ------
     DicomServerError
-        500 when the authentication settings are incomplete (the message says which).
+        500 when the authentication settings are incomplete or refused (e.g. ``DICOM_AUTH_MODE=none``
+        in Azure): the details (setting names, paths) go to the log only.  Every request retries.
     """
     with _auth_lock:
         if not _authenticators:
             try:
                 _authenticators.append(build_authenticator(Settings.from_env()))
-            except ValueError as exc:
+            except (ValueError, OSError) as exc:
                 log.error("authentication is misconfigured: %s", exc)
-                raise DicomServerError(f"Authentication is misconfigured: {exc}") from exc
+                raise DicomServerError("Authentication is misconfigured (details logged above).") from exc
         return _authenticators[0]
+
+
+def reset_authenticator_for_tests() -> None:
+    """Forget the process-wide authenticator (tests that change the environment)."""
+    with _auth_lock:
+        _authenticators.clear()

@@ -1,5 +1,6 @@
 """Shared HTTP plumbing: path UIDs, base URL, and the one error → response map."""
 
+import asyncio
 import json
 import logging
 import time
@@ -46,9 +47,13 @@ def base_url(req: Request, svc: Services) -> str:
     return f"{root}/{API_VERSION}"
 
 
+#: The message of every 500 body: what went wrong (exception text, setting names, paths) is logged only.
+INTERNAL_ERROR_MESSAGE = "The service failed to handle the request; the details are in the service log."
+
+
 def error_response(exc: DicomServerError) -> Response:
-    """The one map from service errors to HTTP responses."""
-    body = {"status": exc.status, "message": exc.message}
+    """The one map from service errors to HTTP responses (a 500 says nothing about its cause)."""
+    body = {"status": exc.status, "message": INTERNAL_ERROR_MESSAGE if exc.status == 500 else exc.message}
     if exc.reason is not None:
         body["reason"] = int(exc.reason)
     headers = dict(exc.headers)
@@ -67,7 +72,10 @@ async def handle(req: Request, call: Callable[[Services], Awaitable[Response]]) 
     ops = opcount.start()
     started = time.perf_counter()
     try:
-        authenticator().authenticate(req.headers.get("authorization"), action_for_method(req.method))
+        # In a worker thread: authentication may fetch the JWKS (dicomserver/auth.py).
+        await asyncio.to_thread(
+            authenticator().authenticate, req.headers.get("authorization"), action_for_method(req.method)
+        )
         response = await call(services())
     except DicomServerError as exc:
         if exc.status >= 500:

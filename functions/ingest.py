@@ -28,7 +28,8 @@ def _name_in_container(client: blob.BlobClient) -> str:
 )
 def ensure_indexed(client: blob.BlobClient) -> None:
     svc = services()
-    outcome = ingest.ensure_indexed(svc.blobs, svc.index, svc.sync_queue, _name_in_container(client))
+    name = _name_in_container(client)
+    outcome = ingest.riding_out_outages(lambda: ingest.ensure_indexed(svc.blobs, svc.index, svc.sync_queue, name))
     log.info("ensure_indexed outcome=%s", outcome.value)
 
 
@@ -37,5 +38,8 @@ def ensure_indexed(client: blob.BlobClient) -> None:
 )
 def import_instances(client: blob.BlobClient) -> None:
     svc = services()
-    outcome = ingest.import_instance(svc.blobs, svc.index, svc.sync_queue, svc.imports, _name_in_container(client))
+    name = _name_in_container(client)
+    outcome = ingest.riding_out_outages(
+        lambda: ingest.import_instance(svc.blobs, svc.index, svc.sync_queue, svc.imports, name)
+    )
     log.info("import outcome=%s", outcome.value)

@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
+from ..errors import DependencyUnavailable
 from ..identifiers import StudyKey, is_valid_uid
 from ..stores import BlobStore, IndexStore
 from ..stores.queue import AzureSyncQueue, sync_message
@@ -234,12 +235,13 @@ def handle_sync_message(
 ) -> SyncOutcome | None:
     """Process one fhir-sync message, with exponential back-off on transient FHIR failures.
 
-    A transient failure (429, 5xx, timeout) re-queues the study invisible for
-    10 s, 20 s, 40 s ... (at most 10 min); after :data:`MAX_ATTEMPTS` the
-    message goes to ``fhir-sync-poison``.  A FHIR refusal (4xx) goes to the
-    poison queue at once.  Anything else (the index unreachable) raises, so
-    the Functions host retries it and moves it to ``-poison`` after
-    ``maxDequeueCount``.
+    A transient failure (FHIR 429, 5xx, timeout; the index or blob storage
+    unavailable; the index not complete yet) re-queues the study invisible for
+    10 s, 20 s, 40 s ... (at most 10 min); after :data:`MAX_ATTEMPTS` (about
+    40 minutes in all) the message goes to ``fhir-sync-poison``.  A FHIR
+    refusal (4xx) goes to the poison queue at once.  Anything else (the queue
+    itself unreachable) raises, so the Functions host retries it and moves it
+    to ``-poison`` after ``maxDequeueCount``.
     """
     parsed = parse_sync_message(body)
     if parsed is None:
@@ -255,7 +257,8 @@ def handle_sync_message(
             dicomweb_base_url=dicomweb_base_url,
             patient_identifier_system=patient_identifier_system,
         )
-    except TransientFhirError as exc:
+    except (TransientFhirError, DependencyUnavailable) as exc:
+        # A FHIR server, index or storage outage: back off rather than let the host poison it.
         if attempt + 1 >= MAX_ATTEMPTS:
             log.error("fhir-sync giving up study=%s after %d attempts: %s", study.study_instance_uid, attempt + 1, exc)
             queue.send_to_poison(sync_message(study, attempt + 1))

@@ -27,8 +27,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from azure.core.exceptions import AzureError, ResourceExistsError
-from azure.storage.queue import QueueClient
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.storage.queue import QueueClient, QueueMessage
 
 from ..errors import DependencyUnavailable
 from ..identifiers import StudyKey
@@ -118,3 +118,49 @@ class AzureSyncQueue:
         except AzureError as exc:
             raise DependencyUnavailable("The fhir-sync poison queue is unavailable.") from exc
         return bodies
+
+
+#: The queue where the Functions host parks blobs whose trigger kept failing.
+BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"
+
+
+class AzureBlobPoisonQueue:
+    """``webjobs-blobtrigger-poison`` of the blob triggers' storage account, for replaying."""
+
+    def __init__(self, queue: QueueClient) -> None:
+        self._queue = queue
+
+    def drain(self, handle: Callable[[str, str, str], bool]) -> tuple[int, int]:
+        """Pass each parked blob to ``handle(function, container, blob_name)``; delete it when that returns True.
+
+        Returns (replayed, kept).  Messages that are not blob-trigger poison messages are kept.
+        """
+        replayed = 0
+        kept: list[QueueMessage] = []
+        try:
+            while True:
+                batch = list(self._queue.receive_messages(max_messages=32, visibility_timeout=300))
+                if not batch:
+                    break
+                for message in batch:
+                    try:
+                        raw = message.content
+                        data = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+                        function = str(data["FunctionId"]).rsplit(".", 1)[-1]
+                        container, name = str(data["ContainerName"]), str(data["BlobName"])
+                    except (ValueError, KeyError, TypeError):
+                        kept.append(message)
+                        continue
+                    if handle(function, container, name):
+                        self._queue.delete_message(message)
+                        replayed += 1
+                    else:
+                        kept.append(message)
+            for message in kept:  # visible again for whoever handles them
+                self._queue.update_message(message, visibility_timeout=0)
+            return replayed, len(kept)
+        except ResourceNotFoundError:
+            return replayed, len(kept)
+        except AzureError as exc:
+            raise DependencyUnavailable("The blob poison queue is unavailable.") from exc
+

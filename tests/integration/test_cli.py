@@ -57,3 +57,41 @@ def test_requeue_poison_moves_messages_back(cli_env: Settings, services: Service
     services.sync_queue.send_to_poison(sync_message(study, 8))
     assert cli.main(["requeue-poison"]) == 0
     assert services.sync_queue.drain_poison() == []
+
+
+def test_replay_blob_poison_indexes_the_parked_blobs(
+    cli_env: Settings, services: Services, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import base64
+    import io
+    import json
+
+    import pydicom
+    from azure.storage.queue import QueueClient
+
+    from dicomserver.identifiers import InstanceKey
+    from dicomserver.stores.blob import instance_blob_name
+    from dicomserver.stores.queue import BLOB_POISON_QUEUE
+
+    data = make_instance()
+    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    key = InstanceKey(DEFAULT_PARTITION, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    services.blobs.put_instance(key, io.BytesIO(data), len(data))  # its trigger failed until poisoned
+    poison = QueueClient.from_connection_string(cli_env.storage_connection_string or "", BLOB_POISON_QUEUE)
+    try:
+        poison.create_queue()
+    except Exception:  # noqa: BLE001 - exists
+        pass
+    message = {
+        "Type": "BlobTrigger",
+        "FunctionId": "Host.Functions.ensure_indexed",
+        "BlobType": "BlockBlob",
+        "ContainerName": cli_env.instance_container,
+        "BlobName": instance_blob_name(key),
+        "ETag": '"0x1"',
+    }
+    poison.send_message(base64.b64encode(json.dumps(message).encode()).decode())
+    assert services.index.get_instance(key) is None
+    assert cli.main(["replay-blob-poison"]) == 0
+    assert "replayed 1 blobs (1 indexed)" in capsys.readouterr().out
+    assert services.index.get_instance(key) is not None

@@ -92,3 +92,73 @@ def test_azurite_restart_mid_run_loses_nothing(tmp_path: Path, stack_env: dict[s
         assert store(services, *multipart_body([second])).status == 200
     finally:
         devstack.stop(azurite)
+
+
+def test_a_cosmos_outage_during_the_repair_trigger_is_ridden_out_not_poisoned(
+    cosmos_proxy: tuple[FaultProxy, Services],
+) -> None:
+    import threading
+
+    from dicomserver.ingest import Outcome, ensure_indexed, riding_out_outages
+    from dicomserver.stores.blob import instance_blob_name
+
+    proxy, services = cosmos_proxy
+    data = make_instance()
+    key = key_of(data)
+    services.blobs.put_instance(key, io.BytesIO(data), len(data))  # a blob whose STOW died before indexing
+    proxy.down()
+    threading.Timer(2.0, proxy.up).start()  # the outage lasts about 2 s
+    waits: list[float] = []
+
+    def wait(seconds: float) -> None:
+        waits.append(seconds)
+        import time
+
+        time.sleep(seconds)
+
+    outcome = riding_out_outages(
+        lambda: ensure_indexed(services.blobs, services.index, services.sync_queue, instance_blob_name(key)),
+        delays=(0.5, 1.0, 2.0, 4.0),
+        sleep=wait,
+    )
+    assert outcome is Outcome.INDEXED  # absorbed (by the SDK's own retries and, beyond them, our waits)
+    assert visible_studies(services, key) == 1
+
+
+def test_an_index_outage_during_the_fhir_sync_backs_off_instead_of_raising(
+    cosmos_proxy: tuple[FaultProxy, Services], fhir_url: str
+) -> None:
+    import base64
+    import json
+
+    from azure.storage.queue import QueueClient
+
+    from dicomserver.fhir.client import FhirClient
+    from dicomserver.fhir.sync import handle_sync_message
+    from dicomserver.identifiers import StudyKey
+    from dicomserver.stores.queue import sync_message
+
+    proxy, services = cosmos_proxy
+    study = StudyKey(DEFAULT_PARTITION, "1.2.826.0.1.3680043.8.498.424242")
+    proxy.down()
+    with FhirClient(fhir_url) as fhir:
+        outcome = handle_sync_message(
+            body=sync_message(study, 2),
+            index=services.index,
+            blobs=services.blobs,
+            fhir=fhir,
+            queue=services.sync_queue,
+            dicomweb_base_url="http://dicom.test/v2",
+            patient_identifier_system="urn:test",
+        )
+    proxy.up()
+    assert outcome is None  # not raised: the host would have counted it towards poison
+    queue = QueueClient.from_connection_string(
+        services.settings.storage_connection_string or "", services.settings.fhir_sync_queue
+    )
+    assert list(queue.peek_messages()) == []  # re-queued invisible (40 s for attempt 3), not visible now
+    assert queue.get_queue_properties().approximate_message_count == 1
+    poison = QueueClient.from_connection_string(
+        services.settings.storage_connection_string or "", services.settings.fhir_sync_queue + "-poison"
+    )
+    assert [json.loads(base64.b64decode(m.content)) for m in poison.peek_messages()] == []

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import jwt
@@ -15,9 +17,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from dicomserver.auth import Action, JwksUrlKeys, JwtAuthenticator, action_for_method, build_authenticator
+from dicomserver.auth import (
+    JWKS_MIN_INTERVAL_SECONDS,
+    JWKS_TTL_SECONDS,
+    Action,
+    JwksUrlKeys,
+    JwtAuthenticator,
+    action_for_method,
+    build_authenticator,
+)
 from dicomserver.errors import Forbidden, Unauthorized
-from dicomserver.settings import Settings
+from dicomserver.settings import AZURE_INSTANCE_VARIABLES, Settings
 from scripts.token import ensure_key, mint
 
 OWNER, READER = ["DICOM.Data.Owner"], ["DICOM.Data.Reader"]
@@ -176,54 +186,316 @@ def test_entra_mode_trusts_the_tenant_v1_and_v2_issuers_and_needs_its_settings()
     assert built._issuers == {"https://login.microsoftonline.com/tid/v2.0", "https://sts.windows.net/tid/"}
 
 
+class JwksEndpoint:
+    """A real loopback JWKS endpoint (http.server in a thread) whose reply the test sets."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.body = b'{"keys": []}'
+        self.hits = 0
+        #: When set, each request waits for this event (at most 5 s) before it is answered.
+        self.hold: threading.Event | None = None
+        self.requested = threading.Event()
+        #: Per held request: whether the test released it (False: it timed out).
+        self.released: list[bool] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                endpoint.hits += 1
+                if endpoint.hold is not None:
+                    endpoint.requested.set()
+                    endpoint.released.append(endpoint.hold.wait(5))
+                body, status = endpoint.body, endpoint.status
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+        self.authority = f"http://127.0.0.1:{self._server.server_port}"
+        self.url = f"{self.authority}/tid/discovery/v2.0/keys"
+
+    def serve(self, document: object, status: int = 200) -> None:
+        self.body = document if isinstance(document, bytes) else json.dumps(document).encode()
+        self.status = status
+
+    def stop(self) -> None:
+        """Stop listening: later fetches fail to connect."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join()
+
+
 @pytest.fixture
-def jwks_server() -> Iterator[tuple[str, dict[str, object]]]:
-    """A loopback JWKS endpoint whose key set the test can rotate."""
-    state: dict[str, object] = {"jwks": {"keys": []}, "hits": 0}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            state["hits"] = int(state["hits"]) + 1  # type: ignore[call-overload]
-            body = json.dumps(state["jwks"]).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/keys", state
-    server.shutdown()
-    server.server_close()
+def endpoint() -> Iterator[JwksEndpoint]:
+    served = JwksEndpoint()
+    yield served
+    if served.hold is not None:
+        served.hold.set()
+    served.stop()
 
 
-def test_jwks_is_cached_and_refreshed_on_an_unknown_kid(jwks_server: tuple[str, dict[str, object]]) -> None:
-    url, state = jwks_server
+@pytest.fixture(scope="module")
+def signing_keys() -> dict[str, rsa.RSAPrivateKey]:
+    return {kid: rsa.generate_private_key(public_exponent=65537, key_size=2048) for kid in ("k1", "k2")}
 
-    def jwk_of(private: rsa.RSAPrivateKey, kid: str) -> dict[str, object]:
-        return {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key())), "kid": kid}
 
-    first, second = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
-    state["jwks"] = {"keys": [jwk_of(first, "k1")]}
-    keys = JwksUrlKeys(url)
-    auth = JwtAuthenticator(keys=keys, issuers=["iss"], audiences=["aud"], owner_roles=OWNER, reader_roles=READER)
+def jwk_of(private: rsa.RSAPrivateKey, kid: str) -> dict[str, object]:
+    return {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key())), "kid": kid, "use": "sig"}
 
-    def token(private: rsa.RSAPrivateKey, kid: str) -> str:
-        claims = {"iss": "iss", "aud": "aud", "exp": int(time.time()) + 60, "roles": OWNER}
-        return bearer(jwt.encode(claims, private, algorithm="RS256", headers={"kid": kid}))
 
-    auth.authenticate(token(first, "k1"), Action.READ)
-    auth.authenticate(token(first, "k1"), Action.READ)
-    assert state["hits"] == 1  # cached
-    state["jwks"] = {"keys": [jwk_of(first, "k1"), jwk_of(second, "k2")]}  # key rotation
-    keys._fetched -= 3600  # the refresh interval has passed
-    auth.authenticate(token(second, "k2"), Action.READ)
-    assert state["hits"] == 2
-    with pytest.raises(Unauthorized, match="unknown key"):
-        auth.authenticate(token(second, "k3"), Action.READ)
-    assert state["hits"] == 2  # unknown kids cannot make us hammer the tenant's JWKS endpoint
+def jwks(signing_keys: dict[str, rsa.RSAPrivateKey], *kids: str) -> dict[str, object]:
+    return {"keys": [jwk_of(signing_keys[kid], kid) for kid in kids]}
+
+
+def signed(signing_keys: dict[str, rsa.RSAPrivateKey], kid: str, *, signer: str | None = None) -> str:
+    claims = {"iss": "iss", "aud": "aud", "exp": int(time.time()) + 600, "roles": OWNER}
+    return bearer(jwt.encode(claims, signing_keys[signer or kid], algorithm="RS256", headers={"kid": kid}))
+
+
+class FakeClock:
+    """The cache's monotonic clock, moved by the test (no sleeping)."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def authenticator_for(url: str, clock: FakeClock) -> JwtAuthenticator:
+    keys = JwksUrlKeys(url, clock=clock)
+    return JwtAuthenticator(keys=keys, issuers=["iss"], audiences=["aud"], owner_roles=OWNER, reader_roles=READER)
+
+
+#: JWKS replies that must never replace the cached keys: (HTTP status, body).
+BAD_REPLIES = {
+    "error status with a valid key set": (500, {"keys": []}),
+    "service unavailable": (503, b"<html>down</html>"),
+    "empty object": (200, {}),
+    "list instead of object": (200, [{"kty": "RSA", "kid": "k1"}]),
+    "empty keys list": (200, {"keys": []}),
+    "keys not a list": (200, {"keys": "k1"}),
+    "no usable key": (200, {"keys": [{"kty": "oct", "kid": "h", "k": "c2VjcmV0"}, {"kty": "RSA", "kid": "x"}]}),
+    "not JSON": (200, b"<html>sign in</html>"),
+}
+
+
+class TestJwksCache:
+    """``JwksUrlKeys`` against a real HTTP endpoint, with the clock under the test's control."""
+
+    def test_the_first_token_after_boot_fetches_the_keys_even_at_clock_zero(
+        self, endpoint: JwksEndpoint, signing_keys: dict[str, rsa.RSAPrivateKey]
+    ) -> None:
+        endpoint.serve(jwks(signing_keys, "k1"))
+        auth = authenticator_for(endpoint.url, FakeClock(0.0))  # a fresh machine: monotonic() is near 0
+        auth.authenticate(signed(signing_keys, "k1"), Action.READ)
+        assert endpoint.hits == 1
+
+    def test_keys_are_cached_for_the_ttl_then_fetched_again_although_every_kid_is_known(
+        self, endpoint: JwksEndpoint, signing_keys: dict[str, rsa.RSAPrivateKey]
+    ) -> None:
+        endpoint.serve(jwks(signing_keys, "k1"))
+        clock = FakeClock(1000.0)
+        auth = authenticator_for(endpoint.url, clock)
+        token = signed(signing_keys, "k1")
+        auth.authenticate(token, Action.READ)
+        clock.now += JWKS_TTL_SECONDS - 1
+        auth.authenticate(token, Action.READ)
+        assert endpoint.hits == 1
+        clock.now += 1
+        auth.authenticate(token, Action.READ)
+        assert endpoint.hits == 2
+        auth.authenticate(token, Action.READ)
+        assert endpoint.hits == 2
+
+    def test_a_key_withdrawn_in_a_rollover_is_refused_once_the_ttl_has_passed(
+        self, endpoint: JwksEndpoint, signing_keys: dict[str, rsa.RSAPrivateKey]
+    ) -> None:
+        endpoint.serve(jwks(signing_keys, "k1"))
+        clock = FakeClock()
+        auth = authenticator_for(endpoint.url, clock)
+        auth.authenticate(signed(signing_keys, "k1"), Action.READ)
+        endpoint.serve(jwks(signing_keys, "k2"))  # rollover: k1 is withdrawn
+        clock.now += JWKS_TTL_SECONDS
+        assert "unknown key" in refused(auth, signed(signing_keys, "k1"))
+        auth.authenticate(signed(signing_keys, "k2"), Action.READ)
+        assert endpoint.hits == 2
+
+    def test_a_token_naming_a_new_key_fetches_it_once_the_interval_has_passed(
+        self, endpoint: JwksEndpoint, signing_keys: dict[str, rsa.RSAPrivateKey]
+    ) -> None:
+        endpoint.serve(jwks(signing_keys, "k1"))
+        clock = FakeClock()
+        auth = authenticator_for(endpoint.url, clock)
+        auth.authenticate(signed(signing_keys, "k1"), Action.READ)
+        endpoint.serve(jwks(signing_keys, "k1", "k2"))  # rollover: k2 is published
+        clock.now += JWKS_MIN_INTERVAL_SECONDS
+        auth.authenticate(signed(signing_keys, "k2"), Action.READ)
+        auth.authenticate(signed(signing_keys, "k1"), Action.READ)
+        assert endpoint.hits == 2
+
+    def test_unknown_kids_trigger_at_most_one_fetch_per_interval(
+        self, endpoint: JwksEndpoint, signing_keys: dict[str, rsa.RSAPrivateKey]
+    ) -> None:
+        endpoint.serve(jwks(signing_keys, "k1"))
+        clock = FakeClock()
+        auth = authenticator_for(endpoint.url, clock)
+        auth.authenticate(signed(signing_keys, "k1"), Action.READ)
+        hits = []
+        for at, kid in ((5, "a"), (10, "b"), (11, "c"), (19.9, "d"), (20, "e"), (20, "f")):
+            clock.now = at
+            assert "unknown key" in refused(auth, signed(signing_keys, kid, signer="k1"))
+            hits.append(endpoint.hits)
+        assert hits == [1, 2, 2, 2, 3, 3]
+
+    @pytest.mark.parametrize("status,body", BAD_REPLIES.values(), ids=BAD_REPLIES.keys())
+    def test_a_bad_reply_keeps_the_cached_keys_and_logs_no_token_contents(
+        self,
+        endpoint: JwksEndpoint,
+        signing_keys: dict[str, rsa.RSAPrivateKey],
+        caplog: pytest.LogCaptureFixture,
+        status: int,
+        body: object,
+    ) -> None:
+        endpoint.serve(jwks(signing_keys, "k1"))
+        clock = FakeClock()
+        auth = authenticator_for(endpoint.url, clock)
+        token = signed(signing_keys, "k1")
+        auth.authenticate(token, Action.READ)
+        endpoint.serve(body, status)
+        clock.now += JWKS_TTL_SECONDS
+        with caplog.at_level(logging.WARNING, logger="dicomserver.auth"):
+            auth.authenticate(token, Action.READ)
+            auth.authenticate(token, Action.READ)
+        assert endpoint.hits == 2  # one attempt; the next waits for the interval
+        [record] = [r for r in caplog.records if r.name == "dicomserver.auth"]
+        text = record.getMessage()
+        assert "JWKS refresh failed" in text and endpoint.url in text and "keeping 1 cached key" in text
+        for part in token.removeprefix("Bearer ").split("."):
+            assert part not in text
+
+    @pytest.mark.parametrize("status,body", BAD_REPLIES.values(), ids=BAD_REPLIES.keys())
+    def test_a_bad_reply_before_any_good_one_is_a_401_not_a_crash(
+        self, endpoint: JwksEndpoint, signing_keys: dict[str, rsa.RSAPrivateKey], status: int, body: object
+    ) -> None:
+        endpoint.serve(body, status)
+        auth = authenticator_for(endpoint.url, FakeClock())
+        assert "unknown key" in refused(auth, signed(signing_keys, "k1"))
+
+    def test_failed_fetches_are_rate_limited_with_a_short_backoff(
+        self, endpoint: JwksEndpoint, signing_keys: dict[str, rsa.RSAPrivateKey]
+    ) -> None:
+        endpoint.serve({"error": "outage"}, 500)
+        clock = FakeClock()
+        auth = authenticator_for(endpoint.url, clock)
+        token = signed(signing_keys, "k1")
+        seen = []
+        # Attempts at 0, then 10 s, 20 s, 40 s and 60 s (the cap) after each failure.
+        for at in (0, 5, 9.9, 10, 29.9, 30, 69.9, 70, 129.9, 130, 189.9, 190):
+            clock.now = at
+            assert "unknown key" in refused(auth, token)
+            seen.append(endpoint.hits)
+        assert seen == [1, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6]
+        endpoint.serve(jwks(signing_keys, "k1"))  # the endpoint recovers
+        clock.now = 250
+        auth.authenticate(token, Action.READ)
+        assert endpoint.hits == 7
+        clock.now = 260  # a success resets the backoff to the minimum interval
+        assert "unknown key" in refused(auth, signed(signing_keys, "k9", signer="k1"))
+        assert endpoint.hits == 8
+
+    def test_an_unreachable_endpoint_keeps_the_cached_keys(
+        self, endpoint: JwksEndpoint, signing_keys: dict[str, rsa.RSAPrivateKey], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        endpoint.serve(jwks(signing_keys, "k1"))
+        clock = FakeClock()
+        auth = authenticator_for(endpoint.url, clock)
+        token = signed(signing_keys, "k1")
+        auth.authenticate(token, Action.READ)
+        endpoint.stop()
+        clock.now += JWKS_TTL_SECONDS
+        with caplog.at_level(logging.WARNING, logger="dicomserver.auth"):
+            auth.authenticate(token, Action.READ)
+        assert "ConnectError" in caplog.text
+
+    def test_concurrent_first_requests_share_one_fetch(
+        self, endpoint: JwksEndpoint, signing_keys: dict[str, rsa.RSAPrivateKey]
+    ) -> None:
+        endpoint.serve(jwks(signing_keys, "k1"))
+        endpoint.hold = threading.Event()
+        auth = authenticator_for(endpoint.url, FakeClock())
+        token = signed(signing_keys, "k1")
+        results: list[object] = []
+
+        def call() -> None:
+            try:
+                results.append(auth.authenticate(token, Action.READ).roles)
+            except Unauthorized as exc:
+                results.append(exc)
+
+        threads = [threading.Thread(target=call) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        assert endpoint.requested.wait(5)
+        endpoint.hold.set()
+        for thread in threads:
+            thread.join(10)
+        assert results == [frozenset(OWNER)] * 8
+        assert endpoint.hits == 1
+
+
+def test_authentication_runs_off_the_event_loop_while_the_keys_are_fetched(
+    endpoint: JwksEndpoint, signing_keys: dict[str, rsa.RSAPrivateKey], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request handler awaits authentication in a worker thread: a slow JWKS never stalls other requests."""
+    from azurefunctions.extensions.http.fastapi import Request, Response
+
+    from dicomserver import wiring
+    from functions._http import handle
+
+    for name in AZURE_INSTANCE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DICOM_AUTH_MODE", "entra")
+    monkeypatch.setenv("DICOM_AUTH_AUTHORITY", endpoint.authority)
+    monkeypatch.setenv("DICOM_AUTH_TENANT_ID", "tid")
+    monkeypatch.setenv("DICOM_AUTH_AUDIENCE", "aud")
+    wiring.reset_authenticator_for_tests()
+    endpoint.serve(jwks(signing_keys, "k1"))
+    endpoint.hold = threading.Event()
+    claims = {"iss": f"{endpoint.authority}/tid/v2.0", "aud": "aud", "exp": int(time.time()) + 600, "roles": []}
+    token = jwt.encode(claims, signing_keys["k1"], algorithm="RS256", headers={"kid": "k1"})
+    request = Request(
+        {
+            "type": "http",
+            "method": "GET",
+            "path": "/v2/studies",
+            "query_string": b"",
+            "headers": [(b"host", b"testserver"), (b"authorization", f"Bearer {token}".encode())],
+        }
+    )
+
+    async def never(svc: wiring.Services) -> Response:
+        raise AssertionError("a token without roles must not reach the handler")
+
+    async def scenario() -> int:
+        answered = asyncio.create_task(handle(request, never))
+        # This coroutine runs on while the JWKS request is held: the loop is free.
+        assert await asyncio.to_thread(endpoint.requested.wait, 5)
+        assert endpoint.hold is not None
+        endpoint.hold.set()
+        return (await answered).status_code
+
+    try:
+        assert asyncio.run(scenario()) == 403
+        assert endpoint.released == [True]
+    finally:
+        wiring.reset_authenticator_for_tests()
