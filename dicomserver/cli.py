@@ -7,6 +7,9 @@ Commands (settings come from the environment, as for the function app):
     puts fhir-sync messages on the queue for the function app instead).
 ``requeue-poison``
     Move every message of ``fhir-sync-poison`` back onto ``fhir-sync``.
+``replay-blob-poison``
+    Run the repair or import again for every blob the Functions host parked in
+    ``webjobs-blobtrigger-poison`` after its trigger kept failing.
 """
 
 from __future__ import annotations
