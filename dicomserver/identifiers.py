@@ -2,9 +2,11 @@
 
 Two UID rules apply (Azure DICOM service v2 conformance statement):
 
-* UIDs in a request *path* may be 1-64 characters of letters, digits, ``.``
-  and ``-`` (Azure's request-identifier rule), but not dots only; anything else
-  is a 400.  A well-formed UID that is not stored is a 404, as in Azure.
+* UIDs in a request *path* may be 1-64 digits and ``.`` (Azure's
+  ``DicomElementMinimumValidation.ValidateUI``, which WADO, DELETE and STOW
+  apply to path identifiers: letters are a 400, although the conformance
+  statement's text allows them), but not dots only; anything else is a 400.
+  A well-formed UID that is not stored is a 404, as in Azure.
 * UIDs *inside a stored dataset* must follow the UI value representation
   (PS3.5 §9.1: components of digits separated by ``.``, no leading zero in a
   multi-digit component, at most 64 characters).  Only such UIDs ever become
@@ -22,7 +24,7 @@ from .errors import BadRequest
 #: Data partition used when partitions are not enabled (Azure's default name).
 DEFAULT_PARTITION = "Microsoft.Default"
 
-_PATH_UID = re.compile(r"[A-Za-z0-9.\-]{1,64}")
+_PATH_UID = re.compile(r"[0-9.]{1,64}")
 _UI_VALUE = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
 
@@ -45,7 +47,7 @@ def parse_path_uid(value: str, name: str) -> str:
     Raises
     ------
     BadRequest
-        If ``value`` is not 1-64 letters, digits, ``.`` or ``-``.
+        If ``value`` is not 1-64 digits and ``.``, or only dots.
     """
     if _PATH_UID.fullmatch(value) is None or not value.strip("."):
         # Dot-only values ("." and "..") are refused too: they are path segments, not identifiers.

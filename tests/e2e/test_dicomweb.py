@@ -251,3 +251,14 @@ def test_rendered_with_dicomweb_client(base_url: str, client: DICOMwebClient) ->
     assert jpeg.startswith(b"\xff\xd8")
     png = client.retrieve_instance_frames_rendered(*uids, frame_numbers=[1], media_types=("image/png",))
     assert png.startswith(b"\x89PNG")
+
+
+def test_path_uids_that_are_not_digits_and_dots_are_a_400_everywhere(base_url: str) -> None:
+    data = make_instance()
+    body, ctype = multipart_body([data])
+    headers = {"Content-Type": ctype, "Accept": "application/dicom+json"}
+    assert httpx.post(f"{base_url}/studies/1.2.abc", content=body, headers=headers).status_code == 400
+    for path in ("studies/abc", "studies/1.2.3/series/x-1", "studies/1.2/series/1.3/instances/1.4a/metadata"):
+        assert httpx.get(f"{base_url}/{path}").status_code == 400, path
+    assert httpx.delete(f"{base_url}/studies/1.2.abc").status_code == 400
+    assert httpx.get(f"{base_url}/studies/1.2.3.4.5.6.7.8.9/metadata").status_code == 404  # well formed, absent

@@ -64,9 +64,10 @@ def test_uid_grammar() -> None:
     assert not is_valid_uid("1.2/../3")
 
 
-def test_path_uids_allow_azure_characters_and_reject_others() -> None:
-    assert parse_path_uid("1.2-3.abc", "study") == "1.2-3.abc"
-    for bad in ["1/2", "a" * 65, "", "1%2F2", "..%2f"]:
+def test_path_uids_are_digits_and_dots_as_azure_validates_them() -> None:
+    assert parse_path_uid("1.2.840.10008.1.2.1", "study") == "1.2.840.10008.1.2.1"
+    assert parse_path_uid("1.02..3", "study") == "1.02..3"  # Azure's check is characters and length only
+    for bad in ["1/2", "1" * 65, "", "1%2F2", "..%2f", "1.2-3.abc", "abc", "1.2.3.abc"]:
         with pytest.raises(Exception, match="invalid"):
             parse_path_uid(bad, "study")
 
