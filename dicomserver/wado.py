@@ -11,19 +11,26 @@ transfer syntax than the stored one is transcoded (:mod:`.transcode`: to
 Explicit VR Little Endian or JPEG 2000 lossless); anything else is a 406.
 Frames are served by ranged reads of the frame table, and decoded or encoded
 one frame at a time when the Accept header asks for another transfer syntax.
+
+Limits (see the README's "Limits"): whatever decodes pixel data is checked against a
+:class:`~.transcode.DecodeBudget` before anything is decoded (406 quoting the sizes);
+a frame list has at most ``DICOM_MAX_FRAMES_PER_REQUEST`` entries, none repeated (400);
+a Range header number has at most :data:`MAX_RANGE_DIGITS` digits (416).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydicom.dataset import Dataset
 
 from . import bulkdata
-from .errors import BadRequest, NotAcceptable, NotFound
+from .errors import BadRequest, NotAcceptable, NotFound, RangeNotSatisfiable
 from .identifiers import InstanceKey, StudyKey
 from .mediatypes import (
     ANY,
@@ -31,6 +38,7 @@ from .mediatypes import (
     APPLICATION_DICOM_JSON,
     APPLICATION_JSON,
     APPLICATION_OCTET_STREAM,
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
     FRAME_IMAGE_TYPES,
@@ -43,19 +51,33 @@ from .mediatypes import (
     parse_accept,
 )
 from .multipart import iter_multipart, new_boundary
+from .settings import Settings
 from .stores import BlobStore, IndexedInstance, IndexStore
 from .stores.blob import OpenedInstance
 from .transcode import (
+    DEFAULT_BUDGET,
     MAX_TRANSCODE_BYTES,
     TARGETS,
     TRANSCODABLE,
+    DecodeBudget,
+    check_budget,
     check_size,
     frame_header,
     render,
     render_frame,
-    transcode,
     transcode_frame,
+    transcode_stream,
 )
+
+#: Frames one frame list may name (``DICOM_MAX_FRAMES_PER_REQUEST``): a 1,000-frame CT in one request.
+DEFAULT_MAX_FRAMES_PER_REQUEST = 1000
+#: Digits of a number in a Range header: values are at most 4 GiB (10 digits); more is a 416, never a parse error.
+MAX_RANGE_DIGITS = 18
+
+
+def decode_budget(settings: Settings) -> DecodeBudget:
+    """The decoded-size budget of one request (``DICOM_MAX_DECODED_BYTES``, ``DICOM_MAX_DECODED_FRAME_BYTES``)."""
+    return DecodeBudget(settings.max_decoded_bytes, settings.max_decoded_frame_bytes)
 
 
 @dataclass(slots=True)
@@ -77,10 +99,76 @@ async def aiter_blocking(iterator: Iterator[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def _transcoded(opened: OpenedInstance, target: str) -> bytes:
-    """The instance in ``target`` (whole instance in memory: at most 100 MB)."""
-    check_size(opened.size)
-    return transcode(b"".join(opened.chunks), target)
+async def _transcoded(
+    blobs: BlobStore,
+    index: IndexStore,
+    opened: OpenedInstance,
+    key: InstanceKey,
+    stored_ts: str,
+    target: str,
+    budget: DecodeBudget,
+) -> AsyncIterator[bytes]:
+    """The instance in ``target``: the stored file (at most 100 MB) is read, its frames decoded one by one.
+
+    The decoded-size budget is checked before anything is decoded; a Deflated file, which must be
+    inflated to be read, is checked first against the pixel description in the stored metadata.
+    Raises (406) before the returned iterator is used when the first frame cannot be produced.
+    """
+    try:
+        check_size(opened.size)
+        if stored_ts == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+            await _check_declared_size(blobs, index, key, budget)
+        data = await asyncio.to_thread(lambda: b"".join(opened.chunks))
+    except BaseException:
+        opened.chunks.close()  # type: ignore[attr-defined]
+        raise
+    return aiter_blocking(await asyncio.to_thread(transcode_stream, data, target, budget))
+
+
+async def _check_declared_size(blobs: BlobStore, index: IndexStore, key: InstanceKey, budget: DecodeBudget) -> None:
+    """406 when the stored metadata describes pixel data over the budget (nothing is read or decoded)."""
+    stored = await asyncio.to_thread(index.get_instance, key)
+    if stored is not None:
+        _check_metadata_budget(json.loads(await _instance_metadata(blobs, stored)), budget)
+
+
+def _check_metadata_budget(metadata: dict[str, Any], budget: DecodeBudget) -> None:
+    """406 when an instance's DICOM JSON describes pixel data over the budget (quiet when it cannot tell)."""
+    header = frame_header(metadata)
+    if header is None:
+        return
+    frames = (metadata.get("00280008", {}).get("Value") or [1])[0]
+    try:
+        count = max(int(frames), 1)
+    except (TypeError, ValueError):
+        count = 1
+    check_budget(header, count, budget)
+
+
+def _check_study_budget(
+    blobs: BlobStore,
+    index: IndexStore,
+    study: StudyKey,
+    series_instance_uid: str | None,
+    transcoded: set[InstanceKey],
+    budget: DecodeBudget,
+) -> None:
+    """406, before a study or series response starts, when an instance to transcode is over the budget.
+
+    One paged query of the instances' stored metadata (blob reads only for metadata too large for
+    the index), so an instance over the budget is never found half-way through the stream.
+    """
+    for key, inline in index.iter_metadata(study, series_instance_uid):
+        if key not in transcoded:
+            continue
+        try:
+            data = inline.encode() if inline is not None else blobs.get_metadata(key)[0]
+        except NotFound:
+            continue  # deleted meanwhile
+        try:
+            _check_metadata_budget(json.loads(data), budget)
+        except NotAcceptable as exc:
+            raise NotAcceptable(f"The instance {key.sop_instance_uid} cannot be transcoded: {exc.message}") from None
 
 
 def _choose_instance_representation(accept: str | None, stored_ts: str) -> tuple[bool, str]:
@@ -114,15 +202,22 @@ def _choose_instance_representation(accept: str | None, stored_ts: str) -> tuple
     )
 
 
-async def retrieve_instance(*, blobs: BlobStore, index: IndexStore, key: InstanceKey, accept: str | None) -> Retrieved:
-    """Retrieve one instance as stored (PS3.18 §10.4.1.1.3).
+async def retrieve_instance(
+    *,
+    blobs: BlobStore,
+    index: IndexStore,
+    key: InstanceKey,
+    accept: str | None,
+    budget: DecodeBudget = DEFAULT_BUDGET,
+) -> Retrieved:
+    """Retrieve one instance as stored (PS3.18 §10.4.1.1.3), or transcoded (same UIDs and attributes).
 
     Raises
     ------
     NotFound
         If the instance is not stored.
     NotAcceptable
-        If no acceptable representation can be produced.
+        If no acceptable representation can be produced, or decoding it is over ``budget``.
     """
     opened = await asyncio.to_thread(blobs.open_instance, key)  # NotFound before the response starts
     stored_ts = opened.transfer_syntax_uid
@@ -135,7 +230,7 @@ async def retrieve_instance(*, blobs: BlobStore, index: IndexStore, key: Instanc
         opened.chunks.close()  # type: ignore[attr-defined]
         raise
     if ts != stored_ts:
-        body = _single(await asyncio.to_thread(_transcoded, opened, ts))
+        body = await _transcoded(blobs, index, opened, key, stored_ts, ts, budget)
     else:
         body = aiter_blocking(opened.chunks)
     part_type = f"{APPLICATION_DICOM}; transfer-syntax={ts}"
@@ -238,6 +333,7 @@ async def retrieve_study(
     study: StudyKey,
     series_instance_uid: str | None = None,
     accept: str | None,
+    budget: DecodeBudget = DEFAULT_BUDGET,
 ) -> Retrieved:
     """Retrieve every instance of a study or series, one part each, streamed (PS3.18 §10.4.1.1.1).
 
@@ -250,7 +346,8 @@ async def retrieve_study(
         If the study (or the series in it) has no instance.
     NotAcceptable
         If the Accept header asks for another media type, or for a transfer syntax
-        that some instance cannot be transcoded to.
+        that some instance cannot be transcoded to, or decoding one of them is over ``budget``
+        (checked against the stored metadata, and the first part prepared, before the response starts).
     """
     wanted = _choose_multi_representation(accept)
     instances = await _instances(index, study, series_instance_uid)
@@ -266,6 +363,9 @@ async def retrieve_study(
                 f"Instances stored as {', '.join(sorted(other - other_ok)) or 'over 100 MB'} cannot be "
                 f"transcoded to {wanted}. Ask for transfer-syntax=*."
             )
+        transcoded = {i.key for i in instances if i.transfer_syntax_uid in other_ok}
+        if transcoded:
+            await asyncio.to_thread(_check_study_budget, blobs, index, study, series_instance_uid, transcoded, budget)
     boundary = new_boundary()
 
     async def part(instance: IndexedInstance) -> tuple[str, AsyncIterator[bytes]] | None:
@@ -275,8 +375,8 @@ async def retrieve_study(
             return None  # deleted while the response was being written
         ts = opened.transfer_syntax_uid or instance.transfer_syntax_uid
         if wanted not in (ORIGINAL_TRANSFER_SYNTAX, ts):
-            data = await asyncio.to_thread(_transcoded, opened, wanted)
-            return f"{APPLICATION_DICOM}; transfer-syntax={wanted}", _single(data)
+            data = await _transcoded(blobs, index, opened, instance.key, ts, wanted, budget)
+            return f"{APPLICATION_DICOM}; transfer-syntax={wanted}", data
         return f"{APPLICATION_DICOM}; transfer-syntax={ts}", aiter_blocking(opened.chunks)
 
     # The first part is prepared before the response starts, so a study whose instances cannot be
@@ -370,20 +470,35 @@ _METADATA_BATCH = 100
 _UNCOMPRESSED_LE = {EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN}
 
 
-def parse_frame_list(text: str) -> list[int]:
-    """``1,3,5`` → ``[1, 3, 5]`` (frame numbers start at 1).
+_FRAME_LIST = re.compile(r"[0-9]{1,9}(?:,[0-9]{1,9})*")
+
+
+def parse_frame_list(text: str, max_frames: int = DEFAULT_MAX_FRAMES_PER_REQUEST) -> list[int]:
+    """``1,3,5`` → ``[1, 3, 5]`` (frame numbers start at 1; at most ``max_frames``, none repeated).
 
     Raises
     ------
     BadRequest
-        For anything else.
+        For anything else: more than ``max_frames`` entries, a repeated frame, a number of
+        more than 9 digits, or what is not a comma-separated list of numbers.
     """
-    try:
-        numbers = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise BadRequest(f"The frame list '{text}' is not a comma-separated list of frame numbers.") from None
-    if not numbers or any(n < 1 for n in numbers):
+    entries = text.count(",") + 1
+    if entries > max_frames:
+        raise BadRequest(
+            f"The frame list has {entries} entries; at most {max_frames} frames can be asked for in one request "
+            "(DICOM_MAX_FRAMES_PER_REQUEST)."
+        )
+    if not _FRAME_LIST.fullmatch(text):
+        shown = text if len(text) <= 64 else text[:64] + "..."
+        raise BadRequest(f"The frame list '{shown}' is not a comma-separated list of frame numbers.")
+    numbers = [int(part) for part in text.split(",")]
+    if any(n < 1 for n in numbers):
         raise BadRequest(f"The frame list '{text}' is invalid: frame numbers start at 1.")
+    seen: set[int] = set()
+    for number in numbers:
+        if number in seen:
+            raise BadRequest(f"The frame list asks for frame {number} more than once.")
+        seen.add(number)
     return numbers
 
 
@@ -424,7 +539,13 @@ def _choose_frame_representation(accept: str | None, stored_ts: str, count: int)
 
 
 async def retrieve_frames(
-    *, blobs: BlobStore, index: IndexStore, key: InstanceKey, frames: list[int], accept: str | None
+    *,
+    blobs: BlobStore,
+    index: IndexStore,
+    key: InstanceKey,
+    frames: list[int],
+    accept: str | None,
+    budget: DecodeBudget = DEFAULT_BUDGET,
 ) -> Retrieved:
     """Frames of an instance by ranged blob reads of the offset table computed at store time (PS3.18 §10.4.1.1.4).
 
@@ -433,7 +554,8 @@ async def retrieve_frames(
     NotFound
         Unknown instance, no pixel data, or a frame number beyond the last frame.
     NotAcceptable
-        When the requested media type needs transcoding, or the frames cannot be located.
+        When the requested media type cannot be produced, the frames cannot be located, or the
+        frames to decode are over ``budget`` (checked before any is read or decoded).
     """
     stored = await _stored_instance(index, key)
     table = stored.frames
@@ -449,20 +571,25 @@ async def retrieve_frames(
     header = None if same_bytes else await _frame_header(blobs, stored)
     if not same_bytes and header is None:
         raise NotAcceptable("The frames of this instance cannot be decoded one by one; ask for transfer-syntax=*.")
+    if header is not None:
+        check_budget(header, len(frames), budget)
+
+    def transcoded(number: int, header: Dataset) -> bytes:
+        encoded = b"".join(_frame_chunks(blobs, key, table[number - 1]))
+        return transcode_frame(header, stored_ts, encoded, ts, budget)
 
     def read(number: int) -> Iterator[bytes]:
-        chunks = _frame_chunks(blobs, key, table[number - 1])
         if header is None:
-            yield from chunks
+            yield from _frame_chunks(blobs, key, table[number - 1])
         else:
-            yield transcode_frame(header, stored_ts, b"".join(chunks), ts)
+            yield from _pieces(transcoded(number, header))
 
     # A frame that cannot be decoded or encoded must be a 406, not a broken stream: the first
     # transcoded frame is produced before the response starts.
-    first = None if header is None else await asyncio.to_thread(lambda: b"".join(read(frames[0])))
+    first = [] if header is None else [await asyncio.to_thread(transcoded, frames[0], header)]
 
     def body(i: int) -> AsyncIterator[bytes]:
-        return _single(first) if i == 0 and first is not None else aiter_blocking(read(frames[i]))
+        return aiter_blocking(_pieces(first.pop())) if i == 0 and first else aiter_blocking(read(frames[i]))
 
     if not multipart:
         return Retrieved(content_type, body(0))
@@ -473,6 +600,14 @@ async def retrieve_frames(
             yield content_type, body(i)
 
     return Retrieved(f'{MULTIPART_RELATED}; type="{part_type}"; boundary={boundary}', iter_multipart(parts(), boundary))
+
+
+def _pieces(data: bytes, size: int = 1024 * 1024) -> Iterator[bytes]:
+    """``data`` in pieces: only a piece, not a whole decoded frame, lingers while the next frame is decoded."""
+    view = memoryview(data)
+    del data
+    for start in range(0, len(view), size):
+        yield bytes(view[start : start + size])
 
 
 def _render_media_type(accept: str | None) -> str:
@@ -517,39 +652,53 @@ def _frame_chunks(blobs: BlobStore, key: InstanceKey, ranges: list[list[int]]) -
 
 
 async def retrieve_rendered(
-    *, blobs: BlobStore, index: IndexStore, key: InstanceKey, frame: int, accept: str | None, quality: int
+    *,
+    blobs: BlobStore,
+    index: IndexStore,
+    key: InstanceKey,
+    frame: int,
+    accept: str | None,
+    quality: int,
+    budget: DecodeBudget = DEFAULT_BUDGET,
 ) -> Retrieved:
     """A frame rendered as JPEG (default) or PNG, windowed from the instance (PS3.18 §10.4.1.1.5).
 
     The frame is decoded from its own bytes (a ranged read of the frame table) when the stored
-    metadata describes the pixels; otherwise from the whole file (at most 100 MB, as in Azure).
+    metadata describes the pixels; otherwise from the whole file (at most 100 MB, as in Azure),
+    decoding that frame only.  Either way one frame over ``budget`` is a 406 before anything is decoded.
 
     Raises
     ------
     NotFound
         Unknown instance, no pixel data or no such frame.
     NotAcceptable
-        Unsupported Accept, pixel data that cannot be decoded, or (whole-file path) an instance over 100 MB.
+        Unsupported Accept, pixel data that cannot be decoded, a frame over the decoded-size
+        budget, or (whole-file path) an instance over 100 MB.
     """
     media_type = _render_media_type(accept)
     stored = await asyncio.to_thread(index.get_instance, key)
-    if stored is not None and stored.frames:
-        if frame > len(stored.frames):
-            raise NotFound(f"The instance has {len(stored.frames)} frame(s); frame {frame} does not exist.")
-        header = await _frame_header(blobs, stored)
-        if header is not None:
-            ranges = stored.frames[frame - 1]
+    if stored is not None and stored.frames and frame > len(stored.frames):
+        raise NotFound(f"The instance has {len(stored.frames)} frame(s); frame {frame} does not exist.")
+    header = await _frame_header(blobs, stored) if stored is not None else None
+    if header is not None:
+        check_budget(header, 1, budget)
+    if stored is not None and stored.frames and header is not None:
+        ranges = stored.frames[frame - 1]
 
-            def read_and_render(header: Dataset = header) -> bytes:
-                encoded = b"".join(_frame_chunks(blobs, key, ranges))
-                return render_frame(header, stored.transfer_syntax_uid, encoded, media_type, quality)
+        def read_and_render(header: Dataset = header) -> bytes:
+            encoded = b"".join(_frame_chunks(blobs, key, ranges))
+            return render_frame(header, stored.transfer_syntax_uid, encoded, media_type, quality, budget)
 
-            image = await asyncio.to_thread(read_and_render)
-            return Retrieved(media_type, _single(image), {"Content-Length": str(len(image))})
+        image = await asyncio.to_thread(read_and_render)
+        return Retrieved(media_type, _single(image), {"Content-Length": str(len(image))})
     opened = await asyncio.to_thread(blobs.open_instance, key)
-    check_size(opened.size)
+    try:
+        check_size(opened.size)
+    except NotAcceptable:
+        opened.chunks.close()  # type: ignore[attr-defined]
+        raise
     data = await asyncio.to_thread(lambda: b"".join(opened.chunks))
-    image = await asyncio.to_thread(render, data, frame, media_type, quality)
+    image = await asyncio.to_thread(render, data, frame, media_type, quality, budget)
     return Retrieved(media_type, _single(image), {"Content-Length": str(len(image))})
 
 
@@ -561,6 +710,7 @@ async def retrieve_bulkdata(
     path: str,
     accept: str | None,
     range_header: str | None = None,
+    budget: DecodeBudget = DEFAULT_BUDGET,
 ) -> Retrieved:
     """The value of one binary attribute, by the BulkDataURI its metadata gave (PS3.18 §8.7.3.5, §10.4).
 
@@ -577,7 +727,7 @@ async def retrieve_bulkdata(
     NotAcceptable
         For media types other than the above.
     RangeNotSatisfiable
-        For a range outside the value.
+        For a range outside the value, or with a number of more than :data:`MAX_RANGE_DIGITS` digits.
     """
     stored = await _stored_instance(index, key)
     entry = (stored.bulkdata or {}).get(path)
@@ -589,9 +739,19 @@ async def retrieve_bulkdata(
         if not count:
             raise NotAcceptable("The frames of this encapsulated Pixel Data cannot be located without decoding.")
         return await retrieve_frames(
-            blobs=blobs, index=index, key=key, frames=list(range(1, count + 1)), accept=_as_stored(accept)
+            blobs=blobs,
+            index=index,
+            key=key,
+            frames=list(range(1, count + 1)),
+            accept=_as_stored(accept),
+            budget=budget,
         )
     multipart = _choose_bulkdata_representation(accept)
+    if range_header and any(len(digits) > MAX_RANGE_DIGITS for digits in re.findall(r"[0-9]+", range_header)):
+        raise RangeNotSatisfiable(
+            f"The Range header has a number of more than {MAX_RANGE_DIGITS} digits; the value is {length} bytes.",
+            length,
+        )
     window = bulkdata.parse_range(range_header, length)
     start, stop = window or (0, length)
     word = bulkdata.WORD_SIZES.get(vr, 1) if stored.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN else 1

@@ -20,7 +20,11 @@ _INSTANCE = "v2/studies/{study}/series/{series}/instances/{instance}"
 async def retrieve_instance(req: Request) -> Response:
     async def call(svc: _http.Services) -> Response:
         result = await wado.retrieve_instance(
-            blobs=svc.blobs, index=svc.index, key=_http.instance_key(req), accept=req.headers.get("accept")
+            blobs=svc.blobs,
+            index=svc.index,
+            key=_http.instance_key(req),
+            accept=req.headers.get("accept"),
+            budget=wado.decode_budget(svc.settings),
         )
         return _http.stream(result)
 
@@ -48,7 +52,11 @@ async def retrieve_study(req: Request) -> Response:
     async def call(svc: _http.Services) -> Response:
         study = StudyKey(DEFAULT_PARTITION, _http.path_uids(req)["study"])
         result = await wado.retrieve_study(
-            blobs=svc.blobs, index=svc.index, study=study, accept=req.headers.get("accept")
+            blobs=svc.blobs,
+            index=svc.index,
+            study=study,
+            accept=req.headers.get("accept"),
+            budget=wado.decode_budget(svc.settings),
         )
         return _http.stream(result)
 
@@ -65,6 +73,7 @@ async def retrieve_series(req: Request) -> Response:
             study=StudyKey(DEFAULT_PARTITION, uids["study"]),
             series_instance_uid=uids["series"],
             accept=req.headers.get("accept"),
+            budget=wado.decode_budget(svc.settings),
         )
         return _http.stream(result)
 
@@ -113,8 +122,9 @@ async def retrieve_frames(req: Request) -> Response:
             blobs=svc.blobs,
             index=svc.index,
             key=_http.instance_key(req),
-            frames=wado.parse_frame_list(frame_list),
+            frames=wado.parse_frame_list(frame_list, svc.settings.max_frames_per_request),
             accept=req.headers.get("accept"),
+            budget=wado.decode_budget(svc.settings),
         )
         return _http.stream(result)
 
@@ -131,6 +141,7 @@ async def retrieve_instance_rendered(req: Request) -> Response:
             frame=1,
             accept=req.headers.get("accept"),
             quality=wado.parse_quality(req.query_params.get("quality")),
+            budget=wado.decode_budget(svc.settings),
         )
         return _http.stream(result)
 
@@ -140,7 +151,7 @@ async def retrieve_instance_rendered(req: Request) -> Response:
 @bp.route(route=_INSTANCE + "/frames/{frame}/rendered", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def retrieve_frame_rendered(req: Request) -> Response:
     async def call(svc: _http.Services) -> Response:
-        frames = wado.parse_frame_list(req.url.path.rstrip("/").split("/")[-2])
+        frames = wado.parse_frame_list(req.url.path.rstrip("/").split("/")[-2], svc.settings.max_frames_per_request)
         if len(frames) != 1:
             raise BadRequest("Only one frame can be rendered per request.")
         result = await wado.retrieve_rendered(
@@ -150,6 +161,7 @@ async def retrieve_frame_rendered(req: Request) -> Response:
             frame=frames[0],
             accept=req.headers.get("accept"),
             quality=wado.parse_quality(req.query_params.get("quality")),
+            budget=wado.decode_budget(svc.settings),
         )
         return _http.stream(result)
 
@@ -167,6 +179,7 @@ async def retrieve_bulkdata(req: Request) -> Response:
             path=bulkdata.parse_path(path),
             accept=req.headers.get("accept"),
             range_header=req.headers.get("range"),
+            budget=wado.decode_budget(svc.settings),
         )
         return _http.stream(result)
 
