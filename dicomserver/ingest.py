@@ -38,6 +38,7 @@ import logging
 import struct
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -126,6 +127,10 @@ def read_instance(f: IO[bytes], size: int, study_in_path: str | None, partition:
     """
     f.seek(0)
     try:
+        inflated = _deflated_size_problem(f, size)
+        if inflated:
+            return Rejected(FailureReason.PROCESSING_FAILURE, inflated)
+        f.seek(0)
         ds = pydicom.dcmread(f, stop_before_pixels=True, defer_size=256 * 1024)
         pixel_data_position = f.tell()
         # The structure first: a damaged file is "truncated", not "has an invalid UID" read from its damage.
@@ -179,6 +184,47 @@ def read_instance(f: IO[bytes], size: int, study_in_path: str | None, partition:
         frames,
         bulk or None,
     )
+
+
+#: Largest inflated size of a Deflated Explicit VR Little Endian dataset accepted at store time.
+MAX_INFLATED_BYTES = 1024**3
+
+
+def _deflated_size_problem(f: IO[bytes], size: int, limit: int = MAX_INFLATED_BYTES) -> str | None:
+    """For a Deflated dataset: inflate it once, bounded, before pydicom inflates it whole in memory.
+
+    A few kilobytes of deflated zeros can declare gigabytes; pydicom would inflate them in one
+    piece.  Returns a message when the inflated dataset exceeds ``limit`` or is not valid deflate
+    data; None for any other transfer syntax.
+    """
+    f.seek(128)
+    if f.read(4) != b"DICM":
+        return None
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"\x02\x00\x00\x00":
+        return None
+    meta_end = 132 + 12 + int.from_bytes(head[8:12], "little")
+    if meta_end > size:
+        return None  # the structure check reports it
+    f.seek(132)
+    if DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN.encode() not in f.read(meta_end - 132):
+        return None
+    f.seek(meta_end)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    try:
+        while chunk := f.read(1024 * 1024):
+            data = inflater.decompress(chunk, 64 * 1024 * 1024)
+            while True:
+                total += len(data)
+                if total > limit:
+                    return f"The deflated data set inflates to more than {limit} bytes."
+                if not inflater.unconsumed_tail:
+                    break
+                data = inflater.decompress(inflater.unconsumed_tail, 64 * 1024 * 1024)
+    except zlib.error:
+        return "The deflated data set is not valid deflate data."
+    return None
 
 
 def _first_text(ds: pydicom.Dataset, keyword: str) -> str | None:
