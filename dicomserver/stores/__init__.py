@@ -77,8 +77,8 @@ class IndexStore(Protocol):
     def count_out(self, keys: Sequence[InstanceKey]) -> None:
         """Take instances out of their series' counts (the inverse of :meth:`update_aggregates`)."""
 
-    def discard_instance(self, key: InstanceKey) -> None:
-        """Delete an instance document that was never counted into the aggregates (an undone store)."""
+    def discard_instance(self, key: InstanceKey) -> bool:
+        """Delete an instance document without counting it out (an undone store); False when there was none."""
 
     def remove_instances(self, keys: Sequence[InstanceKey]) -> list[InstanceKey]:
         """Unindex instances and count them out of their series and studies; returns those that were indexed."""

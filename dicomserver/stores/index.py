@@ -225,6 +225,25 @@ def _status(exc: CosmosHttpResponseError) -> int:
     return int(exc.status_code or 0)
 
 
+#: Statuses of a delete whose item is already gone (the emulator answers 500 instead of 404).
+_GONE = (404, 500)
+
+
+def _write(what: str, call: Callable[[], T], tolerated: tuple[int, ...] = ()) -> tuple[T | None, int]:
+    """Run one Cosmos write: ``(result, 0)``, or ``(None, status)`` for a ``tolerated`` status.
+
+    Any other failure is :class:`DependencyUnavailable` ("The index is unavailable ({what}).").
+    """
+    try:
+        return call(), 0
+    except CosmosHttpResponseError as exc:
+        if _status(exc) in tolerated:
+            return None, _status(exc)
+        raise DependencyUnavailable(f"The index is unavailable ({what}).") from exc
+    except AzureError as exc:
+        raise DependencyUnavailable(f"The index is unavailable ({what}).") from exc
+
+
 class CosmosIndexStore:
     """The index on Cosmos DB (or the local stand-in)."""
 
@@ -294,15 +313,8 @@ class CosmosIndexStore:
             doc["metadata"] = instance.metadata_json
         else:
             doc["metadataInBlob"] = True
-        try:
-            self._instances.create_item(doc)
-        except CosmosHttpResponseError as exc:
-            if _status(exc) == 409:
-                return False
-            raise DependencyUnavailable("The index is unavailable (index instance).") from exc
-        except AzureError as exc:
-            raise DependencyUnavailable("The index is unavailable (index instance).") from exc
-        return True
+        _, status = _write("index instance", lambda: self._instances.create_item(doc), tolerated=(409,))
+        return status == 0
 
     def update_aggregates(self, instances: Sequence[IndexedInstance]) -> None:
         """Count newly created instances into their series and studies: one patch per series and per study.
@@ -344,18 +356,12 @@ class CosmosIndexStore:
 
     def _bump_series(self, key: SeriesKey, count: int, instance_attrs: dict[str, Any]) -> bool:
         """Patch (or create) a series document; True when this call created it."""
-        pk = study_pk(key.study)
-        attrs = select(instance_attrs, LEVEL_ATTRIBUTES[Level.SERIES])
-        modality = _modality(attrs)
-        q = _search_values(attrs, _SERIES_SEARCH_KEYWORDS)
+        new = self._series_doc(key, count, instance_attrs)
         operations: list[dict[str, Any]] = [
             {"op": "incr", "path": "/NumberOfSeriesRelatedInstances", "value": count},
-            {"op": "set", "path": "/attrs", "value": attrs},
-            {"op": "set", "path": "/q", "value": q},
-            {"op": "set", "path": "/Modality", "value": modality},
+            *({"op": "set", "path": f"/{name}", "value": new[name]} for name in ("attrs", "q", "Modality")),
         ]
-        new = self._series_doc(key, count, instance_attrs)
-        return self._patch_or_create(self._series, key.series_instance_uid, pk, operations, new, "series")
+        return self._patch_or_create(self._series, key.series_instance_uid, new["pk"], operations, new, "series")
 
     @staticmethod
     def _series_doc(key: SeriesKey, count: int, instance_attrs: dict[str, Any]) -> dict[str, Any]:
@@ -390,16 +396,14 @@ class CosmosIndexStore:
 
     def _bump_study(self, key: StudyKey, new_modalities: list[str], attrs: dict[str, Any]) -> None:
         """Patch (or create) the study document: latest attributes, modalities of new series."""
-        pk = study_pk(key)
-        q = _search_values(attrs, _STUDY_SEARCH_KEYWORDS)
+        new = self._study_doc(key, new_modalities, attrs)
+        pk = new["pk"]
         operations: list[dict[str, Any]] = [
-            {"op": "set", "path": "/attrs", "value": attrs},
-            {"op": "set", "path": "/q", "value": q},
+            {"op": "set", "path": f"/{name}", "value": new[name]} for name in ("attrs", "q")
         ]
         # Patches take at most 10 operations; more new modalities in one request are rare (a second patch).
         room = 10 - len(operations)
         operations += [{"op": "add", "path": "/ModalitiesInStudy/-", "value": m} for m in new_modalities[:room]]
-        new = self._study_doc(key, new_modalities, attrs)
         created = self._patch_or_create(self._studies, "study", pk, operations, new, "study")
         if not created and new_modalities[room:]:
             extra = [{"op": "add", "path": "/ModalitiesInStudy/-", "value": m} for m in new_modalities[room:]]
@@ -415,52 +419,29 @@ class CosmosIndexStore:
         what: str,
     ) -> bool:
         for _ in range(_ATTEMPTS):
-            try:
-                container.patch_item(item, pk, patch_operations=operations)
+            patch = lambda: container.patch_item(item, pk, patch_operations=operations)  # noqa: E731
+            if _write(f"{what} aggregate", patch, tolerated=(404,))[1] == 0:
                 return False
-            except CosmosHttpResponseError as exc:
-                if _status(exc) != 404:
-                    raise DependencyUnavailable(f"The index is unavailable ({what} aggregate).") from exc
-            except AzureError as exc:
-                raise DependencyUnavailable(f"The index is unavailable ({what} aggregate).") from exc
-            try:
-                container.create_item(new)
+            # 404: no document yet, create it; 409: created concurrently, patch that one
+            if _write(f"{what} aggregate", lambda: container.create_item(new), tolerated=(409,))[1] == 0:
                 return True
-            except CosmosHttpResponseError as exc:
-                if _status(exc) != 409:  # 409: created concurrently; patch that one
-                    raise DependencyUnavailable(f"The index is unavailable ({what} aggregate).") from exc
-            except AzureError as exc:
-                raise DependencyUnavailable(f"The index is unavailable ({what} aggregate).") from exc
         raise DependencyUnavailable(f"The {what} aggregate of {pk} could not be written: too much contention.")
 
     def remove_instance(self, key: InstanceKey) -> bool:
         return bool(self.remove_instances([key]))
 
-    def discard_instance(self, key: InstanceKey) -> None:
-        """Delete an instance document that was never counted into the aggregates (an undone store)."""
-        try:
-            self._instances.delete_item(f"{key.series_instance_uid}|{key.sop_instance_uid}", study_pk(key.study))
-        except CosmosHttpResponseError as exc:
-            if _status(exc) not in (404, 500):  # 500: the emulator's "missing"
-                raise DependencyUnavailable("The index is unavailable (unindex instance).") from exc
-        except AzureError as exc:
-            raise DependencyUnavailable("The index is unavailable (unindex instance).") from exc
+    def discard_instance(self, key: InstanceKey) -> bool:
+        """Delete an instance document without counting it out (an undone store); False when there was none."""
+        item = f"{key.series_instance_uid}|{key.sop_instance_uid}"
+        delete = lambda: self._instances.delete_item(item, study_pk(key.study))  # noqa: E731
+        return _write("unindex instance", delete, tolerated=_GONE)[1] == 0
 
     def remove_instances(self, keys: Sequence[InstanceKey]) -> list[InstanceKey]:
         """Delete instance documents and count them out of their series and studies.
 
         Returns the keys whose documents this call deleted (absent ones are skipped).
         """
-        removed: list[InstanceKey] = []
-        for key in keys:
-            try:
-                self._instances.delete_item(f"{key.series_instance_uid}|{key.sop_instance_uid}", study_pk(key.study))
-                removed.append(key)
-            except CosmosHttpResponseError as exc:
-                if _status(exc) not in (404, 500):  # 500: the emulator's "missing"
-                    raise DependencyUnavailable("The index is unavailable (unindex instance).") from exc
-            except AzureError as exc:
-                raise DependencyUnavailable("The index is unavailable (unindex instance).") from exc
+        removed = [key for key in keys if self.discard_instance(key)]
         self.count_out(removed)
         return removed
 
@@ -487,44 +468,29 @@ class CosmosIndexStore:
         rows = self._query(
             self._series, "SELECT c.Modality FROM c WHERE c.pk = @pk", [{"name": "@pk", "value": pk}], pk, "series"
         )
-        try:
-            if rows:
-                modalities = sorted({row["Modality"] for row in rows if row.get("Modality")})
-                operations = [{"op": "set", "path": "/ModalitiesInStudy", "value": modalities}]
-                self._studies.patch_item("study", pk, patch_operations=operations)
-            else:
-                self._studies.delete_item("study", pk)
-                with self._hash_lock:
-                    self._study_hashes.pop(pk, None)
-        except CosmosHttpResponseError as exc:
-            if _status(exc) not in (404, 500):  # 500: the emulator's "missing"
-                raise DependencyUnavailable("The index is unavailable (study update).") from exc
-        except AzureError as exc:
-            raise DependencyUnavailable("The index is unavailable (study update).") from exc
+        if rows:
+            modalities = sorted({row["Modality"] for row in rows if row.get("Modality")})
+            operations = [{"op": "set", "path": "/ModalitiesInStudy", "value": modalities}]
+            _write("study update", lambda: self._studies.patch_item("study", pk, patch_operations=operations), _GONE)
+        else:
+            _write("study update", lambda: self._studies.delete_item("study", pk), _GONE)
+            with self._hash_lock:
+                self._study_hashes.pop(pk, None)
 
     def _drop_count(self, container: ContainerProxy, item: str, pk: str, count: int, level: str) -> bool:
         """Patch a count down; delete the document when it reaches 0. True when it was deleted."""
         field = f"/NumberOf{level}RelatedInstances"
         operations = [{"op": "incr", "path": field, "value": -count}]
-        try:
-            doc = container.patch_item(item, pk, patch_operations=operations)
-        except CosmosHttpResponseError as exc:
-            if _status(exc) == 404:
-                return True
-            raise DependencyUnavailable("The index is unavailable (aggregate update).") from exc
-        except AzureError as exc:
-            raise DependencyUnavailable("The index is unavailable (aggregate update).") from exc
+        patch = lambda: container.patch_item(item, pk, patch_operations=operations)  # noqa: E731
+        doc, status = _write("aggregate update", patch, tolerated=(404,))
+        if doc is None:
+            return True  # 404: already gone
         if int(doc.get(field[1:]) or 0) > 0:
             return False
-        try:
-            container.delete_item(item, pk, etag=doc["_etag"], match_condition=MatchConditions.IfNotModified)
-        except CosmosHttpResponseError as exc:
-            if _status(exc) in (404, 412):  # 412: an instance was stored meanwhile, the document stays
-                return _status(exc) == 404
-            raise DependencyUnavailable("The index is unavailable (aggregate delete).") from exc
-        except AzureError as exc:
-            raise DependencyUnavailable("The index is unavailable (aggregate delete).") from exc
-        return True
+        etag = doc["_etag"]
+        delete = lambda: container.delete_item(item, pk, etag=etag, match_condition=MatchConditions.IfNotModified)  # noqa: E731
+        # 412: an instance was stored meanwhile, the document stays
+        return _write("aggregate delete", delete, tolerated=(404, 412))[1] != 412
 
     def reconcile_study(self, study: StudyKey, quiet_seconds: float) -> bool:
         """Recompute a study's series and study documents from its instance documents, if it has been quiet.
@@ -593,29 +559,19 @@ class CosmosIndexStore:
         return changed
 
     def _create_missing(self, container: ContainerProxy, doc: dict[str, Any]) -> None:
-        try:
-            container.create_item(doc)
-        except CosmosHttpResponseError as exc:
-            if _status(exc) != 409:  # 409: a writer created it meanwhile
-                raise DependencyUnavailable("The index is unavailable (reconcile).") from exc
-        except AzureError as exc:
-            raise DependencyUnavailable("The index is unavailable (reconcile).") from exc
+        _write("reconcile", lambda: container.create_item(doc), tolerated=(409,))  # 409: a writer created it
 
     def _conditional_write(self, container: ContainerProxy, doc: dict[str, Any], values: dict[str, Any] | None) -> None:
         """Replace ``doc`` with ``values`` merged in (None or a count of 0: delete it) unless it changed since read."""
         etag = doc["_etag"]
-        empty = values is None or values.get("NumberOfSeriesRelatedInstances") == 0
-        try:
-            if empty:
-                container.delete_item(doc["id"], doc["pk"], etag=etag, match_condition=MatchConditions.IfNotModified)
-            else:
-                body = {k: v for k, v in doc.items() if not k.startswith("_")} | (values or {})
-                container.replace_item(doc["id"], body, etag=etag, match_condition=MatchConditions.IfNotModified)
-        except CosmosHttpResponseError as exc:
-            if _status(exc) not in (404, 412):
-                raise DependencyUnavailable("The index is unavailable (reconcile).") from exc
-        except AzureError as exc:
-            raise DependencyUnavailable("The index is unavailable (reconcile).") from exc
+        unchanged = MatchConditions.IfNotModified
+        write: Callable[[], object]
+        if values is None or values.get("NumberOfSeriesRelatedInstances") == 0:
+            write = lambda: container.delete_item(doc["id"], doc["pk"], etag=etag, match_condition=unchanged)  # noqa: E731
+        else:
+            body = {k: v for k, v in doc.items() if not k.startswith("_")} | values
+            write = lambda: container.replace_item(doc["id"], body, etag=etag, match_condition=unchanged)  # noqa: E731
+        _write("reconcile", write, tolerated=(404, 412))
 
     # -- reads -------------------------------------------------------------------
 
