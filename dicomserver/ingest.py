@@ -59,7 +59,7 @@ from .mediatypes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
 from .stores import BlobStore, IndexedInstance, IndexStore, SyncQueue
 from .stores.blob import AzureImportStore, parse_instance_blob_name
 from .stores.model import INLINE_METADATA_LIMIT
-from .validation import find_invalid_attributes, instance_key, validate_dataset
+from .validation import find_invalid_attributes, first_text, instance_key, validate_dataset
 
 __all__ = [
     "Outcome",
@@ -136,7 +136,11 @@ def read_instance(f: IO[bytes], size: int, study_in_path: str | None, partition:
         # The structure first: a damaged file is "truncated", not "has an invalid UID" read from its damage.
         truncation = check_structure(f, size, ds)
         if truncation:
-            sop_class, sop_instance = (_first_text(ds, k) for k in ("SOPClassUID", "SOPInstanceUID"))
+            # for the FailedSOPSequence entry, when the damaged file still names them validly
+            sop_class, sop_instance = (
+                uid if (uid := first_text(ds, k)) and is_valid_uid(uid) else None
+                for k in ("SOPClassUID", "SOPInstanceUID")
+            )
             return Rejected(
                 FailureReason.PROCESSING_FAILURE,
                 f"The file is truncated or corrupt: {truncation}",
@@ -225,13 +229,6 @@ def _deflated_size_problem(f: IO[bytes], size: int, limit: int = MAX_INFLATED_BY
     except zlib.error:
         return "The deflated data set is not valid deflate data."
     return None
-
-
-def _first_text(ds: pydicom.Dataset, keyword: str) -> str | None:
-    """The first value of a UID attribute when it is a valid UID (for the FailedSOPSequence entry)."""
-    value = ds.get(keyword)
-    text = str(value[0] if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else value or "")
-    return text if is_valid_uid(text) else None
 
 
 def check_structure(f: IO[bytes], size: int, ds: pydicom.Dataset) -> str | None:

@@ -41,7 +41,8 @@ class ValidationResult:
         return self.reason is None
 
 
-def _text(ds: Dataset, keyword: str) -> str | None:
+def first_text(ds: Dataset, keyword: str) -> str | None:
+    """The first value of an attribute as text, padding stripped; None when absent or empty."""
     if keyword not in ds:
         return None
     elem = ds[keyword]
@@ -68,8 +69,8 @@ def validate_dataset(ds: Dataset, study_in_path: str | None) -> ValidationResult
     ValidationResult
         With ``reason`` None when the instance may be stored.
     """
-    sop_class = _text(ds, "SOPClassUID")
-    sop_instance = _text(ds, "SOPInstanceUID")
+    sop_class = first_text(ds, "SOPClassUID")
+    sop_instance = first_text(ds, "SOPInstanceUID")
 
     def fail(reason: FailureReason, message: str) -> ValidationResult:
         return ValidationResult(reason, message, sop_class, sop_instance)
@@ -78,20 +79,20 @@ def validate_dataset(ds: Dataset, study_in_path: str | None) -> ValidationResult
         if _value_count(ds, keyword) > 1:  # values not quoted: PatientID is patient data
             return fail(FailureReason.VALIDATION_FAILURE, f"The {keyword} has more than one value (VM 1).")
     for keyword in REQUIRED_UIDS:
-        value = _text(ds, keyword)
+        value = first_text(ds, keyword)
         if not value:
             return fail(FailureReason.VALIDATION_FAILURE, f"The required attribute {keyword} is missing or empty.")
         if not is_valid_uid(value):
             return fail(FailureReason.VALIDATION_FAILURE, f"The {keyword} '{value}' is not a valid UID.")
     if "PatientID" not in ds:
         return fail(FailureReason.VALIDATION_FAILURE, "The required attribute PatientID is missing.")
-    patient_id = _text(ds, "PatientID") or ""
+    patient_id = first_text(ds, "PatientID") or ""
     if len(patient_id) > 64 or "\\" in patient_id or any(ord(c) < 32 and c != "\x1b" for c in patient_id):
         return fail(  # the value is not quoted: it is patient data
             FailureReason.VALIDATION_FAILURE,
             "The PatientID is not a valid LO value (at most 64 characters, no backslash or control characters).",
         )
-    study = _text(ds, "StudyInstanceUID") or ""
+    study = first_text(ds, "StudyInstanceUID") or ""
     if study_in_path is not None and study.upper() != study_in_path.strip().upper():
         return fail(
             FailureReason.MISMATCH_STUDY_INSTANCE_UID,
@@ -110,9 +111,9 @@ def instance_key(ds: Dataset, partition: str) -> InstanceKey:
     """Return the key of a dataset that passed :func:`validate_dataset`."""
     return InstanceKey(
         partition,
-        _text(ds, "StudyInstanceUID") or "",
-        _text(ds, "SeriesInstanceUID") or "",
-        _text(ds, "SOPInstanceUID") or "",
+        first_text(ds, "StudyInstanceUID") or "",
+        first_text(ds, "SeriesInstanceUID") or "",
+        first_text(ds, "SOPInstanceUID") or "",
     )
 
 
