@@ -15,7 +15,7 @@ from pydicom.uid import generate_uid
 from dicomserver import delete
 from dicomserver.fhir import mapping
 from dicomserver.fhir.client import FhirClient, TransientFhirError
-from dicomserver.fhir.sync import SyncOutcome, handle_sync_message, sync_study
+from dicomserver.fhir.sync import QUIET_SECONDS, SyncOutcome, handle_sync_message, sync_study
 from dicomserver.identifiers import DEFAULT_PARTITION, StudyKey
 from dicomserver.stores.queue import sync_message
 from dicomserver.wiring import Services
@@ -33,7 +33,7 @@ def fhir(fhir_url: str) -> Iterator[FhirClient]:
     client.close()
 
 
-def sync(services: Services, fhir: FhirClient, study: str) -> SyncOutcome:
+def sync(services: Services, fhir: FhirClient, study: str, quiet: float = QUIET_SECONDS) -> SyncOutcome:
     return sync_study(
         index=services.index,
         blobs=services.blobs,
@@ -41,6 +41,7 @@ def sync(services: Services, fhir: FhirClient, study: str) -> SyncOutcome:
         study=StudyKey(DEFAULT_PARTITION, study),
         dicomweb_base_url=BASE,
         patient_identifier_system=SYSTEM,
+        quiet_seconds=quiet,
     )
 
 

@@ -416,13 +416,17 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
             time.sleep(0.1)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_cli_serves_and_exits_cleanly_on_signals(sig: int, tmp_path: Path) -> None:
-    port = devstack.free_port()
-    log = tmp_path / "host.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DICOM_PROVISION_RESOURCES": "false", "DICOM_AUTH_MODE": "none"}
+def _start_cli_host(port: int, log: Path, **extra_env: str) -> subprocess.Popen[bytes]:
+    """``python -m scripts.localhost`` serving tests.hostapp:cli_app on ``port``, logging to ``log``."""
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "DICOM_PROVISION_RESOURCES": "false",
+        "DICOM_AUTH_MODE": "none",
+        **extra_env,
+    }
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "scripts.localhost", "--app", "tests.hostapp:cli_app", "--port", str(port)],
             cwd=ROOT,
             env=env,
@@ -430,6 +434,13 @@ def test_cli_serves_and_exits_cleanly_on_signals(sig: int, tmp_path: Path) -> No
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_cli_serves_and_exits_cleanly_on_signals(sig: int, tmp_path: Path) -> None:
+    port = devstack.free_port()
+    log = tmp_path / "host.log"
+    proc = _start_cli_host(port, log)
     try:
         _wait_http(f"http://127.0.0.1:{port}/items/1", proc, log)  # the repository's host.json: routePrefix ""
         assert httpx.get(f"http://127.0.0.1:{port}/items/1").json() == {"item": "1", "route": "param"}
@@ -448,22 +459,7 @@ def test_worker_processes_share_the_port_and_stop_with_the_host(tmp_path: Path) 
 
     port = devstack.free_port()
     log = tmp_path / "host.log"
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "DICOM_PROVISION_RESOURCES": "false",
-        "DICOM_AUTH_MODE": "none",
-        "FUNCTIONS_WORKER_PROCESS_COUNT": "3",
-    }
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "scripts.localhost", "--app", "tests.hostapp:cli_app", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = _start_cli_host(port, log, FUNCTIONS_WORKER_PROCESS_COUNT="3")
     try:
         _wait_http(f"http://127.0.0.1:{port}/items/1", proc, log)
         workers = psutil.Process(proc.pid).children()

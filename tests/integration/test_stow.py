@@ -27,18 +27,28 @@ async def chunked(body: bytes, size: int = 7919) -> AsyncIterator[bytes]:
 
 
 def store(
-    services: Services, body: bytes, content_type: str, study: str | None = None, cap: int = 10**9
+    services: Services,
+    body: bytes | AsyncIterator[bytes],
+    content_type: str,
+    study: str | None = None,
+    cap: int = 10**9,
+    *,
+    index: Any = None,
+    max_parts: int = 10_000,
+    chunk_size: int = 7919,
 ) -> StoreResponse:
+    """Run STOW-RS on ``body`` (bytes, sent in ``chunk_size`` pieces, or an async iterator as it comes)."""
     return asyncio.run(
         store_instances(
             blobs=services.blobs,
-            index=services.index,
+            index=index if index is not None else services.index,
             sync_queue=services.sync_queue,
-            body=chunked(body),
+            body=chunked(body, chunk_size) if isinstance(body, bytes) else body,
             content_type=content_type,
             study_instance_uid=study,
             base_url="http://dicom.test/v2",
             max_instance_bytes=cap,
+            max_parts=max_parts,
         )
     )
 

@@ -24,14 +24,15 @@ from dicomserver import delete, opcount, wado
 from dicomserver.errors import DependencyUnavailable, PayloadTooLarge
 from dicomserver.fhir import mapping
 from dicomserver.fhir.client import FhirClient
-from dicomserver.fhir.sync import IndexIncomplete, SyncOutcome, sync_study
+from dicomserver.fhir.sync import IndexIncomplete, SyncOutcome
 from dicomserver.identifiers import DEFAULT_PARTITION, InstanceKey, StudyKey
 from dicomserver.ingest import Outcome, commit_instance, ensure_indexed, index_entry, read_instance
 from dicomserver.stores.blob import instance_blob_name
-from dicomserver.stow import StoreResponse, store_instances
+from dicomserver.stow import StoreResponse
 from dicomserver.wiring import Services
 from tests.dicomfiles import deeply_nested, make_instance, multipart_body, multipart_with_types
-from tests.integration.test_stow import chunked, failures, referenced, store
+from tests.integration.test_fhir_sync import sync
+from tests.integration.test_stow import failures, referenced, store
 from tests.search import study_search
 
 BASE = "https://dicom.example.org/v2"
@@ -178,42 +179,13 @@ def test_deeply_nested_sequences_fail_that_part_only_and_the_study_is_synced(ser
 
 def test_parts_beyond_the_cap_get_413_when_nothing_was_stored(services: Services) -> None:
     body, ctype = multipart_with_types([("application/dicom", b"")] * 5)
-
-    async def run() -> StoreResponse:
-        return await store_instances(
-            blobs=services.blobs,
-            index=services.index,
-            sync_queue=services.sync_queue,
-            body=chunked(body),
-            content_type=ctype,
-            study_instance_uid=None,
-            base_url=BASE,
-            max_instance_bytes=10**9,
-            max_parts=3,
-        )
-
     with pytest.raises(PayloadTooLarge):
-        asyncio.run(run())
+        store(services, body, ctype, max_parts=3)
 
 
 def test_parts_beyond_the_cap_are_reported_after_the_stored_ones(services: Services) -> None:
     parts = [make_instance() for _ in range(4)]
-    body, ctype = multipart_body(parts)
-
-    async def run() -> StoreResponse:
-        return await store_instances(
-            blobs=services.blobs,
-            index=services.index,
-            sync_queue=services.sync_queue,
-            body=chunked(body),
-            content_type=ctype,
-            study_instance_uid=None,
-            base_url=BASE,
-            max_instance_bytes=10**9,
-            max_parts=3,
-        )
-
-    response = asyncio.run(run())
+    response = store(services, *multipart_body(parts), max_parts=3)
     assert response.status == 202 and len(referenced(response)) == 3 and failures(response) == [272]
 
 
@@ -231,20 +203,8 @@ def test_a_client_that_disconnects_after_one_part_leaves_it_stored_counted_and_s
         yield body[:cut]
         raise ConnectionResetError("client went away")
 
-    async def run() -> StoreResponse:
-        return await store_instances(
-            blobs=services.blobs,
-            index=services.index,
-            sync_queue=services.sync_queue,
-            body=dying_body(),
-            content_type=ctype,
-            study_instance_uid=None,
-            base_url=BASE,
-            max_instance_bytes=10**9,
-        )
-
     with pytest.raises(ConnectionResetError):
-        asyncio.run(run())
+        store(services, dying_body(), ctype)
     assert services.index.get_instance(key_of(first)) is not None
     assert services.index.get_instance(key_of(second)) is None
     assert study_record(services, study).number_of_study_instances == 1
@@ -321,18 +281,6 @@ def fhir(fhir_url: str) -> Iterator[FhirClient]:
     client.close()
 
 
-def _sync(services: Services, fhir: FhirClient, study: str, quiet: float = 30.0) -> SyncOutcome:
-    return sync_study(
-        index=services.index,
-        blobs=services.blobs,
-        fhir=fhir,
-        study=StudyKey(DEFAULT_PARTITION, study),
-        dicomweb_base_url=BASE,
-        patient_identifier_system="urn:test:patient-id",
-        quiet_seconds=quiet,
-    )
-
-
 def test_a_stow_that_commits_after_a_racing_delete_leaves_an_orphan_the_sync_removes(
     services: Services, fhir: FhirClient
 ) -> None:
@@ -350,8 +298,8 @@ def test_a_stow_that_commits_after_a_racing_delete_leaves_an_orphan_the_sync_rem
     services.index.update_aggregates([entry])
     assert services.index.get_instance(key) is not None  # an index entry whose blob is gone
     with pytest.raises(IndexIncomplete):
-        _sync(services, fhir, study)  # too fresh to call an orphan: the sync waits
-    assert _sync(services, fhir, study, quiet=0) is SyncOutcome.CREATED
+        sync(services, fhir, study)  # too fresh to call an orphan: the sync waits
+    assert sync(services, fhir, study, quiet=0) is SyncOutcome.CREATED
     assert services.index.get_instance(key) is None
     assert study_record(services, study).number_of_study_instances == 1
 
@@ -361,23 +309,23 @@ def test_the_sync_never_shrinks_or_deletes_a_study_whose_blobs_are_not_all_index
 ) -> None:
     study = generate_uid()
     assert store(services, *multipart_body([make_instance(study=study) for _ in range(2)])).status == 200
-    assert _sync(services, fhir, study) is SyncOutcome.CREATED
+    assert sync(services, fhir, study) is SyncOutcome.CREATED
     # The index loses the study (as a restart re-indexing from storage did); the blobs are all there.
     keys = services.index.list_instances(StudyKey(DEFAULT_PARTITION, study))
     services.index.remove_instances(keys)
     with pytest.raises(IndexIncomplete):
-        _sync(services, fhir, study)
+        sync(services, fhir, study)
     # Once the index has them again the sync goes ahead; once the blobs are gone it deletes.
     for key in keys:
         assert ensure_indexed(services.blobs, services.index, services.sync_queue, instance_blob_name(key)) in (
             Outcome.INDEXED,
         )
-    assert _sync(services, fhir, study) in (SyncOutcome.UNCHANGED, SyncOutcome.UPDATED)
+    assert sync(services, fhir, study) in (SyncOutcome.UNCHANGED, SyncOutcome.UPDATED)
     (resource,) = fhir.search("ImagingStudy", {"identifier": mapping.study_identifier(study)})
     assert resource["numberOfInstances"] == 2
     kw = {"blobs": services.blobs, "index": services.index, "sync_queue": services.sync_queue}
     asyncio.run(delete.delete_study(**kw, study=StudyKey(DEFAULT_PARTITION, study)))
-    assert _sync(services, fhir, study) is SyncOutcome.DELETED
+    assert sync(services, fhir, study) is SyncOutcome.DELETED
 
 
 def test_schedule_sync_sends_one_delayed_message_per_study_per_half_delay(services: Services) -> None:
@@ -416,21 +364,9 @@ class _IndexHook:
 
 
 def _store_one(services: Services, index: Any, data: bytes) -> StoreResponse:
+    """A one-instance STOW whose body arrives in one piece (so the part is known to be alone)."""
     body, ctype = multipart_body([data])
-
-    async def run() -> StoreResponse:
-        return await store_instances(
-            blobs=services.blobs,
-            index=index,
-            sync_queue=services.sync_queue,
-            body=chunked(body, size=len(body)),
-            content_type=ctype,
-            study_instance_uid=None,
-            base_url=BASE,
-            max_instance_bytes=10**9,
-        )
-
-    return asyncio.run(run())
+    return store(services, body, ctype, index=index, chunk_size=len(body))
 
 
 def test_a_one_instance_stow_counted_ahead_is_not_counted_twice_when_the_repair_indexed_it_first(
