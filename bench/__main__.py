@@ -312,11 +312,12 @@ def stow(
     return result
 
 
-def latencies(client: httpx.Client, url: str, headers: dict[str, str], repeat: int) -> dict[str, Any]:
-    """p50/p95 of ``repeat`` GETs after one warm-up, ops per request, and the JSON array length."""
-    ops = Ops()
+def timed_gets(
+    client: httpx.Client, url: str | httpx.URL, headers: dict[str, str], repeat: int, ops: Ops
+) -> tuple[list[float], int]:
+    """``repeat`` timed GETs after one warm-up (ms each, ops summed into ``ops``), and the JSON array length."""
     samples: list[float] = []
-    length = None
+    length = 0
     for n in range(repeat + 1):
         start = time.perf_counter()
         response = client.get(url, headers=headers)
@@ -328,6 +329,13 @@ def latencies(client: httpx.Client, url: str, headers: dict[str, str], repeat: i
             continue
         samples.append(took)
         ops.add(response)
+    return samples, length
+
+
+def latencies(client: httpx.Client, url: str, headers: dict[str, str], repeat: int) -> dict[str, Any]:
+    """p50/p95 of ``repeat`` GETs after one warm-up, ops per request, and the JSON array length."""
+    ops = Ops()
+    samples, length = timed_gets(client, url, headers, repeat, ops)
     return {**percentiles(samples), "results": length, "ops_per_request": ops.per(repeat)}
 
 
@@ -361,22 +369,9 @@ def qido(client: httpx.Client, base: str, studies: Sequence[Study], repeat: int)
     everything: list[float] = []
     ops = Ops()
     for key, path, params in query_mix(studies):
-        url = httpx.URL(base + path, params=params)
-        samples: list[float] = []
-        length = 0
-        for n in range(repeat + 1):
-            start = time.perf_counter()
-            response = client.get(url, headers=DICOM_JSON)
-            took = (time.perf_counter() - start) * 1000
-            if response.status_code not in (200, 204):
-                raise RuntimeError(f"QIDO {url} answered {response.status_code}: {response.text[:300]}")
-            if n == 0:
-                length = len(response.json()) if response.status_code == 200 else 0
-                if not length:
-                    log(f"  warning: QIDO {path} {params} matched nothing")
-                continue
-            samples.append(took)
-            ops.add(response)
+        samples, length = timed_gets(client, httpx.URL(base + path, params=params), DICOM_JSON, repeat, ops)
+        if not length:
+            log(f"  warning: QIDO {path} {params} matched nothing")
         out[key] = {**percentiles(samples), "results": length}
         everything += samples
     return {"mix": percentiles(everything), **out, "ops_per_request": ops.per(len(everything))}
