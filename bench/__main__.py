@@ -454,7 +454,7 @@ def storage_floor(env: dict[str, str], payloads: Sequence[bytes], concurrency: i
 def cosmos_study_query(env: dict[str, str], patient_id: str, repeat: int) -> dict[str, Any]:
     """The Cosmos stand-in's own time for the QIDO study query by PatientID, raw with the SDK."""
     try:
-        from dicomserver.stores.index import STUDIES_CONTAINER as container_name
+        from dicomserver.stores.azure.index import STUDIES_CONTAINER as container_name
     except ImportError:  # the studies container has not landed yet
         container_name = "studies"
     try:

@@ -22,10 +22,11 @@ from collections.abc import Sequence
 from tqdm import tqdm
 
 from .fhir.client import FhirClient
-from .fhir.sync import parse_sync_message, sync_study
+from .fhir.sync import sync_study
 from .identifiers import DEFAULT_PARTITION, StudyKey
 from .ingest import ensure_indexed, import_instance
 from .settings import Settings
+from .stores.layout import parse_sync_message
 from .wiring import Services, blob_poison_queue, build_services, dicomweb_base_url, fhir_client
 
 log = logging.getLogger(__name__)

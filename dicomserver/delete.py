@@ -7,7 +7,7 @@ or that a concurrent STOW has not indexed yet, is removed too instead of
 surviving a 404.
 
 Order: the study's FHIR sync is scheduled first (write-ahead, see
-:mod:`dicomserver.stores.queue`), then each instance blob is deleted, then
+:mod:`dicomserver.stores.azure.queue`), then each instance blob is deleted, then
 the metadata blobs of the rare instances that have one, then the index
 documents (counted out of their series and study).  If a step fails the
 request fails with 503 and the index still lists what is left, so repeating

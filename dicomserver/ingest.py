@@ -7,7 +7,7 @@ One instance is stored in this order, by whichever path brings it:
 2. the instance blob is created with ``If-None-Match: *`` (409: it exists);
 3. :func:`commit_instance` schedules the study's FHIR sync *before* touching
    the index (write-ahead: a queue message that becomes visible later, at
-   most one per study every few seconds, see :mod:`dicomserver.stores.queue`),
+   most one per study every few seconds, see :mod:`dicomserver.stores.azure.queue`),
    writes the metadata blob only when the metadata is too large for the index
    document, and creates the instance's index document, which carries the
    DICOM JSON metadata: the commit point;
@@ -19,7 +19,7 @@ Cost per instance: one blob write and one index write, plus per request one
 patch per touched series and study and at most one queue message per study.
 A request that dies after step 3 leaves a committed, searchable instance
 whose FHIR sync is already queued; its counts are repaired by the sync's
-reconcile (see :mod:`dicomserver.stores.index`).
+reconcile (see :mod:`dicomserver.stores.azure.index`).
 
 :func:`ensure_indexed` is the repair path, run by the blob trigger on the
 instance container (and by STOW when it meets an instance blob that is not
@@ -56,8 +56,8 @@ from .errors import DependencyUnavailable, DuplicateInstance, FailureReason, Not
 from .frames import FrameTable, frame_table
 from .identifiers import DEFAULT_PARTITION, InstanceKey, is_valid_uid
 from .mediatypes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
-from .stores import BlobStore, IndexedInstance, IndexStore, SyncQueue
-from .stores.blob import AzureImportStore, parse_instance_blob_name
+from .stores import BlobStore, ImportStore, IndexedInstance, IndexStore, SyncQueue
+from .stores.layout import parse_instance_blob_name
 from .stores.model import INLINE_METADATA_LIMIT
 from .validation import find_invalid_attributes, first_text, instance_key, validate_dataset
 
@@ -431,7 +431,7 @@ def _file_chunks(f: IO[bytes]) -> Iterator[bytes]:
 
 
 def import_instance(
-    blobs: BlobStore, index: IndexStore, sync_queue: SyncQueue, imports: AzureImportStore, name: str
+    blobs: BlobStore, index: IndexStore, sync_queue: SyncQueue, imports: ImportStore, name: str
 ) -> Outcome:
     """Bulk import: validate ``name`` from the import container, store it canonically, index it.
 
@@ -472,7 +472,7 @@ def import_instance(
     return Outcome.INDEXED
 
 
-def _reject(imports: AzureImportStore, name: str, f: IO[bytes], size: int, reason: FailureReason, message: str) -> None:
+def _reject(imports: ImportStore, name: str, f: IO[bytes], size: int, reason: FailureReason, message: str) -> None:
     log.warning("import rejected blob=%s reason=%d: %s", name, int(reason), message)
     imports.reject_import(
         name,

@@ -1,7 +1,7 @@
 """Storage round trips per request: the cost unit of this design.
 
 Every HTTP round trip the Azure SDKs make to Blob Storage, Cosmos DB or a
-Storage Queue goes through :class:`~dicomserver.stores.counting.CountingTransport`,
+Storage Queue goes through :class:`~dicomserver.stores.azure.counting.CountingTransport`,
 which adds it to the :class:`Operations` of the current context (with the
 Cosmos request charge from ``x-ms-request-charge``).  A request handler opens
 a fresh counter with :func:`counting`; worker threads started with

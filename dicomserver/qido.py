@@ -2,7 +2,7 @@
 
 Parsing turns query parameters into a :class:`SearchQuery` of normalised
 :class:`Match` conditions grouped by level (see :mod:`dicomserver.matching`);
-the index turns that into Cosmos SQL (:mod:`dicomserver.stores.index`).
+the index turns that into Cosmos SQL (:mod:`dicomserver.stores.azure.index`).
 
 Rules, as in Azure v2 unless marked "PS3.18":
 

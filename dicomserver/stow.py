@@ -48,7 +48,7 @@ from .ingest import Rejected, commit_instance, ensure_indexed, index_entry, read
 from .mediatypes import APPLICATION_DICOM, MULTIPART_RELATED, parse_media_type
 from .multipart import MultipartReader, PartData, PartEnd, PartStart
 from .stores import BlobStore, IndexedInstance, IndexStore, SyncQueue
-from .stores.blob import instance_blob_name
+from .stores.layout import instance_blob_name
 from .stores.model import INLINE_METADATA_LIMIT
 
 log = logging.getLogger(__name__)

@@ -52,8 +52,7 @@ from .mediatypes import (
 )
 from .multipart import iter_multipart, new_boundary
 from .settings import Settings
-from .stores import BlobStore, IndexedInstance, IndexStore
-from .stores.blob import OpenedInstance
+from .stores import BlobStore, IndexedInstance, IndexStore, OpenedInstance
 from .transcode import (
     DEFAULT_BUDGET,
     MAX_TRANSCODE_BYTES,

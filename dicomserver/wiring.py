@@ -1,5 +1,9 @@
 """Builds the Azure SDK clients and stores from :class:`Settings`, once per process.
 
+The one core module, outside :mod:`dicomserver.stores.azure`, that imports the
+Azure SDK: it picks the implementations of the ports (:mod:`dicomserver.stores`)
+and hands them, typed as the Protocols, to the services.
+
 Clients are created lazily on first use (never at import time) and shared by
 every invocation in the worker process.  Connection strings are used only for
 the local emulators; in Azure every client authenticates with
@@ -21,11 +25,12 @@ from .auth import Authenticator, build_authenticator
 from .errors import DependencyUnavailable, DicomServerError
 from .fhir.client import FhirClient
 from .settings import Settings
-from .stores.blob import CHUNK_SIZE, AzureBlobStore, AzureImportStore
-from .stores.cosmos import make_cosmos_client
-from .stores.counting import CountingTransport
-from .stores.index import CosmosIndexStore
-from .stores.queue import BLOB_POISON_QUEUE, AzureBlobPoisonQueue, AzureSyncQueue
+from .stores import BlobStore, ImportStore, IndexStore, SyncQueue
+from .stores.azure.blob import CHUNK_SIZE, AzureBlobStore, AzureImportStore
+from .stores.azure.cosmos import make_cosmos_client
+from .stores.azure.counting import CountingTransport
+from .stores.azure.index import CosmosIndexStore
+from .stores.azure.queue import BLOB_POISON_QUEUE, AzureBlobPoisonQueue, AzureSyncQueue
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +46,10 @@ class Services:
     """Everything a request handler needs."""
 
     settings: Settings
-    blobs: AzureBlobStore
-    imports: AzureImportStore
-    index: CosmosIndexStore
-    sync_queue: AzureSyncQueue
+    blobs: BlobStore
+    imports: ImportStore
+    index: IndexStore
+    sync_queue: SyncQueue
 
 
 def _credential(settings: Settings) -> Any:
@@ -152,14 +157,6 @@ def provision() -> None:
     global _provisioned
     provision_services(build_services(Settings.from_env()))
     _provisioned = True
-
-
-def reset_for_tests() -> None:
-    """Forget the process-wide services (tests that change the environment)."""
-    global _services, _provisioned
-    with _lock:
-        _services = None
-        _provisioned = False
 
 
 def fhir_client(settings: Settings) -> FhirClient | None:

@@ -35,7 +35,6 @@ the clinical system); a new one gets name, gender and birth date.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 from datetime import UTC, datetime
@@ -43,9 +42,9 @@ from enum import Enum
 from typing import Any
 
 from ..errors import DependencyUnavailable
-from ..identifiers import StudyKey, is_valid_uid
-from ..stores import BlobStore, IndexStore
-from ..stores.queue import AzureSyncQueue, sync_message
+from ..identifiers import StudyKey
+from ..stores import BlobStore, IndexStore, SyncQueue
+from ..stores.layout import parse_sync_message, sync_message
 from . import mapping
 from .client import FhirClient, FhirError, PreconditionFailed, TransientFhirError
 
@@ -210,26 +209,13 @@ def _sync(
 MAX_ATTEMPTS = 8
 
 
-def parse_sync_message(body: bytes | str) -> tuple[StudyKey, int] | None:
-    """``(study, attempt)`` from a fhir-sync message; None for a malformed one."""
-    try:
-        data = json.loads(body)
-        study = StudyKey(str(data["partition"]), str(data["study"]))
-        attempt = int(data.get("attempt", 0))
-    except (ValueError, KeyError, TypeError):
-        return None
-    if not is_valid_uid(study.study_instance_uid):
-        return None
-    return study, attempt
-
-
 def handle_sync_message(
     *,
     body: bytes | str,
     index: IndexStore,
     blobs: BlobStore,
     fhir: FhirClient,
-    queue: AzureSyncQueue,
+    queue: SyncQueue,
     dicomweb_base_url: str,
     patient_identifier_system: str,
 ) -> SyncOutcome | None:

@@ -1,25 +1,36 @@
 """Ports: the storage the service needs, as Protocols.
 
-Services receive implementations as arguments; only ``wiring.py`` builds the
-Azure ones (``blob.py``, ``index.py``, ``queue.py``).  Azure SDK exceptions are
-translated into :mod:`dicomserver.errors` inside this package and nowhere else.
-Every round trip an implementation makes is counted (:mod:`.counting`).
+This package owns its types and imports nothing from Azure:
+
+* :mod:`.model`: the value types that cross the boundary (``IndexedInstance``,
+  ``SearchQuery``, ``QueryPage``, ``StudySnapshot``, ``OpenedInstance``...);
+* :mod:`.layout`: blob names and queue message bodies (the storage contract);
+* this module: the Protocols below, which the services (``stow``, ``wado``,
+  ``qido``, ``delete``, ``ingest``, ``fhir.sync``) are typed with.
+
+The Azure implementations live in :mod:`.azure` (Blob Storage, Cosmos DB,
+Storage Queues); only ``dicomserver/wiring.py`` imports them and the Azure SDK
+(``tests/unit/test_layering.py`` checks it).  Azure SDK exceptions are
+translated into :mod:`dicomserver.errors` inside :mod:`.azure` and nowhere else;
+every round trip an implementation makes is counted
+(:mod:`.azure.counting`, :mod:`dicomserver.opcount`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from ..identifiers import InstanceKey, StudyKey
-from .blob import OpenedInstance
-from .model import IndexedInstance, QueryPage, Record, SearchQuery, StudySnapshot
+from .model import IndexedInstance, OpenedInstance, QueryPage, Record, SearchQuery, StudySnapshot
 
 __all__ = [
     "BlobStore",
+    "ImportStore",
     "IndexStore",
     "SyncQueue",
     "IndexedInstance",
+    "OpenedInstance",
     "QueryPage",
     "Record",
     "SearchQuery",
@@ -120,3 +131,27 @@ class SyncQueue(Protocol):
     def schedule_sync(self, studies: Sequence[StudyKey]) -> None:
         """Before a write into ``studies``: make sure a sync runs after it (write-ahead, at most one message
         per study every few seconds)."""
+
+    def retry_later(self, study: StudyKey, attempt: int, delay_seconds: int) -> None:
+        """Queue the study again, invisible for ``delay_seconds`` (back-off of a transient failure)."""
+
+    def send_to_poison(self, body: str) -> None:
+        """Park a message in the ``-poison`` queue (replayed with ``dicomserver.cli requeue-poison``)."""
+
+    def drain_poison(self) -> list[str]:
+        """Remove and return the messages of the poison queue (a batch; call until empty)."""
+
+
+class ImportStore(Protocol):
+    """The bulk-import drop container and the container its rejects move to."""
+
+    def ensure_containers(self) -> None: ...
+
+    def iter_import(self, name: str) -> Iterator[bytes]:
+        """Stream a dropped file (raises NotFound)."""
+
+    def delete_import(self, name: str) -> None:
+        """Delete a dropped file (no error when it is gone)."""
+
+    def reject_import(self, name: str, data: IO[bytes], length: int, reason: dict[str, Any]) -> None:
+        """Move a dropped file (whose bytes the caller holds) to the errors container with its reason."""

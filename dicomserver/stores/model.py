@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -11,6 +12,15 @@ from ..identifiers import DEFAULT_PARTITION, InstanceKey, Level, StudyKey
 #: Metadata JSON up to this many characters is kept in the instance's index document (Cosmos
 #: items are limited to 2 MB); larger metadata goes to the metadata blob.
 INLINE_METADATA_LIMIT = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedInstance:
+    """An instance blob being read: its size, transfer syntax (if recorded) and chunks."""
+
+    size: int
+    transfer_syntax_uid: str | None
+    chunks: Iterator[bytes]
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ import pytest
 
 from dicomserver.errors import DuplicateInstance, NotFound
 from dicomserver.identifiers import DEFAULT_PARTITION, InstanceKey
-from dicomserver.stores.blob import instance_blob_name
+from dicomserver.stores.layout import instance_blob_name
 from dicomserver.wiring import Services
 
 KEY = InstanceKey(DEFAULT_PARTITION, "1.2.3", "1.2.3.4", "1.2.3.4.5")

@@ -12,7 +12,7 @@ from dicomserver.fhir import mapping
 from dicomserver.fhir.client import FhirClient
 from dicomserver.identifiers import DEFAULT_PARTITION, StudyKey
 from dicomserver.settings import Settings
-from dicomserver.stores.queue import sync_message
+from dicomserver.stores.layout import sync_message
 from dicomserver.wiring import Services
 from tests.dicomfiles import make_instance, multipart_body
 from tests.integration.test_stow import store
@@ -70,8 +70,8 @@ def test_replay_blob_poison_indexes_the_parked_blobs(
     from azure.storage.queue import QueueClient
 
     from dicomserver.identifiers import InstanceKey
-    from dicomserver.stores.blob import instance_blob_name
-    from dicomserver.stores.queue import BLOB_POISON_QUEUE
+    from dicomserver.stores.azure.queue import BLOB_POISON_QUEUE
+    from dicomserver.stores.layout import instance_blob_name
 
     data = make_instance()
     ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)

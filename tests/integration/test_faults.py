@@ -100,7 +100,7 @@ def test_a_cosmos_outage_during_the_repair_trigger_is_ridden_out_not_poisoned(
     import threading
 
     from dicomserver.ingest import Outcome, ensure_indexed, riding_out_outages
-    from dicomserver.stores.blob import instance_blob_name
+    from dicomserver.stores.layout import instance_blob_name
 
     proxy, services = cosmos_proxy
     data = make_instance()
@@ -136,7 +136,7 @@ def test_an_index_outage_during_the_fhir_sync_backs_off_instead_of_raising(
     from dicomserver.fhir.client import FhirClient
     from dicomserver.fhir.sync import handle_sync_message
     from dicomserver.identifiers import StudyKey
-    from dicomserver.stores.queue import sync_message
+    from dicomserver.stores.layout import sync_message
 
     proxy, services = cosmos_proxy
     study = StudyKey(DEFAULT_PARTITION, "1.2.826.0.1.3680043.8.498.424242")

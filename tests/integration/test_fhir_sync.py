@@ -17,7 +17,7 @@ from dicomserver.fhir import mapping
 from dicomserver.fhir.client import FhirClient, TransientFhirError
 from dicomserver.fhir.sync import QUIET_SECONDS, SyncOutcome, handle_sync_message, sync_study
 from dicomserver.identifiers import DEFAULT_PARTITION, StudyKey
-from dicomserver.stores.queue import sync_message
+from dicomserver.stores.layout import sync_message
 from dicomserver.wiring import Services
 from tests.dicomfiles import make_instance, multipart_body
 from tests.integration.test_stow import store

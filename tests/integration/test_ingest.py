@@ -8,7 +8,7 @@ import pydicom
 
 from dicomserver.identifiers import DEFAULT_PARTITION, InstanceKey
 from dicomserver.ingest import Outcome, ensure_indexed
-from dicomserver.stores.blob import instance_blob_name
+from dicomserver.stores.layout import instance_blob_name
 from dicomserver.wiring import Services
 from tests.dicomfiles import make_instance, multipart_body
 from tests.integration.test_stow import failures, store

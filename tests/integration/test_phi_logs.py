@@ -20,9 +20,10 @@ from dicomserver.fhir.client import FhirClient
 from dicomserver.fhir.sync import handle_sync_message
 from dicomserver.identifiers import DEFAULT_PARTITION, StudyKey
 from dicomserver.ingest import import_instance
-from dicomserver.stores.queue import sync_message
+from dicomserver.stores.layout import sync_message
 from dicomserver.wiring import Services
 from tests.dicomfiles import make_instance, multipart_body
+from tests.importdrop import list_imports, put_import
 from tests.integration.test_stow import store
 
 MARKER = "PHIMARKER7Q"
@@ -43,8 +44,8 @@ def test_no_record_mentions_the_patient_whatever_happens_to_the_data(
     ds.PatientID = [patient_id, f"{MARKER}-OTHER"]
     twice = io.BytesIO()
     ds.save_as(twice)
-    services.imports.put_import(f"drop/{generate_uid()}.dcm", twice.getvalue())
-    for name in services.imports.list_imports():
+    put_import(services.settings, f"drop/{generate_uid()}.dcm", twice.getvalue())
+    for name in list_imports(services.settings):
         import_instance(services.blobs, services.index, services.sync_queue, services.imports, name)
     found = asyncio.run(qido.search_for_studies(index=services.index, params=[("PatientID", patient_id)]))
     assert len(found) == 1

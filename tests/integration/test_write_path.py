@@ -27,7 +27,7 @@ from dicomserver.fhir.client import FhirClient
 from dicomserver.fhir.sync import IndexIncomplete, SyncOutcome
 from dicomserver.identifiers import DEFAULT_PARTITION, InstanceKey, StudyKey
 from dicomserver.ingest import Outcome, commit_instance, ensure_indexed, index_entry, read_instance
-from dicomserver.stores.blob import instance_blob_name
+from dicomserver.stores.layout import instance_blob_name
 from dicomserver.stow import StoreResponse
 from dicomserver.wiring import Services
 from tests.dicomfiles import deeply_nested, make_instance, multipart_body, multipart_with_types
@@ -329,7 +329,7 @@ def test_the_sync_never_shrinks_or_deletes_a_study_whose_blobs_are_not_all_index
 
 
 def test_schedule_sync_sends_one_delayed_message_per_study_per_half_delay(services: Services) -> None:
-    from dicomserver.stores.queue import AzureSyncQueue
+    from dicomserver.stores.azure.queue import AzureSyncQueue
 
     now = [1000.0]
     queue = AzureSyncQueue(services.sync_queue._queue, services.sync_queue._poison, 2, clock=lambda: now[0])

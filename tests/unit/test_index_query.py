@@ -6,7 +6,7 @@ from typing import Any
 
 from dicomserver.identifiers import Level
 from dicomserver.qido import Resource, parse_search
-from dicomserver.stores.index import _condition
+from dicomserver.stores.azure.index import _condition
 from dicomserver.stores.model import Match, MatchKind
 
 HOSTILE = "x' OR 1=1 --"

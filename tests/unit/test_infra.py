@@ -12,7 +12,7 @@ import pytest
 from pycep import BicepParser
 
 from dicomserver.settings import SETTING_NAMES, Settings
-from dicomserver.stores.index import INDEXING_POLICIES, PARTITION_KEY_PATH
+from dicomserver.stores.azure.index import INDEXING_POLICIES, PARTITION_KEY_PATH
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 BICEP_FILES = sorted(INFRA.rglob("*.bicep"))

@@ -23,7 +23,7 @@ from typing import Any
 from azure.cosmos import ContainerProxy, CosmosClient
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 
-from ..settings import Settings
+from ...settings import Settings
 from .counting import CountingTransport
 
 

@@ -30,18 +30,11 @@ from collections.abc import Callable, Sequence
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage
 
-from ..errors import DependencyUnavailable
-from ..identifiers import StudyKey
+from ...errors import DependencyUnavailable
+from ...identifiers import StudyKey
+from ..layout import sync_message
 
 log = logging.getLogger(__name__)
-
-
-def sync_message(study: StudyKey, attempt: int = 0) -> str:
-    """The fhir-sync message body for ``study`` (``attempt`` counts back-off retries)."""
-    body: dict[str, object] = {"partition": study.partition, "study": study.study_instance_uid}
-    if attempt:
-        body["attempt"] = attempt
-    return json.dumps(body, separators=(",", ":"))
 
 
 class AzureSyncQueue:

@@ -114,13 +114,12 @@ from azure.core.exceptions import AzureError
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
-from ..attributes import LEVEL_ATTRIBUTES, PERSON_NAME_ATTRIBUTES, SERIES_KEYS, STUDY_KEYS
-from ..dicomjson import first_value, select, tag_key
-from ..errors import DependencyUnavailable
-from ..identifiers import InstanceKey, Level, SeriesKey, StudyKey
-from ..matching import fold_person_name, fold_text, person_name_words
-from .cosmos import read_item_or_none
-from .model import (
+from ...attributes import LEVEL_ATTRIBUTES, PERSON_NAME_ATTRIBUTES, SERIES_KEYS, STUDY_KEYS
+from ...dicomjson import first_value, select, tag_key
+from ...errors import DependencyUnavailable
+from ...identifiers import InstanceKey, Level, SeriesKey, StudyKey
+from ...matching import fold_person_name, fold_text, person_name_words
+from ..model import (
     INLINE_METADATA_LIMIT,
     IndexedInstance,
     Match,
@@ -131,6 +130,7 @@ from .model import (
     SeriesSnapshot,
     StudySnapshot,
 )
+from .cosmos import read_item_or_none
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from azure.core.pipeline.transport import RequestsTransport
 
-from .. import opcount
+from ... import opcount
 
 
 class CountingTransport(RequestsTransport):  # type: ignore[misc]

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import IO, TypeVar
 
 from azure.core.exceptions import (
@@ -22,51 +20,19 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobServiceClient, ContentSettings
 
-from ..errors import DependencyUnavailable, DuplicateInstance, NotFound
-from ..identifiers import InstanceKey, StudyKey, is_valid_uid
+from ...errors import DependencyUnavailable, DuplicateInstance, NotFound
+from ...identifiers import InstanceKey, StudyKey
+from ..layout import instance_blob_name, metadata_blob_name, parse_instance_blob_name
+from ..model import OpenedInstance
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_BLOB_NAME = re.compile(
-    r"(?P<partition>[A-Za-z0-9._-]{1,64})/(?P<study>[0-9.]+)/(?P<series>[0-9.]+)/(?P<sop>[0-9.]+)\.dcm"
-)
-
 #: Chunk size of streamed downloads.
 CHUNK_SIZE = 4 * 1024 * 1024
 #: Blob metadata key holding the instance's transfer syntax UID.
 TRANSFER_SYNTAX_METADATA = "transfersyntax"
-
-
-@dataclass(frozen=True, slots=True)
-class OpenedInstance:
-    """An instance blob being read: its size, transfer syntax (if recorded) and chunks."""
-
-    size: int
-    transfer_syntax_uid: str | None
-    chunks: Iterator[bytes]
-
-
-def instance_blob_name(key: InstanceKey) -> str:
-    """``{partition}/{study}/{series}/{sop}.dcm`` (UIDs are validated UI values)."""
-    return f"{key.partition}/{key.study_instance_uid}/{key.series_instance_uid}/{key.sop_instance_uid}.dcm"
-
-
-def parse_instance_blob_name(name: str) -> InstanceKey | None:
-    """The key of a canonical instance blob name, or None for any other name."""
-    match = _BLOB_NAME.fullmatch(name)
-    if match is None:
-        return None
-    key = InstanceKey(match["partition"], match["study"], match["series"], match["sop"])
-    if not all(is_valid_uid(u) for u in (key.study_instance_uid, key.series_instance_uid, key.sop_instance_uid)):
-        return None
-    return key
-
-
-def metadata_blob_name(key: InstanceKey) -> str:
-    """``{partition}/{study}/{series}/{sop}.json``."""
-    return f"{key.partition}/{key.study_instance_uid}/{key.series_instance_uid}/{key.sop_instance_uid}.json"
 
 
 def _translate(what: str, call: Callable[[], T]) -> T:
@@ -233,11 +199,6 @@ class AzureImportStore:
             except ResourceExistsError:
                 pass
 
-    def put_import(self, name: str, data: IO[bytes] | bytes, length: int | None = None) -> None:
-        """Drop a file into the import container (tools and tests)."""
-        blob = self._imports.get_blob_client(name)
-        _translate("import upload", lambda: blob.upload_blob(data, length=length, overwrite=True))
-
     def iter_import(self, name: str) -> Iterator[bytes]:
         blob = self._imports.get_blob_client(name)
         try:
@@ -245,9 +206,6 @@ class AzureImportStore:
         except ResourceNotFoundError:
             raise NotFound(f"The import blob '{name}' was not found.") from None
         yield from downloader.chunks()
-
-    def list_imports(self) -> list[str]:
-        return [b.name for b in _translate("import list", lambda: list(self._imports.list_blobs()))]
 
     def delete_import(self, name: str) -> None:
         try:
@@ -273,11 +231,3 @@ class AzureImportStore:
             ),
         )
         self.delete_import(name)
-
-    def read_error(self, name: str) -> tuple[bytes, dict[str, object]]:
-        """The rejected file and its reason (tools and tests)."""
-        data = _translate("error read", lambda: self._errors.get_blob_client(name).download_blob().readall())
-        reason = _translate(
-            "error read", lambda: self._errors.get_blob_client(f"{name}.error.json").download_blob().readall()
-        )
-        return data, json.loads(reason)
