@@ -27,7 +27,7 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from scripts import devstack, localhost
-from scripts.localhost import BlobDriver, FunctionLoadError, LocalHost, QueueDriver, build_host
+from scripts.localhost import BlobDriver, FunctionLoadError, LocalHost, QueueDriver, build_host, queues
 from tests.hostapp import BATCH, Calls, build
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -286,7 +286,7 @@ def test_message_dequeued_too_often_goes_to_poison_uninvoked(host: HostFixture) 
 
 
 def test_lease_is_renewed_while_the_function_runs(host: HostFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(localhost, "QUEUE_LEASE_SECONDS", 2)  # renewed every second; the function takes 4 s
+    monkeypatch.setattr(queues, "QUEUE_LEASE_SECONDS", 2)  # renewed every second; the function takes 4 s
     local, calls, env = host
     queue(env, env["TEST_QUEUE"]).send_message("slow")
     poller = threading.Thread(target=driver(local, QueueDriver, "on_message").poll_once)
