@@ -1,11 +1,12 @@
 # make run: the service with its emulators at http://127.0.0.1:7071/v2 (Ctrl-C stops everything)
 # make test: the whole test suite (starts its own emulators on free ports)
+# make test-unit / test-integration / test-e2e: one tier (test-unit starts no emulator)
 # Python 3.11 when installed under that name, else python3 (override: make PYTHON=/path/to/python3.11)
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv node_modules run test lint token bench clean
+.PHONY: venv node_modules run test test-unit test-integration test-e2e lint token bench clean
 ROLE ?= owner
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -26,6 +27,16 @@ run: $(VENV)/.installed node_modules/.installed
 
 test: $(VENV)/.installed node_modules/.installed
 	$(PY) -m pytest
+
+# one tier at a time (the markers follow the folders, see tests/conftest.py); the unit tier needs no emulator
+test-unit: $(VENV)/.installed
+	$(PY) -m pytest -m unit tests/unit
+
+test-integration: $(VENV)/.installed node_modules/.installed
+	$(PY) -m pytest -m integration tests/integration
+
+test-e2e: $(VENV)/.installed node_modules/.installed
+	$(PY) -m pytest -m e2e tests/e2e
 
 # a local-mode bearer token (make -s token ROLE=reader)
 token: $(VENV)/.installed

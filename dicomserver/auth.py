@@ -79,16 +79,6 @@ class Action(Enum):
     DELETE = "delete"
 
 
-def action_for_method(method: str) -> Action:
-    """GET/HEAD read, DELETE deletes, everything else writes."""
-    method = method.upper()
-    if method in ("GET", "HEAD", "OPTIONS"):
-        return Action.READ
-    if method == "DELETE":
-        return Action.DELETE
-    return Action.WRITE
-
-
 @dataclass(frozen=True, slots=True)
 class Principal:
     """The caller, as far as the service needs to know."""

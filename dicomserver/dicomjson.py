@@ -141,5 +141,9 @@ def select(attrs: JsonDataset, tags: Iterable[int]) -> JsonDataset:
 
 def keyword_tag(keyword: str) -> int:
     """Return the tag of a pydicom keyword (``ValueError`` if unknown)."""
-    tag = Tag(keyword)
-    return int(tag)
+    return int(Tag(keyword))
+
+
+def keyword_key(keyword: str) -> str:
+    """The DICOM JSON key (``"0020000D"``) of a pydicom keyword (``ValueError`` if unknown)."""
+    return tag_key(keyword_tag(keyword))

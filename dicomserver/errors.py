@@ -10,7 +10,6 @@ responses)::
     ├── Forbidden (403)               valid token without the needed role
     ├── NotFound (404)                study/series/instance/frame not stored
     ├── NotAcceptable (406)           Accept cannot be satisfied
-    ├── Conflict (409)                STOW where no instance could be stored
     ├── PayloadTooLarge (413)         request body over the configured cap
     ├── UnsupportedMediaType (415)    Content-Type not accepted
     └── DependencyUnavailable (424/503)  Blob Storage or Cosmos DB failed
@@ -29,18 +28,12 @@ class FailureReason(IntEnum):
 
     #: General processing failure (0x0110).
     PROCESSING_FAILURE = 272
-    #: The instance blob was not found (0x0111, Azure code only).
-    BLOB_NOT_FOUND = 273
     #: Validation failed: missing/invalid required attribute, invalid UID (0xA900).
     VALIDATION_FAILURE = 43264
     #: StudyInstanceUID of the instance differs from the study in the URL (0xA901).
     MISMATCH_STUDY_INSTANCE_UID = 43265
     #: The same Study/Series/SOP instance is already stored (0xB00E).
     SOP_INSTANCE_ALREADY_EXISTS = 45070
-    #: The same instance is being created by another request (0xB00F).
-    PENDING_SOP_INSTANCE = 45071
-    #: Warning: dataset does not match the SOP class (0xB007).
-    DATASET_DOES_NOT_MATCH_SOP_CLASS = 45063
     #: Warning (v2): the dataset has attributes that failed validation.
     DATASET_HAS_VALIDATION_WARNINGS = 1
 
@@ -86,12 +79,6 @@ class NotAcceptable(DicomServerError):
     """No representation matching the Accept header can be produced."""
 
     status = 406
-
-
-class Conflict(DicomServerError):
-    """A STOW request in which no instance could be stored."""
-
-    status = 409
 
 
 class PayloadTooLarge(DicomServerError):

@@ -15,6 +15,7 @@ A frame is a list of byte ranges ``[offset, length]`` in the instance blob:
   exactly the number of frames.  Otherwise no table is stored (frame retrieval
   then answers 404 with a message).
 
+The Pixel Data header and its items are found by :mod:`dicomserver.part10`.
 Frame retrieval reads exactly these ranges (ranged blob reads); the rest of
 the file is never read.
 """
@@ -26,7 +27,7 @@ from typing import IO
 
 from pydicom.dataset import Dataset
 
-from .bulkdata import LONG_VRS
+from . import part10
 
 FrameTable = list[list[list[int]]]
 
@@ -40,67 +41,51 @@ def _int(ds: Dataset, keyword: str, default: int = 0) -> int:
 
 def frame_table(f: IO[bytes], size: int, ds: Dataset, pixel_data_position: int) -> FrameTable | None:
     """The frames of the Pixel Data element that starts at ``pixel_data_position``, or None."""
-    endian = "<" if ds.is_little_endian in (True, None) else ">"
-    f.seek(pixel_data_position)
-    header = f.read(8)
-    if len(header) < 8:
-        return None
-    group, element = struct.unpack(endian + "HH", header[:4])
-    if (group, element) != (0x7FE0, 0x0010):
-        return None
-    vr = header[4:6]
-    if ds.is_implicit_VR or not vr.isalpha() or not vr.isupper():
-        (length,) = struct.unpack(endian + "L", header[4:8])
-        start = pixel_data_position + 8
-    elif vr in LONG_VRS:
-        (length,) = struct.unpack(endian + "L", f.read(4))
-        start = pixel_data_position + 12
-    else:
-        (length,) = struct.unpack(endian + "H", header[6:8])
-        start = pixel_data_position + 8
-    frames = max(_int(ds, "NumberOfFrames", 1), 1)
-    if length != 0xFFFFFFFF:
-        bits = _int(ds, "Rows") * _int(ds, "Columns") * _int(ds, "SamplesPerPixel", 1) * _int(ds, "BitsAllocated")
-        if bits == 0 or bits % 8 or (bits // 8) * frames > length:
+    little_endian = ds.is_little_endian in (True, None)
+    implicit = bool(ds.is_implicit_VR)
+    items: list[part10.Element] = []
+    try:
+        pixels = next(part10.walk(f, size, pixel_data_position, little_endian=little_endian, implicit=implicit), None)
+        if pixels is None or pixels.tag != part10.PIXEL_DATA:
             return None
-        frame_size = bits // 8
-        return [[[start + i * frame_size, frame_size]] for i in range(frames)]
-    extended = ds.get("ExtendedOffsetTable")
-    return _encapsulated(f, size, start, frames, endian, bytes(extended) if extended else None)
+        if pixels.length == part10.UNDEFINED:
+            # Lenient: a file that ends where the Sequence Delimitation Item belongs still has its fragments.
+            items = list(part10.fragments(f, size, pixels.offset, little_endian=little_endian, strict=False))
+    except part10.Part10Error:
+        return None
+    frames = max(_int(ds, "NumberOfFrames", 1), 1)
+    if pixels.length == part10.UNDEFINED:
+        extended = ds.get("ExtendedOffsetTable")
+        return _encapsulated(f, items, frames, "<" if little_endian else ">", bytes(extended) if extended else None)
+    bits = _int(ds, "Rows") * _int(ds, "Columns") * _int(ds, "SamplesPerPixel", 1) * _int(ds, "BitsAllocated")
+    if bits == 0 or bits % 8 or (bits // 8) * frames > pixels.length:
+        return None
+    frame_size = bits // 8
+    return [[[pixels.offset + i * frame_size, frame_size]] for i in range(frames)]
 
 
 def _encapsulated(
-    f: IO[bytes], size: int, pos: int, frames: int, endian: str, extended_offsets: bytes | None = None
+    f: IO[bytes], items: list[part10.Element], frames: int, endian: str, extended_offsets: bytes | None = None
 ) -> FrameTable | None:
-    items: list[tuple[int, int]] = []  # (item tag position, value length)
-    while pos + 8 <= size:
-        f.seek(pos)
-        group, element, length = struct.unpack(endian + "HHL", f.read(8))
-        if (group, element) == (0xFFFE, 0xE0DD):
-            break
-        if (group, element) != (0xFFFE, 0xE000) or pos + 8 + length > size:
-            return None
-        items.append((pos, length))
-        pos += 8 + length
-    if not items:
+    """Group the items of encapsulated Pixel Data (the Basic Offset Table, then the fragments) into frames."""
+    if len(items) < 2 or any(item.tag != part10.ITEM or item.length == part10.UNDEFINED for item in items):
         return None
-    (bot_pos, bot_length), fragments = items[0], items[1:]
-    ranges = [[p + 8, n] for p, n in fragments]
-    if not fragments:
-        return None
+    table, fragments = items[0], items[1:]
+    ranges = [[fragment.offset, fragment.length] for fragment in fragments]
     if frames == 1:
         return [ranges]
     if len(fragments) == frames:
         return [[r] for r in ranges]
     offsets: list[int] | None = None
-    if bot_length >= 4 * frames:
-        f.seek(bot_pos + 8)
+    if table.length >= 4 * frames:
+        f.seek(table.offset)
         offsets = list(struct.unpack(f"{endian}{frames}L", f.read(4 * frames)))
     elif extended_offsets is not None and len(extended_offsets) >= 8 * frames:
         offsets = list(struct.unpack(f"<{frames}Q", extended_offsets[: 8 * frames]))
     if offsets is not None:
-        first = fragments[0][0]
-        starts = {p - first: i for i, (p, _) in enumerate(fragments)}
+        # An offset counts from the first fragment's item tag to a frame's first fragment's item tag.
+        first = fragments[0].position
+        starts = {fragment.position - first: i for i, fragment in enumerate(fragments)}
         if any(o not in starts for o in offsets):
             return None
         bounds = [starts[o] for o in offsets] + [len(fragments)]

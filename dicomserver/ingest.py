@@ -1,5 +1,11 @@
 """The store sequence shared by STOW, the repair trigger and bulk import.
 
+:func:`store_instance` runs the whole sequence for one STOW part (STOW itself
+only reads the request and writes the response, see :mod:`dicomserver.stow`);
+:class:`RequestCounts` counts what one request created into its series and
+studies; :func:`ensure_indexed` (repair) and :func:`import_instance` (bulk
+import) run the same steps for a blob that is already, or about to be, stored.
+
 One instance is stored in this order, by whichever path brings it:
 
 1. :func:`read_instance` parses and validates the file without pixel data
@@ -32,14 +38,16 @@ leave an index entry without its file.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import logging
-import struct
 import tempfile
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -48,16 +56,16 @@ from typing import IO, Any, TypeVar
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from . import bulkdata
+from . import bulkdata, part10
 from .attributes import all_index_tags
-from .bulkdata import LONG_VRS, BulkTable
+from .bulkdata import BulkTable
 from .dicomjson import dataset_to_json, select, tag_key
-from .errors import DependencyUnavailable, DuplicateInstance, FailureReason, NotFound
+from .errors import DependencyUnavailable, DicomServerError, DuplicateInstance, FailureReason, NotFound
 from .frames import FrameTable, frame_table
 from .identifiers import DEFAULT_PARTITION, InstanceKey, is_valid_uid
 from .mediatypes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
 from .stores import BlobStore, ImportStore, IndexedInstance, IndexStore, SyncQueue
-from .stores.layout import parse_instance_blob_name
+from .stores.layout import instance_blob_name, parse_instance_blob_name
 from .stores.model import INLINE_METADATA_LIMIT
 from .validation import find_invalid_attributes, first_text, instance_key, validate_dataset
 
@@ -65,6 +73,8 @@ __all__ = [
     "Outcome",
     "ParsedInstance",
     "Rejected",
+    "RequestCounts",
+    "Stored",
     "commit_instance",
     "ensure_indexed",
     "import_instance",
@@ -73,6 +83,7 @@ __all__ = [
     "parse_instance_blob_name",
     "read_instance",
     "riding_out_outages",
+    "store_instance",
     "zero_preamble",
 ]
 
@@ -111,6 +122,8 @@ class Rejected:
     message: str
     sop_class_uid: str | None = None
     sop_instance_uid: str | None = None
+    #: The cause was an unavailable dependency (storage, index, queue), not the file.
+    dependency_failed: bool = False
 
 
 #: Exceptions pydicom raises for files it cannot parse.
@@ -204,14 +217,11 @@ def _deflated_size_problem(f: IO[bytes], size: int, limit: int = MAX_INFLATED_BY
     f.seek(128)
     if f.read(4) != b"DICM":
         return None
-    head = f.read(12)
-    if len(head) < 12 or head[:4] != b"\x02\x00\x00\x00":
-        return None
-    meta_end = 132 + 12 + int.from_bytes(head[8:12], "little")
-    if meta_end > size:
+    meta_end = _file_meta_end(f, size)
+    if meta_end is None:
         return None  # the structure check reports it
-    f.seek(132)
-    if DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN.encode() not in f.read(meta_end - 132):
+    f.seek(part10.PREAMBLE_END)
+    if DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN.encode() not in f.read(meta_end - part10.PREAMBLE_END):
         return None
     f.seek(meta_end)
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
@@ -231,6 +241,20 @@ def _deflated_size_problem(f: IO[bytes], size: int, limit: int = MAX_INFLATED_BY
     return None
 
 
+def _file_meta_end(f: IO[bytes], size: int) -> int | None:
+    """Where pydicom starts reading the data set: after the file meta group read element by element
+    (whatever its group length says); by the group length when the group cannot be walked; else None."""
+    meta = part10.file_meta(f, size)
+    if meta.error is None:
+        return meta.end
+    f.seek(part10.PREAMBLE_END)
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"\x02\x00\x00\x00":
+        return None
+    end = part10.PREAMBLE_END + 12 + int.from_bytes(head[8:12], "little")
+    return end if end <= size else None
+
+
 def check_structure(f: IO[bytes], size: int, ds: pydicom.Dataset) -> str | None:
     """Walk every element header of a Part 10 file and check that each lies inside the file.
 
@@ -238,75 +262,34 @@ def check_structure(f: IO[bytes], size: int, ds: pydicom.Dataset) -> str | None:
     element declaring more bytes than there are (deferred, so never read),
     parses without an error, and such a file would be stored under UIDs read
     from its damaged bytes and then hold them for good.  This walk, by seeking
-    only, checks the file meta group length, and that every element, item and
-    encapsulated fragment of the dataset (at any depth) ends inside the file.
-    A deflated dataset is checked by pydicom's inflation instead.  Returns a
-    message for the first problem, or None.
+    only (a lenient :func:`.part10.walk`), checks the file meta group length,
+    and that every element, item and encapsulated fragment of the dataset (at
+    any depth) ends inside the file.  A deflated dataset is checked by
+    pydicom's inflation instead.  Returns a message for the first problem, or
+    None.
     """
     f.seek(128)
     if f.read(4) != b"DICM":
         return None  # pydicom refused anything else already
-    meta_start = 132
-    f.seek(meta_start)
-    header = f.read(12)
-    if len(header) < 12 or header[:4] != b"\x02\x00\x00\x00" or header[4:6] != b"UL":
+    meta = part10.file_meta(f, size)
+    if meta.group_length is None:
         return "the file meta information has no group length"
-    (declared,) = struct.unpack("<L", header[8:12])
-    pos = meta_start + 12
-    while pos < size:  # the group 0002 elements, always explicit VR little endian
-        f.seek(pos)
-        head = f.read(8)
-        if len(head) < 8:
-            return "the file meta information is cut short"
-        (group,) = struct.unpack("<H", head[:2])
-        if group != 0x0002:
-            break
-        if head[4:6] in LONG_VRS:
-            extra = f.read(4)
-            if len(extra) < 4:
-                return "the file meta information is cut short"
-            (length,) = struct.unpack("<L", extra)
-            pos += 12 + length
-        else:
-            (length,) = struct.unpack("<H", head[6:8])
-            pos += 8 + length
-        if pos > size:
-            return "a file meta element runs past the end of the file"
-    if pos - (meta_start + 12) != declared:
-        return f"the file meta group length is {declared} but the group has {pos - (meta_start + 12)} bytes"
+    if isinstance(meta.error, part10.Truncated) and meta.error.in_header:
+        return "the file meta information is cut short"
+    if meta.error is not None:
+        return "a file meta element runs past the end of the file"
+    group_bytes = meta.end - (meta.start + 12)  # after the group length element itself
+    if group_bytes != meta.group_length:
+        return f"the file meta group length is {meta.group_length} but the group has {group_bytes} bytes"
     if str(getattr(ds.file_meta, "TransferSyntaxUID", "")) == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
         return None
-    endian = "<" if ds.is_little_endian in (True, None) else ">"
-    implicit = bool(ds.is_implicit_VR)
-    while pos < size:
-        f.seek(pos)
-        head = f.read(8)
-        if len(head) < 8:
-            return f"an element header at byte {pos} is cut short"
-        group, element = struct.unpack(endian + "HH", head[:4])
-        vr = head[4:6]
-        if group == 0xFFFE or implicit or not (vr.isalpha() and vr.isupper()):
-            # Items, delimiters, implicit VR (some files switch to it for Pixel Data; pydicom accepts that).
-            (length,) = struct.unpack(endian + "L", head[4:8])
-            start = pos + 8
-        elif vr in LONG_VRS:
-            extra = f.read(4)
-            if len(extra) < 4:
-                return f"the element ({group:04X},{element:04X}) header is cut short"
-            (length,) = struct.unpack(endian + "L", extra)
-            start = pos + 12
-        else:
-            (length,) = struct.unpack(endian + "H", head[6:8])
-            start = pos + 8
-        if length == 0xFFFFFFFF or (group == 0xFFFE and element in (0xE00D, 0xE0DD)):
-            pos = start  # undefined length (sequence, item, encapsulated Pixel Data): its content follows
-            continue
-        if start + length > size:
-            return (
-                f"the element ({group:04X},{element:04X}) declares {length} bytes "
-                f"but only {max(size - start, 0)} remain"
-            )
-        pos = start + length
+    little = ds.is_little_endian in (True, None)
+    elements = part10.walk(f, size, meta.end, little_endian=little, implicit=bool(ds.is_implicit_VR), strict=False)
+    try:
+        for _ in elements:
+            pass
+    except part10.Part10Error as exc:
+        return str(exc)
     return None
 
 
@@ -352,6 +335,165 @@ def index_instance(blobs: BlobStore, index: IndexStore, sync_queue: SyncQueue, p
     if created:
         index.update_aggregates([entry])
     return created
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """An instance this call stored (its blob written and its index document committed)."""
+
+    key: InstanceKey
+    sop_class_uid: str
+    #: ErrorComment texts of attributes that failed VR validation (stored with warnings, as Azure v2).
+    warnings: tuple[str, ...] = ()
+
+
+class RequestCounts:
+    """The instances one request created, counted into their series and studies once per request.
+
+    :meth:`add` collects; :meth:`flush` writes one patch per touched series (and
+    per new series or changed study); a request of one instance counts it
+    *beside* its index create (:meth:`ahead`) and takes it back (:meth:`back`)
+    if the create fails or finds the instance already indexed.  Thread-safe:
+    the parts of one request are stored in parallel threads.
+    """
+
+    def __init__(self, index: IndexStore, sync_queue: SyncQueue) -> None:
+        self._index = index
+        self._sync_queue = sync_queue
+        self._created: list[IndexedInstance] = []
+        self._lock = threading.Lock()
+
+    def add(self, entry: IndexedInstance) -> None:
+        with self._lock:
+            self._created.append(entry)
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._created)
+
+    def flush(self) -> None:
+        """Count the collected instances in (one patch per series and study)."""
+        with self._lock:
+            batch, self._created = self._created, []
+        if batch:
+            self._update(batch)
+
+    def ahead(self, entry: IndexedInstance) -> Future[None]:
+        """Count ``entry`` in while it is being committed, so the patch adds no latency of its own.
+
+        The FHIR sync is scheduled first, so even this early write is covered.
+        """
+        self._sync_queue.schedule_sync([entry.key.study])
+        return _AHEAD.submit(contextvars.copy_context().run, self._update, [entry])
+
+    def back(self, ahead: Future[None], entry: IndexedInstance) -> None:
+        """Take back what :meth:`ahead` counted (the create failed, or someone else indexed and counted it)."""
+        ahead.result()
+        try:
+            self._index.count_out([entry.key])
+        except Exception as exc:  # noqa: BLE001 - the reconcile repairs the counts
+            log.error("aggregate correction failed sop=%s: %s", entry.key.sop_instance_uid, type(exc).__name__)
+
+    def _update(self, batch: list[IndexedInstance]) -> None:
+        try:
+            self._index.update_aggregates(batch)
+        except Exception as exc:  # noqa: BLE001 - committed instances: the reconcile repairs the counts
+            message = exc.message if isinstance(exc, DicomServerError) else type(exc).__name__
+            log.error("aggregate update failed after store instances=%d: %s", len(batch), message)
+
+
+#: Threads that count a one-instance request's instance while it is being committed.
+_AHEAD = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stow-count")
+
+
+def store_instance(
+    blobs: BlobStore,
+    index: IndexStore,
+    sync_queue: SyncQueue,
+    f: IO[bytes],
+    size: int,
+    *,
+    counts: RequestCounts,
+    study_in_path: str | None = None,
+    partition: str = DEFAULT_PARTITION,
+    alone: bool = False,
+) -> Stored | Rejected:
+    """The whole store sequence for one instance file (STOW's parts; see the module docstring).
+
+    Parse and validate, zero the preamble, create the blob (``If-None-Match: *``),
+    commit (write-ahead sync, index document), and leave the count to
+    ``counts`` (or count beside the commit when the instance is its request's
+    only one, ``alone``).  A failure after the blob write undoes it: the blob
+    first, then the index document.  An instance whose blob exists but is not
+    indexed (a store that died half-way) is repaired before answering 45070, so
+    what the client is told exists is visible.
+
+    Returns
+    -------
+    Stored | Rejected
+        ``Rejected.dependency_failed`` says the cause was an unavailable dependency (503 if all fail).
+    """
+    parsed = read_instance(f, size, study_in_path, partition)
+    if isinstance(parsed, Rejected):
+        return parsed
+    key = parsed.key
+    zero_preamble(f)
+    f.seek(0)
+    try:
+        blobs.put_instance(key, f, size, parsed.transfer_syntax_uid)
+    except DuplicateInstance as exc:
+        try:
+            ensure_indexed(blobs, index, sync_queue, instance_blob_name(key))
+        except DicomServerError as repair_error:
+            log.warning("inline repair failed sop=%s: %s", key.sop_instance_uid, repair_error.message)
+        reason = FailureReason.SOP_INSTANCE_ALREADY_EXISTS
+        return Rejected(reason, exc.message, parsed.sop_class_uid, key.sop_instance_uid)
+    except DependencyUnavailable as exc:
+        return Rejected(
+            FailureReason.PROCESSING_FAILURE, exc.message, parsed.sop_class_uid, key.sop_instance_uid, True
+        )
+    entry = index_entry(parsed)
+    ahead = counts.ahead(entry) if alone else None
+    try:
+        created = commit_instance(blobs, index, sync_queue, entry)
+    except Exception as exc:  # noqa: BLE001 - undo, then report this instance as failed
+        message = exc.message if isinstance(exc, DicomServerError) else "The instance could not be indexed."
+        log.warning("store failed after the blob write; undoing sop=%s: %s", key.sop_instance_uid, message)
+        _undo(blobs, index, entry)
+        if ahead is not None:
+            counts.back(ahead, entry)
+        return Rejected(
+            FailureReason.PROCESSING_FAILURE,
+            message,
+            parsed.sop_class_uid,
+            key.sop_instance_uid,
+            isinstance(exc, DependencyUnavailable),
+        )
+    if ahead is not None:
+        if created:
+            ahead.result()
+        else:  # the repair trigger indexed our blob meanwhile and counted it itself
+            counts.back(ahead, entry)
+    elif created:
+        counts.add(entry)
+    return Stored(key, parsed.sop_class_uid, parsed.warnings)
+
+
+def _undo(blobs: BlobStore, index: IndexStore, entry: IndexedInstance) -> None:
+    """Take back an instance whose commit failed: the blob first, then any index document.
+
+    In this order the repair trigger either finds no blob, or indexes it and
+    then sees it gone and discards its own entry (see :func:`ensure_indexed`).
+    """
+    key = entry.key
+    steps: list[Callable[[InstanceKey], object]] = [blobs.delete_instance, index.discard_instance]
+    if entry.metadata_json is not None and len(entry.metadata_json) > INLINE_METADATA_LIMIT:
+        steps.append(blobs.delete_metadata)
+    for step in steps:
+        try:
+            step(key)
+        except DicomServerError as exc:
+            log.error("undo step failed sop=%s: %s", key.sop_instance_uid, exc.message)
 
 
 def zero_preamble(f: IO[bytes]) -> None:

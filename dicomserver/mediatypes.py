@@ -1,14 +1,13 @@
-"""Media types, transfer syntaxes, and Content-Type / Accept parsing.
+"""Media types, transfer syntaxes, and the parsing of Content-Type and Accept headers.
 
-Negotiation follows the Azure DICOM service v2 conformance statement
-("Retrieve (WADO-RS)": supported Accept headers) and PS3.18 §8.7.
+The choices made from them (what a response is) live in :mod:`.negotiation`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import BadRequest, NotAcceptable
+from .errors import BadRequest
 
 APPLICATION_DICOM = "application/dicom"
 APPLICATION_DICOM_JSON = "application/dicom+json"
@@ -133,21 +132,3 @@ def parse_accept(header: str | None) -> list[MediaType]:
         return [MediaType(ANY)]
     types = [parse_media_type(p) for p in _split_outside_quotes(header, ",") if p.strip()]
     return sorted(types, key=lambda m: -m.quality)
-
-
-#: What a client may accept for a DICOM JSON response (STOW-RS and QIDO-RS answers).
-_DICOM_JSON_ACCEPTABLE = {APPLICATION_DICOM_JSON, APPLICATION_JSON, ANY, "application/*"}
-
-
-def require_dicom_json(accept: str | None, what: str) -> None:
-    """Raise 406 unless the Accept header allows ``application/dicom+json`` (absent allows everything).
-
-    Raises
-    ------
-    NotAcceptable
-        Quoting the header, for a transaction whose responses are DICOM JSON only.
-    """
-    if not any(m.type in _DICOM_JSON_ACCEPTABLE for m in parse_accept(accept)):
-        raise NotAcceptable(
-            f"{what} responses are application/dicom+json; the Accept header '{accept}' does not allow it."
-        )

@@ -36,6 +36,7 @@ from typing import Any
 
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
+from . import negotiation
 from .attributes import (
     DATE_ATTRIBUTES,
     INSTANCE_ALL_EXTRA,
@@ -50,7 +51,7 @@ from .attributes import (
     STUDY_KEYS,
     UID_ATTRIBUTES,
 )
-from .dicomjson import tag_key
+from .dicomjson import keyword_tag, tag_key
 from .errors import BadRequest
 from .identifiers import Level, is_valid_uid
 from .matching import fold_person_name, fold_text, person_name_words
@@ -75,12 +76,12 @@ _KEY_LEVEL = {
 }
 
 _TAG_HEX = re.compile(r"[0-9A-Fa-f]{8}")
-_MODALITIES_IN_STUDY = 0x00080061
-_NUMBER_OF_STUDY_RELATED_SERIES = 0x00201206
-_NUMBER_OF_STUDY_RELATED_INSTANCES = 0x00201208
-_NUMBER_OF_SERIES_RELATED_INSTANCES = 0x00201209
-_STUDY_INSTANCE_UID = 0x0020000D
-_SERIES_INSTANCE_UID = 0x0020000E
+_MODALITIES_IN_STUDY = keyword_tag("ModalitiesInStudy")
+_NUMBER_OF_STUDY_RELATED_SERIES = keyword_tag("NumberOfStudyRelatedSeries")
+_NUMBER_OF_STUDY_RELATED_INSTANCES = keyword_tag("NumberOfStudyRelatedInstances")
+_NUMBER_OF_SERIES_RELATED_INSTANCES = keyword_tag("NumberOfSeriesRelatedInstances")
+_STUDY_INSTANCE_UID = keyword_tag("StudyInstanceUID")
+_SERIES_INSTANCE_UID = keyword_tag("SeriesInstanceUID")
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,14 +330,18 @@ async def search(
     params: Iterable[tuple[str, str]],
     study_instance_uid: str | None = None,
     series_instance_uid: str | None = None,
+    accept: str | None = None,
 ) -> list[dict[str, Any]]:
     """Search at ``resource`` (PS3.18 §10.6.1); an empty list means 204.
 
     Raises
     ------
+    NotAcceptable
+        When ``accept`` excludes DICOM JSON (checked first).
     BadRequest
         For an invalid query.
     """
+    negotiation.dicom_json(accept, "QIDO-RS")
     parsed = parse_search(
         resource, params, study_instance_uid=study_instance_uid, series_instance_uid=series_instance_uid
     )
@@ -344,17 +349,25 @@ async def search(
     return [result_dataset(record, parsed.include) for record in page.items]
 
 
-async def search_for_studies(*, index: IndexStore, params: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+async def search_for_studies(
+    *, index: IndexStore, params: Iterable[tuple[str, str]], accept: str | None = None
+) -> list[dict[str, Any]]:
     """``GET /studies``."""
-    return await search(index=index, resource=Resource(Level.STUDY), params=params)
+    return await search(index=index, resource=Resource(Level.STUDY), params=params, accept=accept)
 
 
 async def search_for_series(
-    *, index: IndexStore, params: Iterable[tuple[str, str]], study_instance_uid: str | None = None
+    *,
+    index: IndexStore,
+    params: Iterable[tuple[str, str]],
+    study_instance_uid: str | None = None,
+    accept: str | None = None,
 ) -> list[dict[str, Any]]:
     """``GET /series`` or ``GET /studies/{study}/series``."""
     resource = Resource(Level.SERIES, study_in_path=study_instance_uid is not None)
-    return await search(index=index, resource=resource, params=params, study_instance_uid=study_instance_uid)
+    return await search(
+        index=index, resource=resource, params=params, study_instance_uid=study_instance_uid, accept=accept
+    )
 
 
 async def search_for_instances(
@@ -363,6 +376,7 @@ async def search_for_instances(
     params: Iterable[tuple[str, str]],
     study_instance_uid: str | None = None,
     series_instance_uid: str | None = None,
+    accept: str | None = None,
 ) -> list[dict[str, Any]]:
     """``GET /instances``, ``/studies/{s}/instances`` or ``/studies/{s}/series/{se}/instances``."""
     resource = Resource(
@@ -374,4 +388,5 @@ async def search_for_instances(
         params=params,
         study_instance_uid=study_instance_uid,
         series_instance_uid=series_instance_uid,
+        accept=accept,
     )

@@ -113,7 +113,7 @@ class Settings:
     max_decoded_frame_bytes: int = 128 * 1024**2
     #: Entries of one frame list (WADO-RS frames): 400 beyond, and for a repeated frame.
     max_frames_per_request: int = 1000
-    #: Seconds a fhir-sync message stays invisible after the write that scheduled it (see stores/queue.py).
+    #: Seconds a fhir-sync message stays invisible after the write that scheduled it (see stores/azure/queue.py).
     fhir_sync_delay_seconds: int = 10
     provision_resources: bool = False
     #: ``entra`` (default), ``local`` (tokens from python -m scripts.token) or ``none``.

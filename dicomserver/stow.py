@@ -1,9 +1,10 @@
 """STOW-RS: store instances (PS3.18 §10.5; Azure v2 "Store (STOW-RS)").
 
-How it works: the request body streams through :class:`MultipartReader`; each
-part is spooled to a temporary file (memory up to 8 MiB, then disk) and, once
-complete, stored in a worker thread (up to :data:`PARALLEL_PARTS` at a time)
-by the store sequence of :mod:`dicomserver.ingest`: parse and validate
+How it works: the Accept and Content-Type headers are negotiated
+(:mod:`dicomserver.negotiation`); the request body streams through
+:class:`MultipartReader`; each part is spooled to a temporary file (memory up
+to 8 MiB, then disk) and, once complete, stored in a worker thread (up to
+:data:`PARALLEL_PARTS` at a time) by :func:`dicomserver.ingest.store_instance`: parse and validate
 without pixel data, create the instance blob with ``If-None-Match: *`` (the
 preamble zeroed, everything else as sent), schedule the study's FHIR sync
 (write-ahead), create the index document with the metadata in it.  The
@@ -26,30 +27,26 @@ nothing that was stored is reported as failed.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import tempfile
-import threading
 from collections.abc import AsyncIterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from . import negotiation
+from .dicomjson import keyword_key
 from .errors import (
     DependencyUnavailable,
     DicomServerError,
-    DuplicateInstance,
     FailureReason,
     PayloadTooLarge,
-    UnsupportedMediaType,
 )
 from .identifiers import DEFAULT_PARTITION, StudyKey
-from .ingest import Rejected, commit_instance, ensure_indexed, index_entry, read_instance, zero_preamble
-from .mediatypes import APPLICATION_DICOM, MULTIPART_RELATED, parse_media_type
+from .ingest import Rejected, RequestCounts, store_instance
+from .mediatypes import APPLICATION_DICOM
 from .multipart import MultipartReader, PartData, PartEnd, PartStart
-from .stores import BlobStore, IndexedInstance, IndexStore, SyncQueue
-from .stores.layout import instance_blob_name
-from .stores.model import INLINE_METADATA_LIMIT
+from .stores import BlobStore, IndexStore, SyncQueue
+from .urls import DicomWebUrl
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +55,6 @@ _SPOOL_IN_MEMORY = 8 * 1024 * 1024
 PARALLEL_PARTS = 4
 #: A long request counts its instances into the aggregates at least this often.
 AGGREGATE_EVERY = 100
-#: Threads that count a one-instance request's instance while it is being committed (see ``_count_ahead``).
-_AHEAD = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stow-count")
 
 
 @dataclass(slots=True)
@@ -111,6 +106,7 @@ async def store_instances(
     sync_queue: SyncQueue,
     body: AsyncIterable[bytes],
     content_type: str | None,
+    accept: str | None = None,
     study_instance_uid: str | None,
     base_url: str,
     max_instance_bytes: int,
@@ -126,6 +122,8 @@ async def store_instances(
     content_type:
         The request Content-Type: ``multipart/related; type="application/dicom"``
         or ``application/dicom``.
+    accept:
+        The Accept header: the response is DICOM JSON (406 when that is not acceptable).
     study_instance_uid:
         The study in ``POST /studies/{study}``, if any (instances of another study fail with 43265).
     base_url:
@@ -141,6 +139,8 @@ async def store_instances(
 
     Raises
     ------
+    NotAcceptable
+        When the Accept header excludes DICOM JSON.
     UnsupportedMediaType
         For any other Content-Type.
     BadRequest
@@ -150,13 +150,14 @@ async def store_instances(
     DependencyUnavailable
         When nothing could be stored because Blob Storage or Cosmos DB failed.
     """
-    if not content_type:
-        raise UnsupportedMediaType('The request has no Content-Type; use multipart/related; type="application/dicom".')
-    media = parse_media_type(content_type)
+    negotiation.dicom_json(accept, "STOW-RS")
+    request = negotiation.store_request(content_type)
     results: list[InstanceResult] = []
-    context = _Context(blobs, index, sync_queue, study_instance_uid, base_url, partition)
+    context = _Context(
+        blobs, index, sync_queue, study_instance_uid, base_url, partition, RequestCounts(index, sync_queue)
+    )
 
-    if media.type == APPLICATION_DICOM:
+    if not request.multipart:
         part = _Part(APPLICATION_DICOM, max_instance_bytes)
         part.alone = True
         try:
@@ -169,16 +170,8 @@ async def store_instances(
             results.append(await asyncio.to_thread(context.process, part))
         finally:
             await asyncio.to_thread(context.flush)
-    elif media.type == MULTIPART_RELATED:
-        declared = (media.param("type") or APPLICATION_DICOM).lower()
-        if declared != APPLICATION_DICOM:
-            raise UnsupportedMediaType(
-                f"The multipart type '{declared}' is not supported; use type=\"application/dicom\"."
-            )
-        boundary = media.param("boundary")
-        if not boundary:
-            raise UnsupportedMediaType("The multipart/related Content-Type has no boundary parameter.")
-        reader = MultipartReader(boundary)
+    else:
+        reader = MultipartReader(request.boundary)
         current: _Part | None = None
         # Parts are stored concurrently (at most PARALLEL_PARTS at a time, each spooled to its own
         # file) while the body keeps streaming in; results keep the order of the parts.
@@ -245,10 +238,6 @@ async def store_instances(
                 raise body_error
             assert isinstance(body_error, DicomServerError)
             results.append(InstanceResult(None, None, FailureReason.PROCESSING_FAILURE, body_error.message))
-    else:
-        raise UnsupportedMediaType(
-            f"The Content-Type '{media.type}' is not supported; use multipart/related; type=\"application/dicom\"."
-        )
 
     return _response(results, study_instance_uid, base_url)
 
@@ -261,29 +250,24 @@ async def _finish(tasks: list[asyncio.Task[InstanceResult]], context: _Context) 
 
 @dataclass(slots=True)
 class _Context:
+    """What every part of one request shares: the stores, the study in the path, the request's counts."""
+
     blobs: BlobStore
     index: IndexStore
     sync_queue: SyncQueue
     study_in_path: str | None
     base_url: str
     partition: str
-    #: Instances this request created and has not yet counted into the aggregates.
-    created: list[IndexedInstance] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    counts: RequestCounts
 
     def pending(self) -> int:
-        with self.lock:
-            return len(self.created)
+        return self.counts.pending()
 
     def flush(self) -> None:
-        """Count the created instances into their series and studies (one patch per series and study)."""
-        with self.lock:
-            batch, self.created = self.created, []
-        if not batch:
-            return
-        self._update_aggregates(batch)
+        self.counts.flush()
 
     def process(self, part: _Part) -> InstanceResult:
+        """Store one spooled part; whatever happens becomes this part's outcome."""
         try:
             return self._process(part)
         except Exception:  # noqa: BLE001 - a part's failure is that part's outcome, never the request's
@@ -293,7 +277,7 @@ class _Context:
             part.file.close()
 
     def _process(self, part: _Part) -> InstanceResult:
-        if part.content_type is not None and parse_media_type(part.content_type).type != APPLICATION_DICOM:
+        if not negotiation.is_dicom_part(part.content_type):
             return InstanceResult(
                 None,
                 None,
@@ -305,105 +289,52 @@ class _Context:
             return InstanceResult(None, None, FailureReason.PROCESSING_FAILURE, exc.message)
         if part.size == 0:
             return InstanceResult(None, None, FailureReason.PROCESSING_FAILURE, "The part is empty.")
-        f = part.file
-        parsed = read_instance(f, part.size, self.study_in_path, self.partition)
-        if isinstance(parsed, Rejected):
-            return InstanceResult(parsed.sop_class_uid, parsed.sop_instance_uid, parsed.reason, parsed.message)
-        key = parsed.key
-        result = InstanceResult(parsed.sop_class_uid, key.sop_instance_uid, study=key.study, warnings=parsed.warnings)
-
-        zero_preamble(f)
-        f.seek(0)
-        try:
-            self.blobs.put_instance(key, f, part.size, parsed.transfer_syntax_uid)
-        except DuplicateInstance as exc:
-            # A blob left by a STOW that died before indexing is repaired here, so the
-            # instance the client is told exists really is visible.
-            try:
-                ensure_indexed(self.blobs, self.index, self.sync_queue, instance_blob_name(key))
-            except DicomServerError as repair_error:
-                log.warning("inline repair failed sop=%s: %s", key.sop_instance_uid, repair_error.message)
-            result.failure, result.message = FailureReason.SOP_INSTANCE_ALREADY_EXISTS, exc.message
-            return result
-        except DependencyUnavailable as exc:
-            result.failure, result.message, result.dependency_failed = (
-                FailureReason.PROCESSING_FAILURE,
-                exc.message,
-                True,
-            )
-            return result
-        entry = index_entry(parsed)
-        ahead = self._count_ahead(entry) if part.alone else None
-        try:
-            created = commit_instance(self.blobs, self.index, self.sync_queue, entry)
-        except Exception as exc:  # noqa: BLE001 - undo, then report this part as failed
-            message = exc.message if isinstance(exc, DicomServerError) else "The instance could not be indexed."
-            log.warning("store failed after the blob write; undoing sop=%s: %s", key.sop_instance_uid, message)
-            self._undo(entry)
-            if ahead is not None:
-                self._count_back(ahead, entry)
-            result.failure, result.message = FailureReason.PROCESSING_FAILURE, message
-            result.dependency_failed = isinstance(exc, DependencyUnavailable)
-            return result
-        if ahead is not None:
-            if not created:  # the repair trigger indexed our blob meanwhile and counted it itself
-                self._count_back(ahead, entry)
-            else:
-                ahead.result()
-        elif created:
-            with self.lock:
-                self.created.append(entry)
-        # else: the repair trigger indexed our blob between the blob write and here, and counted it.
-        result.retrieve_url = (
-            f"{self.base_url}/studies/{key.study_instance_uid}/series/{key.series_instance_uid}"
-            f"/instances/{key.sop_instance_uid}"
+        outcome = store_instance(
+            self.blobs,
+            self.index,
+            self.sync_queue,
+            part.file,
+            part.size,
+            counts=self.counts,
+            study_in_path=self.study_in_path,
+            partition=self.partition,
+            alone=part.alone,
         )
-        return result
-
-    def _count_ahead(self, entry: IndexedInstance) -> Future[None]:
-        """Count a one-instance request's instance while it is being committed.
-
-        The aggregate patch then costs no latency of its own (one instance per request is what
-        most modalities send): it runs beside the index create instead of after it.  If the create fails or finds
-        the instance already indexed (and counted by whoever indexed it), :meth:`_count_back`
-        takes it out again.  The FHIR sync is scheduled first, so even this early write is covered.
-        """
-        self.sync_queue.schedule_sync([entry.key.study])
-        return _AHEAD.submit(contextvars.copy_context().run, self._update_aggregates, [entry])
-
-    def _update_aggregates(self, batch: list[IndexedInstance]) -> None:
-        try:
-            self.index.update_aggregates(batch)
-        except Exception as exc:  # noqa: BLE001 - committed instances: the reconcile repairs the counts
-            message = exc.message if isinstance(exc, DicomServerError) else type(exc).__name__
-            log.error("aggregate update failed after store instances=%d: %s", len(batch), message)
-
-    def _count_back(self, ahead: Future[None], entry: IndexedInstance) -> None:
-        ahead.result()
-        try:
-            self.index.count_out([entry.key])
-        except Exception as exc:  # noqa: BLE001 - the reconcile repairs the counts
-            log.error("aggregate correction failed sop=%s: %s", entry.key.sop_instance_uid, type(exc).__name__)
-
-    def _undo(self, entry: IndexedInstance) -> None:
-        """Take back an instance whose commit failed: the blob first, then any index document.
-
-        In this order the repair trigger either finds no blob, or indexes it and
-        then sees it gone and discards its own entry (see ``ensure_indexed``).
-        """
-        key = entry.key
-        steps: list[Any] = [self.blobs.delete_instance, self.index.discard_instance]
-        if entry.metadata_json is not None and len(entry.metadata_json) > INLINE_METADATA_LIMIT:
-            steps.append(self.blobs.delete_metadata)
-        for step in steps:
-            try:
-                step(key)
-            except DicomServerError as exc:
-                log.error("undo step %s failed sop=%s: %s", step.__name__, key.sop_instance_uid, exc.message)
+        if isinstance(outcome, Rejected):
+            return InstanceResult(
+                outcome.sop_class_uid,
+                outcome.sop_instance_uid,
+                outcome.reason,
+                outcome.message,
+                dependency_failed=outcome.dependency_failed,
+            )
+        return InstanceResult(
+            outcome.sop_class_uid,
+            outcome.key.sop_instance_uid,
+            retrieve_url=DicomWebUrl.of_instance(self.base_url, outcome.key).url,
+            study=outcome.key.study,
+            warnings=outcome.warnings,
+        )
 
 
 def _uid(value: str | None) -> dict[str, Any]:
     return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
+
+
+#: The DICOM JSON keys of the response's attributes (PS3.18 Table 10.5.3-1).
+_RETRIEVE_URL = keyword_key("RetrieveURL")
+_FAILED_SOP_SEQUENCE = keyword_key("FailedSOPSequence")
+_REFERENCED_SOP_SEQUENCE = keyword_key("ReferencedSOPSequence")
+_REFERENCED_SOP_CLASS_UID = keyword_key("ReferencedSOPClassUID")
+_REFERENCED_SOP_INSTANCE_UID = keyword_key("ReferencedSOPInstanceUID")
+_FAILURE_REASON = keyword_key("FailureReason")
+_WARNING_REASON = keyword_key("WarningReason")
+_FAILED_ATTRIBUTES_SEQUENCE = keyword_key("FailedAttributesSequence")
+_ERROR_COMMENT = keyword_key("ErrorComment")
+
+
+def _comment(text: str) -> dict[str, Any]:
+    return {_ERROR_COMMENT: {"vr": "LO", "Value": [text]}}
 
 
 def _warning_attributes(result: InstanceResult) -> dict[str, Any]:
@@ -411,44 +342,48 @@ def _warning_attributes(result: InstanceResult) -> dict[str, Any]:
     if not result.warnings:
         return {}
     return {
-        "00081196": {"vr": "US", "Value": [int(FailureReason.DATASET_HAS_VALIDATION_WARNINGS)]},
-        "00741048": {"vr": "SQ", "Value": [{"00000902": {"vr": "LO", "Value": [text]}} for text in result.warnings]},
+        _WARNING_REASON: {"vr": "US", "Value": [int(FailureReason.DATASET_HAS_VALIDATION_WARNINGS)]},
+        _FAILED_ATTRIBUTES_SEQUENCE: {"vr": "SQ", "Value": [_comment(text) for text in result.warnings]},
     }
 
 
 def _response(results: list[InstanceResult], study_in_path: str | None, base_url: str) -> StoreResponse:
+    """The STOW response (PS3.18 §10.5.3, Azure v2 "Store response payload body") and its status.
+
+    200 all stored without warnings; 202 some failed or some stored with warnings;
+    409 none stored; 503 none stored because a dependency was unavailable for all.
+    """
     stored = [r for r in results if r.failure is None]
     failed = [r for r in results if r.failure is not None]
     body: dict[str, Any] = {}
     if study_in_path and stored:
-        body["00081190"] = {"vr": "UR", "Value": [f"{base_url}/studies/{study_in_path}"]}
+        body[_RETRIEVE_URL] = {"vr": "UR", "Value": [DicomWebUrl.of_study(base_url, study_in_path).url]}
     if failed:
-        body["00081198"] = {
+        body[_FAILED_SOP_SEQUENCE] = {
             "vr": "SQ",
             "Value": [
                 {
-                    "00081150": _uid(r.sop_class_uid),
-                    "00081155": _uid(r.sop_instance_uid),
-                    "00081197": {"vr": "US", "Value": [int(r.failure or 0)]},
-                    **({"00000902": {"vr": "LO", "Value": [r.message]}} if r.message else {}),
+                    _REFERENCED_SOP_CLASS_UID: _uid(r.sop_class_uid),
+                    _REFERENCED_SOP_INSTANCE_UID: _uid(r.sop_instance_uid),
+                    _FAILURE_REASON: {"vr": "US", "Value": [int(r.failure or 0)]},
+                    **(_comment(r.message) if r.message else {}),
                 }
                 for r in failed
             ],
         }
-    body["00081199"] = {
-        "vr": "SQ",
-        "Value": [
-            {
-                "00081150": _uid(r.sop_class_uid),
-                "00081155": _uid(r.sop_instance_uid),
-                "00081190": {"vr": "UR", "Value": [r.retrieve_url]},
-                **_warning_attributes(r),
-            }
-            for r in stored
-        ],
-    }
-    if not stored:
-        del body["00081199"]
+    if stored:
+        body[_REFERENCED_SOP_SEQUENCE] = {
+            "vr": "SQ",
+            "Value": [
+                {
+                    _REFERENCED_SOP_CLASS_UID: _uid(r.sop_class_uid),
+                    _REFERENCED_SOP_INSTANCE_UID: _uid(r.sop_instance_uid),
+                    _RETRIEVE_URL: {"vr": "UR", "Value": [r.retrieve_url]},
+                    **_warning_attributes(r),
+                }
+                for r in stored
+            ],
+        }
     if stored and not failed and not any(r.warnings for r in stored):
         status = 200
     elif stored:

@@ -47,6 +47,7 @@ from pydicom.pixels.utils import pixel_array as decode_pixel_array
 from pydicom.tag import Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, JPEG2000Lossless
 
+from .dicomjson import keyword_key
 from .errors import NotAcceptable, NotFound
 
 MAX_TRANSCODE_BYTES = 100 * 1024 * 1024
@@ -426,6 +427,10 @@ FRAME_HEADER_KEYWORDS = (
 _HEADER_KEYS = {f"{int(pydicom.tag.Tag(k)):08X}": k for k in FRAME_HEADER_KEYWORDS}
 
 
+#: Without these the pixels of a frame cannot be described.
+_REQUIRED_HEADER_KEYS = frozenset(keyword_key(k) for k in ("Rows", "Columns", "BitsAllocated"))
+
+
 def frame_header(metadata: dict[str, Any]) -> Dataset | None:
     """A dataset with the pixel description and windowing of an instance, from its stored DICOM JSON.
 
@@ -433,7 +438,7 @@ def frame_header(metadata: dict[str, Any]) -> Dataset | None:
     pixel description is incomplete: the caller then works from the whole file.
     """
     selected = {key: value for key, value in metadata.items() if key in _HEADER_KEYS}
-    if "BulkDataURI" in repr(selected) or not {"00280010", "00280011", "00280100"} <= selected.keys():
+    if "BulkDataURI" in repr(selected) or not _REQUIRED_HEADER_KEYS <= selected.keys():
         return None
     try:
         return Dataset.from_json(selected)

@@ -29,26 +29,19 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from . import bulkdata
+from . import bulkdata, negotiation
+from .dicomjson import keyword_key
 from .errors import BadRequest, NotAcceptable, NotFound, RangeNotSatisfiable
-from .identifiers import InstanceKey, StudyKey
+from .identifiers import InstanceKey, SeriesKey, StudyKey
 from .mediatypes import (
-    ANY,
     APPLICATION_DICOM,
     APPLICATION_DICOM_JSON,
-    APPLICATION_JSON,
     APPLICATION_OCTET_STREAM,
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
-    FRAME_IMAGE_TYPES,
-    IMAGE_JP2,
-    IMPLICIT_VR_LITTLE_ENDIAN,
-    JPEG2000,
-    JPEG2000_LOSSY,
     MULTIPART_RELATED,
     ORIGINAL_TRANSFER_SYNTAX,
-    parse_accept,
 )
 from .multipart import iter_multipart, new_boundary
 from .settings import Settings
@@ -67,6 +60,7 @@ from .transcode import (
     transcode_frame,
     transcode_stream,
 )
+from .urls import DicomWebUrl
 
 #: Frames one frame list may name (``DICOM_MAX_FRAMES_PER_REQUEST``): a 1,000-frame CT in one request.
 DEFAULT_MAX_FRAMES_PER_REQUEST = 1000
@@ -136,7 +130,7 @@ def _check_metadata_budget(metadata: dict[str, Any], budget: DecodeBudget) -> No
     header = frame_header(metadata)
     if header is None:
         return
-    frames = (metadata.get("00280008", {}).get("Value") or [1])[0]
+    frames = (metadata.get(keyword_key("NumberOfFrames"), {}).get("Value") or [1])[0]
     try:
         count = max(int(frames), 1)
     except (TypeError, ValueError):
@@ -170,37 +164,6 @@ def _check_study_budget(
             raise NotAcceptable(f"The instance {key.sop_instance_uid} cannot be transcoded: {exc.message}") from None
 
 
-def _choose_instance_representation(accept: str | None, stored_ts: str) -> tuple[bool, str]:
-    """Return ``(multipart, transfer_syntax_uid)`` for an instance, or raise 406."""
-    wanted = []
-    for media in parse_accept(accept):
-        if media.type == ANY:
-            return False, stored_ts
-        if media.type == MULTIPART_RELATED:
-            if (media.param("type") or APPLICATION_DICOM).lower() != APPLICATION_DICOM:
-                continue
-            multipart = True
-        elif media.type == APPLICATION_DICOM:
-            multipart = False
-        else:
-            continue
-        ts = media.param("transfer-syntax") or EXPLICIT_VR_LITTLE_ENDIAN
-        if ts == ORIGINAL_TRANSFER_SYNTAX or ts == stored_ts:
-            return multipart, stored_ts
-        if ts in TARGETS and stored_ts in TRANSCODABLE:
-            return multipart, ts  # transcoded
-        wanted.append(ts)
-    if wanted:
-        raise NotAcceptable(
-            f"The instance is stored with transfer syntax {stored_ts} and cannot be transcoded to "
-            f"{', '.join(wanted)} (only to {' or '.join(sorted(TARGETS))}). Ask for transfer-syntax=*."
-        )
-    raise NotAcceptable(
-        f"The Accept header '{accept}' is not supported; use application/dicom or "
-        'multipart/related; type="application/dicom".'
-    )
-
-
 async def retrieve_instance(
     *,
     blobs: BlobStore,
@@ -224,16 +187,17 @@ async def retrieve_instance(
         stored = await asyncio.to_thread(index.get_instance, key)
         stored_ts = stored.transfer_syntax_uid if stored is not None else EXPLICIT_VR_LITTLE_ENDIAN
     try:
-        multipart, ts = _choose_instance_representation(accept, stored_ts)
+        chosen = negotiation.instance(accept, stored_ts)
     except NotAcceptable:
         opened.chunks.close()  # type: ignore[attr-defined]
         raise
+    ts = chosen.transfer_syntax
     if ts != stored_ts:
         body = await _transcoded(blobs, index, opened, key, stored_ts, ts, budget)
     else:
         body = aiter_blocking(opened.chunks)
-    part_type = f"{APPLICATION_DICOM}; transfer-syntax={ts}"
-    if not multipart:
+    part_type = chosen.part_content_type
+    if not chosen.multipart:
         return Retrieved(part_type, body, {"Content-Length": str(opened.size)} if ts == stored_ts else {})
     boundary = new_boundary()
 
@@ -243,20 +207,6 @@ async def retrieve_instance(
     return Retrieved(
         f'{MULTIPART_RELATED}; type="{APPLICATION_DICOM}"; boundary={boundary}',
         iter_multipart(one_part(), boundary),
-    )
-
-
-def _check_metadata_accept(accept: str | None) -> None:
-    for media in parse_accept(accept):
-        if media.type in (APPLICATION_DICOM_JSON, APPLICATION_JSON, ANY, "application/*"):
-            return
-    raise NotAcceptable(f"The Accept header '{accept}' is not supported for metadata; use application/dicom+json.")
-
-
-def instance_url(base_url: str, key: InstanceKey) -> str:
-    """``{base}/studies/{s}/series/{se}/instances/{i}`` (``base_url`` ends with the API version)."""
-    return (
-        f"{base_url}/studies/{key.study_instance_uid}/series/{key.series_instance_uid}/instances/{key.sop_instance_uid}"
     )
 
 
@@ -283,14 +233,14 @@ async def retrieve_instance_metadata(
     BulkDataURI under ``base_url``.  Returns 304 (empty body) when
     ``if_none_match`` equals the current ETag.
     """
-    _check_metadata_accept(accept)
+    negotiation.dicom_json(accept, "Metadata")
     stored = await _stored_instance(index, key)
     etag = f'"{stored.etag}"'
     headers = {"ETag": etag}
     if if_none_match and etag in {tag.strip() for tag in if_none_match.split(",")}:
         return Retrieved(APPLICATION_DICOM_JSON, _empty(), headers, status=304)
     body = await _instance_metadata(blobs, stored)
-    payload = b"[" + bulkdata.resolve_uris(body, instance_url(base_url, key)) + b"]"
+    payload = b"[" + bulkdata.resolve_uris(body, DicomWebUrl.of_instance(base_url, key).bulkdata_prefix) + b"]"
     headers["Content-Length"] = str(len(payload))
     return Retrieved(APPLICATION_DICOM_JSON, _single(payload), headers)
 
@@ -302,19 +252,6 @@ async def _single(data: bytes) -> AsyncIterator[bytes]:
 async def _empty() -> AsyncIterator[bytes]:
     return
     yield b""  # pragma: no cover
-
-
-def _choose_multi_representation(accept: str | None) -> str:
-    """The transfer syntax for a study/series retrieve (``*`` = as stored), or raise 406."""
-    for media in parse_accept(accept):
-        if media.type == ANY:
-            return ORIGINAL_TRANSFER_SYNTAX
-        if media.type == MULTIPART_RELATED and (media.param("type") or APPLICATION_DICOM).lower() == APPLICATION_DICOM:
-            return media.param("transfer-syntax") or EXPLICIT_VR_LITTLE_ENDIAN
-    raise NotAcceptable(
-        f"The Accept header '{accept}' is not supported for a study or series; use "
-        'multipart/related; type="application/dicom".'
-    )
 
 
 async def _instances(index: IndexStore, study: StudyKey, series_instance_uid: str | None) -> list[IndexedInstance]:
@@ -348,7 +285,7 @@ async def retrieve_study(
         that some instance cannot be transcoded to, or decoding one of them is over ``budget``
         (checked against the stored metadata, and the first part prepared, before the response starts).
     """
-    wanted = _choose_multi_representation(accept)
+    wanted = negotiation.study(accept).transfer_syntax
     instances = await _instances(index, study, series_instance_uid)
     if wanted != ORIGINAL_TRANSFER_SYNTAX:
         other = {i.transfer_syntax_uid for i in instances if i.transfer_syntax_uid != wanted}
@@ -395,6 +332,20 @@ async def retrieve_study(
     )
 
 
+async def retrieve_series(
+    *, blobs: BlobStore, index: IndexStore, series: SeriesKey, accept: str | None, budget: DecodeBudget = DEFAULT_BUDGET
+) -> Retrieved:
+    """Every instance of a series (PS3.18 §10.4.1.1.1): :func:`retrieve_study` narrowed to it."""
+    return await retrieve_study(
+        blobs=blobs,
+        index=index,
+        study=series.study,
+        series_instance_uid=series.series_instance_uid,
+        accept=accept,
+        budget=budget,
+    )
+
+
 async def retrieve_study_metadata(
     *,
     blobs: BlobStore,
@@ -413,7 +364,7 @@ async def retrieve_study_metadata(
     metadata; only instances whose metadata is too large for the index cost a
     blob read.  The body is streamed page by page, so memory stays bounded.
     """
-    _check_metadata_accept(accept)
+    negotiation.dicom_json(accept, "Metadata")
     version = await asyncio.to_thread(index.metadata_etag, study, series_instance_uid)
     if version is None:
         what = f"series {series_instance_uid} of study" if series_instance_uid else "study"
@@ -440,7 +391,7 @@ async def retrieve_study_metadata(
                 data, _ = await asyncio.to_thread(blobs.get_metadata, key)
             except NotFound:
                 return None  # deleted meanwhile
-        return bulkdata.resolve_uris(data, instance_url(base_url, key))
+        return bulkdata.resolve_uris(data, DicomWebUrl.of_instance(base_url, key).bulkdata_prefix)
 
     first_batch = await asyncio.to_thread(next_batch)
     if not first_batch:
@@ -466,7 +417,6 @@ async def retrieve_study_metadata(
 #: Instances whose metadata is taken from the index query per step of the response stream.
 _METADATA_BATCH = 100
 
-_UNCOMPRESSED_LE = {EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN}
 
 
 _FRAME_LIST = re.compile(r"[0-9]{1,9}(?:,[0-9]{1,9})*")
@@ -501,42 +451,6 @@ def parse_frame_list(text: str, max_frames: int = DEFAULT_MAX_FRAMES_PER_REQUEST
     return numbers
 
 
-def _choose_frame_representation(accept: str | None, stored_ts: str, count: int) -> tuple[bool, str, str]:
-    """``(multipart, part media type, transfer syntax)`` for frames, or raise 406 (Azure v2 frame rules)."""
-    for media in parse_accept(accept):
-        if media.type == ANY or (media.type == MULTIPART_RELATED and media.param("type") == ANY):
-            return True, APPLICATION_OCTET_STREAM, stored_ts
-        if media.type == MULTIPART_RELATED:
-            part = (media.param("type") or APPLICATION_OCTET_STREAM).lower()
-            multipart = True
-        elif media.type == APPLICATION_OCTET_STREAM and count == 1:
-            part, multipart = APPLICATION_OCTET_STREAM, False
-        else:
-            continue
-        if part == APPLICATION_OCTET_STREAM:
-            ts = media.param("transfer-syntax") or EXPLICIT_VR_LITTLE_ENDIAN
-            if ts == ORIGINAL_TRANSFER_SYNTAX:
-                return multipart, part, stored_ts
-            if ts == EXPLICIT_VR_LITTLE_ENDIAN and stored_ts in _UNCOMPRESSED_LE:
-                return multipart, part, EXPLICIT_VR_LITTLE_ENDIAN  # same pixel bytes
-            if ts == EXPLICIT_VR_LITTLE_ENDIAN and stored_ts in TRANSCODABLE:
-                return multipart, part, ts  # each frame decoded
-        elif part == IMAGE_JP2:  # PS3.18 Table 8.7.3-2: JPEG 2000 (4.90 by default, or 4.91)
-            ts = media.param("transfer-syntax") or JPEG2000
-            if ts == stored_ts and ts in (JPEG2000, JPEG2000_LOSSY):
-                return multipart, part, ts
-            if ts == JPEG2000 and stored_ts in TRANSCODABLE:
-                return multipart, part, ts  # each frame encoded
-        elif part in FRAME_IMAGE_TYPES and multipart:  # beyond Azure: the other image types, as stored
-            ts = media.param("transfer-syntax") or stored_ts
-            if ts == stored_ts and ts in FRAME_IMAGE_TYPES[part]:
-                return multipart, part, ts
-    raise NotAcceptable(
-        f"The frames are stored with transfer syntax {stored_ts} and cannot be returned as '{accept}'; "
-        'ask for multipart/related; type="application/octet-stream"; transfer-syntax=*.'
-    )
-
-
 async def retrieve_frames(
     *,
     blobs: BlobStore,
@@ -545,6 +459,7 @@ async def retrieve_frames(
     frames: list[int],
     accept: str | None,
     budget: DecodeBudget = DEFAULT_BUDGET,
+    chosen: negotiation.Representation | None = None,
 ) -> Retrieved:
     """Frames of an instance by ranged blob reads of the offset table computed at store time (PS3.18 §10.4.1.1.4).
 
@@ -564,9 +479,10 @@ async def retrieve_frames(
     if beyond:
         raise NotFound(f"The instance has {len(table)} frame(s); frame {beyond[0]} does not exist.")
     stored_ts = stored.transfer_syntax_uid
-    multipart, part_type, ts = _choose_frame_representation(accept, stored_ts, len(frames))
-    content_type = f"{part_type}; transfer-syntax={ts}"
-    same_bytes = ts == stored_ts or {ts, stored_ts} <= _UNCOMPRESSED_LE
+    chosen = chosen or negotiation.frames(accept, stored_ts, len(frames))
+    multipart, part_type, ts = chosen.multipart, chosen.media_type, chosen.transfer_syntax
+    content_type = chosen.part_content_type
+    same_bytes = negotiation.same_frame_bytes(stored_ts, ts)
     header = None if same_bytes else await _frame_header(blobs, stored)
     if not same_bytes and header is None:
         raise NotAcceptable("The frames of this instance cannot be decoded one by one; ask for transfer-syntax=*.")
@@ -607,15 +523,6 @@ def _pieces(data: bytes, size: int = 1024 * 1024) -> Iterator[bytes]:
     del data
     for start in range(0, len(view), size):
         yield bytes(view[start : start + size])
-
-
-def _render_media_type(accept: str | None) -> str:
-    for media in parse_accept(accept):
-        if media.type in (ANY, "image/*", "image/jpeg"):
-            return "image/jpeg"
-        if media.type == "image/png":
-            return "image/png"
-    raise NotAcceptable(f"The Accept header '{accept}' is not supported for rendering; use image/jpeg or image/png.")
 
 
 def parse_quality(value: str | None) -> int:
@@ -674,7 +581,7 @@ async def retrieve_rendered(
         Unsupported Accept, pixel data that cannot be decoded, a frame over the decoded-size
         budget, or (whole-file path) an instance over 100 MB.
     """
-    media_type = _render_media_type(accept)
+    media_type = negotiation.rendered(accept).media_type
     stored = await asyncio.to_thread(index.get_instance, key)
     if stored is not None and stored.frames and frame > len(stored.frames):
         raise NotFound(f"The instance has {len(stored.frames)} frame(s); frame {frame} does not exist.")
@@ -742,10 +649,11 @@ async def retrieve_bulkdata(
             index=index,
             key=key,
             frames=list(range(1, count + 1)),
-            accept=_as_stored(accept),
+            accept=accept,
             budget=budget,
+            chosen=negotiation.pixel_data_bulkdata(accept, stored.transfer_syntax_uid, count),
         )
-    multipart = _choose_bulkdata_representation(accept)
+    multipart = negotiation.bulkdata(accept).multipart
     if range_header and any(len(digits) > MAX_RANGE_DIGITS for digits in re.findall(r"[0-9]+", range_header)):
         raise RangeNotSatisfiable(
             f"The Range header has a number of more than {MAX_RANGE_DIGITS} digits; the value is {length} bytes.",
@@ -786,36 +694,6 @@ async def retrieve_bulkdata(
     )
 
 
-def _as_stored(accept: str | None) -> str:
-    """Encapsulated Pixel Data as bulk data: any type, or octet-stream without a transfer syntax, means as stored."""
-    for media in parse_accept(accept):
-        part = (media.param("type") or APPLICATION_OCTET_STREAM).lower()
-        if media.type == ANY or (media.type == MULTIPART_RELATED and part == ANY):
-            break
-        if media.type == MULTIPART_RELATED and part == APPLICATION_OCTET_STREAM and not media.param("transfer-syntax"):
-            break
-        return accept or ""
-    return f'{MULTIPART_RELATED}; type="{APPLICATION_OCTET_STREAM}"; transfer-syntax={ORIGINAL_TRANSFER_SYNTAX}'
-
-
-def _choose_bulkdata_representation(accept: str | None) -> bool:
-    """Whether bulk data goes out as multipart (True) or as a single ``application/octet-stream`` part."""
-    for media in parse_accept(accept):
-        if media.type in (ANY, "multipart/*"):
-            return True
-        if media.type == MULTIPART_RELATED and (media.param("type") or APPLICATION_OCTET_STREAM).lower() in (
-            APPLICATION_OCTET_STREAM,
-            ANY,
-        ):
-            return True
-        if media.type in (APPLICATION_OCTET_STREAM, "application/*"):
-            return False
-    raise NotAcceptable(
-        f"The Accept header '{accept}' is not supported for bulk data; use "
-        'multipart/related; type="application/octet-stream".'
-    )
-
-
 def _trimmed(chunks: Iterator[bytes], skip: int, total: int) -> Iterator[bytes]:
     """Drop the first ``skip`` bytes of a stream and stop after ``total`` more."""
     for chunk in chunks:
@@ -829,3 +707,24 @@ def _trimmed(chunks: Iterator[bytes], skip: int, total: int) -> Iterator[bytes]:
         if chunk:
             yield chunk
             total -= len(chunk)
+
+
+async def retrieve_series_metadata(
+    *,
+    blobs: BlobStore,
+    index: IndexStore,
+    series: SeriesKey,
+    accept: str | None,
+    if_none_match: str | None,
+    base_url: str,
+) -> Retrieved:
+    """The metadata of every instance of a series: :func:`retrieve_study_metadata` narrowed to it."""
+    return await retrieve_study_metadata(
+        blobs=blobs,
+        index=index,
+        study=series.study,
+        series_instance_uid=series.series_instance_uid,
+        accept=accept,
+        if_none_match=if_none_match,
+        base_url=base_url,
+    )

@@ -1,50 +1,122 @@
-"""Shared HTTP plumbing: path UIDs, base URL, and the one error → response map."""
+"""The one HTTP adapter: every DICOMweb function is a one-line body under :func:`dicomweb`.
+
+:func:`dicomweb` turns a core call into an Azure Functions HTTP function: it
+authenticates the caller and authorizes the transaction's :class:`Action`
+(declared once per function, :func:`dicomserver.auth.authorize`), parses the
+path into a :class:`~dicomserver.urls.DicomWebUrl` (400 for a bad UID), hands
+the handler a :class:`DicomWebRequest`, turns what the core returns into a
+response (:func:`respond`) and every :class:`DicomServerError` into a
+DICOM-style error body (:func:`error_response`, the only place that does).
+The storage round trips a request made are returned in ``x-dicom-storage-ops``
+and logged when its body ends.
+"""
 
 import asyncio
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 
 from dicomserver import opcount
-from dicomserver.auth import action_for_method
+from dicomserver.auth import Action
 from dicomserver.errors import DicomServerError
-from dicomserver.identifiers import DEFAULT_PARTITION, InstanceKey, parse_path_uid
-from dicomserver.wado import Retrieved
+from dicomserver.mediatypes import APPLICATION_DICOM_JSON
+from dicomserver.stow import StoreResponse
+from dicomserver.transcode import DecodeBudget
+from dicomserver.urls import DicomWebUrl
+from dicomserver.wado import Retrieved, decode_budget
 from dicomserver.wiring import Services, authenticator, services
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "v2"
-_PATH_NAMES = {"studies": "study", "series": "series", "instances": "instance"}
-
-
-#: What ``handle`` runs: a request handler given the process-wide services.
-Handler = Callable[[Services], Awaitable[Response]]
-
-
-def path_uids(req: Request) -> dict[str, str]:
-    """The UIDs after ``studies``, ``series`` and ``instances`` in the request path (validated)."""
-    segments = [s for s in req.url.path.split("/") if s]
-    out: dict[str, str] = {}
-    for i, segment in enumerate(segments[:-1]):
-        name = _PATH_NAMES.get(segment)
-        if name is not None and name not in out:
-            out[name] = parse_path_uid(segments[i + 1], f"{name} instance UID")
-    return out
-
-
-def instance_key(req: Request) -> InstanceKey:
-    uids = path_uids(req)
-    return InstanceKey(DEFAULT_PARTITION, uids["study"], uids["series"], uids["instance"])
 
 
 def base_url(req: Request, svc: Services) -> str:
-    """The public DICOMweb base URL (``.../v2``) for RetrieveURL values."""
+    """The public DICOMweb base URL (``.../v2``) for RetrieveURL and BulkDataURI values."""
     root = svc.settings.public_base_url or f"{req.url.scheme}://{req.headers.get('host', req.url.netloc)}"
     return f"{root}/{API_VERSION}"
+
+
+@dataclass(frozen=True, slots=True)
+class DicomWebRequest:
+    """What a DICOMweb handler reads: the request, the process-wide services and the parsed path."""
+
+    req: Request
+    svc: Services
+    url: DicomWebUrl
+
+    @property
+    def accept(self) -> str | None:
+        return self.req.headers.get("accept")
+
+    def header(self, name: str) -> str | None:
+        return self.req.headers.get(name)
+
+    @property
+    def params(self) -> list[tuple[str, str]]:
+        """The query parameters, repeated ones included, in order."""
+        return self.req.query_params.multi_items()
+
+    def param(self, name: str) -> str | None:
+        return self.req.query_params.get(name)
+
+    @property
+    def body(self) -> AsyncIterator[bytes]:
+        return self.req.stream()
+
+    @property
+    def budget(self) -> DecodeBudget:
+        return decode_budget(self.svc.settings)
+
+
+#: What a handler may return; :func:`respond` turns each into a response.
+Result = Response | Retrieved | StoreResponse | list[dict[str, Any]] | None
+Handler = Callable[[DicomWebRequest], Awaitable[Result]]
+
+
+def respond(result: Result) -> Response:
+    """A core result as a response: streamed body, STOW JSON, QIDO JSON (204 when empty), or 204."""
+    if isinstance(result, Response):
+        return result
+    if isinstance(result, Retrieved):
+        return StreamingResponse(
+            result.body, status_code=result.status, media_type=result.media_type, headers=result.headers
+        )
+    if isinstance(result, StoreResponse):
+        return Response(json.dumps(result.body), status_code=result.status, media_type=APPLICATION_DICOM_JSON)
+    if result is None or not result:
+        return Response(status_code=204)
+    return Response(json.dumps(result), media_type=APPLICATION_DICOM_JSON)
+
+
+def dicomweb(action: Action) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+    """Make ``handler`` an HTTP function that needs ``action`` (see the module docstring).
+
+    The returned function has the ``req: Request`` signature the Functions
+    worker binds, and the handler's name (the function's name in Azure).
+    """
+
+    def decorate(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def function(req: Request) -> Response:
+            async def call(svc: Services) -> Response:
+                url = DicomWebUrl.parse(req.url.path, base_url(req, svc))
+                return respond(await handler(DicomWebRequest(req, svc, url)))
+
+            return await handle(req, call, action)
+
+        function.__name__ = handler.__name__
+        function.__qualname__ = handler.__qualname__
+        function.__doc__ = handler.__doc__
+        function.__module__ = handler.__module__
+        function.action = action  # type: ignore[attr-defined]
+        return function
+
+    return decorate
 
 
 #: The message of every 500 body: what went wrong (exception text, setting names, paths) is logged only.
@@ -62,8 +134,8 @@ def error_response(exc: DicomServerError) -> Response:
     return Response(json.dumps(body), status_code=exc.status, media_type="application/json", headers=headers)
 
 
-async def handle(req: Request, call: Callable[[Services], Awaitable[Response]]) -> Response:
-    """Authenticate and authorize the caller, then run a handler with the process-wide services.
+async def handle(req: Request, call: Callable[[Services], Awaitable[Response]], action: Action) -> Response:
+    """Authenticate the caller and authorize ``action``, then run ``call`` with the process-wide services.
 
     Errors become responses here and nowhere else.  The storage round trips
     the request made before its response starts are returned in the
@@ -73,9 +145,7 @@ async def handle(req: Request, call: Callable[[Services], Awaitable[Response]]) 
     started = time.perf_counter()
     try:
         # In a worker thread: authentication may fetch the JWKS (dicomserver/auth.py).
-        await asyncio.to_thread(
-            authenticator().authenticate, req.headers.get("authorization"), action_for_method(req.method)
-        )
+        await asyncio.to_thread(authenticator().authenticate, req.headers.get("authorization"), action)
         response = await call(services())
     except DicomServerError as exc:
         if exc.status >= 500:
@@ -118,10 +188,3 @@ def _route_shape(path: str) -> str:
     """The path with UIDs replaced by ``{uid}`` (no identifiers in logs beyond what routes need)."""
     segments = path.split("/")
     return "/".join("{uid}" if s and s[0].isdigit() else s for s in segments)
-
-
-def stream(retrieved: Retrieved) -> Response:
-    """Turn a service result into a streamed response."""
-    return StreamingResponse(
-        retrieved.body, status_code=retrieved.status, media_type=retrieved.media_type, headers=retrieved.headers
-    )

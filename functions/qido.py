@@ -1,89 +1,63 @@
-"""QIDO-RS: GET /v2/studies, /v2/series, /v2/instances and their study/series-scoped forms."""
+"""QIDO-RS (PS3.18 §10.6): GET /v2/studies, /v2/series, /v2/instances and their study/series-scoped forms.
 
-import json
-from collections.abc import Awaitable
+Each function is :mod:`dicomserver.qido`'s function of the same name (an empty result is a 204).
+"""
+
+from typing import Any
 
 import azure.functions as func
-from azurefunctions.extensions.http.fastapi import Request, Response
 
 from dicomserver import qido
-from dicomserver.mediatypes import APPLICATION_DICOM_JSON, require_dicom_json
+from dicomserver.auth import Action
 
-from . import _http
+from ._http import DicomWebRequest, dicomweb
 
 bp = func.Blueprint()
+ANONYMOUS = func.AuthLevel.ANONYMOUS
+Found = list[dict[str, Any]]
 
 
-def _handle(req: Request, call: _http.Handler) -> Awaitable[Response]:
-    """As ``_http.handle``, refusing first (406) an Accept header that excludes DICOM JSON."""
-
-    async def checked(svc: _http.Services) -> Response:
-        require_dicom_json(req.headers.get("accept"), "QIDO-RS")
-        return await call(svc)
-
-    return _http.handle(req, checked)
+@bp.route(route="v2/studies", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def search_for_studies(r: DicomWebRequest) -> Found:
+    return await qido.search_for_studies(index=r.svc.index, params=r.params, accept=r.accept)
 
 
-def _respond(results: list[dict[str, object]]) -> Response:
-    if not results:
-        return Response(status_code=204)
-    return Response(json.dumps(results), media_type=APPLICATION_DICOM_JSON)
+@bp.route(route="v2/series", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def search_for_series(r: DicomWebRequest) -> Found:
+    return await qido.search_for_series(index=r.svc.index, params=r.params, accept=r.accept)
 
 
-@bp.route(route="v2/studies", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def search_for_studies(req: Request) -> Response:
-    async def call(svc: _http.Services) -> Response:
-        return _respond(await qido.search_for_studies(index=svc.index, params=req.query_params.multi_items()))
-
-    return await _handle(req, call)
-
-
-@bp.route(route="v2/series", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def search_for_series(req: Request) -> Response:
-    async def call(svc: _http.Services) -> Response:
-        return _respond(await qido.search_for_series(index=svc.index, params=req.query_params.multi_items()))
-
-    return await _handle(req, call)
+@bp.route(route="v2/studies/{study}/series", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def search_for_series_in_study(r: DicomWebRequest) -> Found:
+    return await qido.search_for_series(
+        index=r.svc.index, params=r.params, accept=r.accept, study_instance_uid=r.url.require_study().study
+    )
 
 
-@bp.route(route="v2/studies/{study}/series", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def search_for_series_in_study(req: Request) -> Response:
-    async def call(svc: _http.Services) -> Response:
-        study = _http.path_uids(req)["study"]
-        params = req.query_params.multi_items()
-        return _respond(await qido.search_for_series(index=svc.index, params=params, study_instance_uid=study))
-
-    return await _handle(req, call)
+@bp.route(route="v2/instances", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def search_for_instances(r: DicomWebRequest) -> Found:
+    return await qido.search_for_instances(index=r.svc.index, params=r.params, accept=r.accept)
 
 
-@bp.route(route="v2/instances", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def search_for_instances(req: Request) -> Response:
-    async def call(svc: _http.Services) -> Response:
-        return _respond(await qido.search_for_instances(index=svc.index, params=req.query_params.multi_items()))
-
-    return await _handle(req, call)
-
-
-@bp.route(route="v2/studies/{study}/instances", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def search_for_instances_in_study(req: Request) -> Response:
-    async def call(svc: _http.Services) -> Response:
-        study = _http.path_uids(req)["study"]
-        params = req.query_params.multi_items()
-        return _respond(await qido.search_for_instances(index=svc.index, params=params, study_instance_uid=study))
-
-    return await _handle(req, call)
+@bp.route(route="v2/studies/{study}/instances", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def search_for_instances_in_study(r: DicomWebRequest) -> Found:
+    return await qido.search_for_instances(
+        index=r.svc.index, params=r.params, accept=r.accept, study_instance_uid=r.url.require_study().study
+    )
 
 
-@bp.route(route="v2/studies/{study}/series/{series}/instances", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def search_for_instances_in_series(req: Request) -> Response:
-    async def call(svc: _http.Services) -> Response:
-        uids = _http.path_uids(req)
-        results = await qido.search_for_instances(
-            index=svc.index,
-            params=req.query_params.multi_items(),
-            study_instance_uid=uids["study"],
-            series_instance_uid=uids["series"],
-        )
-        return _respond(results)
-
-    return await _handle(req, call)
+@bp.route(route="v2/studies/{study}/series/{series}/instances", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def search_for_instances_in_series(r: DicomWebRequest) -> Found:
+    return await qido.search_for_instances(
+        index=r.svc.index,
+        params=r.params,
+        accept=r.accept,
+        study_instance_uid=r.url.require_series().study,
+        series_instance_uid=r.url.series,
+    )

@@ -1,39 +1,39 @@
-"""STOW-RS: POST /v2/studies and POST /v2/studies/{study}."""
-
-import json
+"""STOW-RS (PS3.18 §10.5): POST /v2/studies and POST /v2/studies/{study} → :func:`dicomserver.stow.store_instances`."""
 
 import azure.functions as func
-from azurefunctions.extensions.http.fastapi import Request, Response
 
-from dicomserver.mediatypes import APPLICATION_DICOM_JSON, require_dicom_json
-from dicomserver.stow import store_instances as store
-from dicomserver.wiring import Services
+from dicomserver import stow
+from dicomserver.auth import Action
+from dicomserver.stow import StoreResponse
 
-from . import _http
+from ._http import DicomWebRequest, dicomweb
 
 bp = func.Blueprint()
+ANONYMOUS = func.AuthLevel.ANONYMOUS
 
-async def _store(req: Request, svc: Services) -> Response:
-    require_dicom_json(req.headers.get("accept"), "STOW-RS")
-    result = await store(
-        blobs=svc.blobs,
-        index=svc.index,
-        sync_queue=svc.sync_queue,
-        body=req.stream(),
-        content_type=req.headers.get("content-type"),
-        study_instance_uid=_http.path_uids(req).get("study"),
-        base_url=_http.base_url(req, svc),
-        max_instance_bytes=svc.settings.max_instance_bytes,
-        max_parts=svc.settings.max_parts_per_request,
+
+async def _store(r: DicomWebRequest, study: str | None) -> StoreResponse:
+    return await stow.store_instances(
+        blobs=r.svc.blobs,
+        index=r.svc.index,
+        sync_queue=r.svc.sync_queue,
+        body=r.body,
+        content_type=r.header("content-type"),
+        accept=r.accept,
+        study_instance_uid=study,
+        base_url=r.url.base,
+        max_instance_bytes=r.svc.settings.max_instance_bytes,
+        max_parts=r.svc.settings.max_parts_per_request,
     )
-    return Response(json.dumps(result.body), status_code=result.status, media_type=APPLICATION_DICOM_JSON)
 
 
-@bp.route(route="v2/studies", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-async def store_instances(req: Request) -> Response:
-    return await _http.handle(req, lambda svc: _store(req, svc))
+@bp.route(route="v2/studies", methods=["POST"], auth_level=ANONYMOUS)
+@dicomweb(Action.WRITE)
+async def store_instances(r: DicomWebRequest) -> StoreResponse:
+    return await _store(r, None)
 
 
-@bp.route(route="v2/studies/{study}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-async def store_instances_in_study(req: Request) -> Response:
-    return await _http.handle(req, lambda svc: _store(req, svc))
+@bp.route(route="v2/studies/{study}", methods=["POST"], auth_level=ANONYMOUS)
+@dicomweb(Action.WRITE)
+async def store_instances_in_study(r: DicomWebRequest) -> StoreResponse:
+    return await _store(r, r.url.require_study().study)

@@ -1,186 +1,141 @@
-"""WADO-RS: GET studies, series and instances, their metadata, frames, rendered images and bulk data."""
+"""WADO-RS (PS3.18 §10.4): studies, series and instances, their metadata, frames, rendered images and bulk data.
 
-from urllib.parse import unquote
+Each function is :mod:`dicomserver.wado`'s function of the same name (both rendered
+resources call :func:`dicomserver.wado.retrieve_rendered`).
+"""
 
 import azure.functions as func
-from azurefunctions.extensions.http.fastapi import Request, Response
 
 from dicomserver import bulkdata, wado
+from dicomserver.auth import Action
 from dicomserver.errors import BadRequest
-from dicomserver.identifiers import DEFAULT_PARTITION, StudyKey
+from dicomserver.wado import Retrieved
 
-from . import _http
+from ._http import DicomWebRequest, dicomweb
 
 bp = func.Blueprint()
-
-_INSTANCE = "v2/studies/{study}/series/{series}/instances/{instance}"
-
-
-@bp.route(route=_INSTANCE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def retrieve_instance(req: Request) -> Response:
-    async def call(svc: _http.Services) -> Response:
-        result = await wado.retrieve_instance(
-            blobs=svc.blobs,
-            index=svc.index,
-            key=_http.instance_key(req),
-            accept=req.headers.get("accept"),
-            budget=wado.decode_budget(svc.settings),
-        )
-        return _http.stream(result)
-
-    return await _http.handle(req, call)
+ANONYMOUS = func.AuthLevel.ANONYMOUS
+_STUDY = "v2/studies/{study}"
+_SERIES = _STUDY + "/series/{series}"
+_INSTANCE = _SERIES + "/instances/{instance}"
 
 
-@bp.route(route=_INSTANCE + "/metadata", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def retrieve_instance_metadata(req: Request) -> Response:
-    async def call(svc: _http.Services) -> Response:
-        result = await wado.retrieve_instance_metadata(
-            blobs=svc.blobs,
-            index=svc.index,
-            key=_http.instance_key(req),
-            accept=req.headers.get("accept"),
-            if_none_match=req.headers.get("if-none-match"),
-            base_url=_http.base_url(req, svc),
-        )
-        return _http.stream(result)
-
-    return await _http.handle(req, call)
+@bp.route(route=_STUDY, methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def retrieve_study(r: DicomWebRequest) -> Retrieved:
+    return await wado.retrieve_study(
+        blobs=r.svc.blobs, index=r.svc.index, study=r.url.study_key, accept=r.accept, budget=r.budget
+    )
 
 
-@bp.route(route="v2/studies/{study}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def retrieve_study(req: Request) -> Response:
-    async def call(svc: _http.Services) -> Response:
-        study = StudyKey(DEFAULT_PARTITION, _http.path_uids(req)["study"])
-        result = await wado.retrieve_study(
-            blobs=svc.blobs,
-            index=svc.index,
-            study=study,
-            accept=req.headers.get("accept"),
-            budget=wado.decode_budget(svc.settings),
-        )
-        return _http.stream(result)
-
-    return await _http.handle(req, call)
+@bp.route(route=_SERIES, methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def retrieve_series(r: DicomWebRequest) -> Retrieved:
+    return await wado.retrieve_series(
+        blobs=r.svc.blobs, index=r.svc.index, series=r.url.series_key, accept=r.accept, budget=r.budget
+    )
 
 
-@bp.route(route="v2/studies/{study}/series/{series}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def retrieve_series(req: Request) -> Response:
-    async def call(svc: _http.Services) -> Response:
-        uids = _http.path_uids(req)
-        result = await wado.retrieve_study(
-            blobs=svc.blobs,
-            index=svc.index,
-            study=StudyKey(DEFAULT_PARTITION, uids["study"]),
-            series_instance_uid=uids["series"],
-            accept=req.headers.get("accept"),
-            budget=wado.decode_budget(svc.settings),
-        )
-        return _http.stream(result)
-
-    return await _http.handle(req, call)
+@bp.route(route=_INSTANCE, methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def retrieve_instance(r: DicomWebRequest) -> Retrieved:
+    return await wado.retrieve_instance(
+        blobs=r.svc.blobs, index=r.svc.index, key=r.url.instance_key, accept=r.accept, budget=r.budget
+    )
 
 
-@bp.route(route="v2/studies/{study}/metadata", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def retrieve_study_metadata(req: Request) -> Response:
-    async def call(svc: _http.Services) -> Response:
-        result = await wado.retrieve_study_metadata(
-            blobs=svc.blobs,
-            index=svc.index,
-            study=StudyKey(DEFAULT_PARTITION, _http.path_uids(req)["study"]),
-            accept=req.headers.get("accept"),
-            if_none_match=req.headers.get("if-none-match"),
-            base_url=_http.base_url(req, svc),
-        )
-        return _http.stream(result)
-
-    return await _http.handle(req, call)
+@bp.route(route=_STUDY + "/metadata", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def retrieve_study_metadata(r: DicomWebRequest) -> Retrieved:
+    return await wado.retrieve_study_metadata(
+        blobs=r.svc.blobs,
+        index=r.svc.index,
+        study=r.url.study_key,
+        accept=r.accept,
+        if_none_match=r.header("if-none-match"),
+        base_url=r.url.base,
+    )
 
 
-@bp.route(route="v2/studies/{study}/series/{series}/metadata", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def retrieve_series_metadata(req: Request) -> Response:
-    async def call(svc: _http.Services) -> Response:
-        uids = _http.path_uids(req)
-        result = await wado.retrieve_study_metadata(
-            blobs=svc.blobs,
-            index=svc.index,
-            study=StudyKey(DEFAULT_PARTITION, uids["study"]),
-            series_instance_uid=uids["series"],
-            accept=req.headers.get("accept"),
-            if_none_match=req.headers.get("if-none-match"),
-            base_url=_http.base_url(req, svc),
-        )
-        return _http.stream(result)
-
-    return await _http.handle(req, call)
+@bp.route(route=_SERIES + "/metadata", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def retrieve_series_metadata(r: DicomWebRequest) -> Retrieved:
+    return await wado.retrieve_series_metadata(
+        blobs=r.svc.blobs,
+        index=r.svc.index,
+        series=r.url.series_key,
+        accept=r.accept,
+        if_none_match=r.header("if-none-match"),
+        base_url=r.url.base,
+    )
 
 
-@bp.route(route=_INSTANCE + "/frames/{frames}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def retrieve_frames(req: Request) -> Response:
-    async def call(svc: _http.Services) -> Response:
-        frame_list = req.url.path.rstrip("/").rsplit("/", 1)[-1]
-        result = await wado.retrieve_frames(
-            blobs=svc.blobs,
-            index=svc.index,
-            key=_http.instance_key(req),
-            frames=wado.parse_frame_list(frame_list, svc.settings.max_frames_per_request),
-            accept=req.headers.get("accept"),
-            budget=wado.decode_budget(svc.settings),
-        )
-        return _http.stream(result)
-
-    return await _http.handle(req, call)
+@bp.route(route=_INSTANCE + "/metadata", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def retrieve_instance_metadata(r: DicomWebRequest) -> Retrieved:
+    return await wado.retrieve_instance_metadata(
+        blobs=r.svc.blobs,
+        index=r.svc.index,
+        key=r.url.instance_key,
+        accept=r.accept,
+        if_none_match=r.header("if-none-match"),
+        base_url=r.url.base,
+    )
 
 
-@bp.route(route=_INSTANCE + "/rendered", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def retrieve_instance_rendered(req: Request) -> Response:
-    async def call(svc: _http.Services) -> Response:
-        result = await wado.retrieve_rendered(
-            blobs=svc.blobs,
-            index=svc.index,
-            key=_http.instance_key(req),
-            frame=1,
-            accept=req.headers.get("accept"),
-            quality=wado.parse_quality(req.query_params.get("quality")),
-            budget=wado.decode_budget(svc.settings),
-        )
-        return _http.stream(result)
-
-    return await _http.handle(req, call)
+@bp.route(route=_INSTANCE + "/frames/{frames}", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def retrieve_frames(r: DicomWebRequest) -> Retrieved:
+    return await wado.retrieve_frames(
+        blobs=r.svc.blobs,
+        index=r.svc.index,
+        key=r.url.instance_key,
+        frames=wado.parse_frame_list(r.url.frame_list, r.svc.settings.max_frames_per_request),
+        accept=r.accept,
+        budget=r.budget,
+    )
 
 
-@bp.route(route=_INSTANCE + "/frames/{frame}/rendered", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def retrieve_frame_rendered(req: Request) -> Response:
-    async def call(svc: _http.Services) -> Response:
-        frames = wado.parse_frame_list(req.url.path.rstrip("/").split("/")[-2], svc.settings.max_frames_per_request)
-        if len(frames) != 1:
-            raise BadRequest("Only one frame can be rendered per request.")
-        result = await wado.retrieve_rendered(
-            blobs=svc.blobs,
-            index=svc.index,
-            key=_http.instance_key(req),
-            frame=frames[0],
-            accept=req.headers.get("accept"),
-            quality=wado.parse_quality(req.query_params.get("quality")),
-            budget=wado.decode_budget(svc.settings),
-        )
-        return _http.stream(result)
-
-    return await _http.handle(req, call)
+@bp.route(route=_INSTANCE + "/rendered", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def retrieve_rendered_instance(r: DicomWebRequest) -> Retrieved:
+    return await _rendered(r, 1)
 
 
-@bp.route(route=_INSTANCE + "/bulkdata/{*path}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def retrieve_bulkdata(req: Request) -> Response:
-    async def call(svc: _http.Services) -> Response:
-        path = unquote(req.url.path.split("/bulkdata/", 1)[-1])
-        result = await wado.retrieve_bulkdata(
-            blobs=svc.blobs,
-            index=svc.index,
-            key=_http.instance_key(req),
-            path=bulkdata.parse_path(path),
-            accept=req.headers.get("accept"),
-            range_header=req.headers.get("range"),
-            budget=wado.decode_budget(svc.settings),
-        )
-        return _http.stream(result)
+@bp.route(route=_INSTANCE + "/frames/{frame}/rendered", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def retrieve_rendered_frame(r: DicomWebRequest) -> Retrieved:
+    return await _rendered(r, _one_frame(r))
 
-    return await _http.handle(req, call)
+
+@bp.route(route=_INSTANCE + "/bulkdata/{*path}", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def retrieve_bulkdata(r: DicomWebRequest) -> Retrieved:
+    return await wado.retrieve_bulkdata(
+        blobs=r.svc.blobs,
+        index=r.svc.index,
+        key=r.url.instance_key,
+        path=bulkdata.parse_path(r.url.bulkdata_path),
+        accept=r.accept,
+        range_header=r.header("range"),
+        budget=r.budget,
+    )
+
+
+async def _rendered(r: DicomWebRequest, frame: int) -> Retrieved:
+    return await wado.retrieve_rendered(
+        blobs=r.svc.blobs,
+        index=r.svc.index,
+        key=r.url.instance_key,
+        frame=frame,
+        accept=r.accept,
+        quality=wado.parse_quality(r.param("quality")),
+        budget=r.budget,
+    )
+
+
+def _one_frame(r: DicomWebRequest) -> int:
+    frames = wado.parse_frame_list(r.url.frame_list, r.svc.settings.max_frames_per_request)
+    if len(frames) != 1:
+        raise BadRequest("Only one frame can be rendered per request.")
+    return frames[0]

@@ -25,6 +25,7 @@ from urllib.parse import quote
 from fhirclient.models.endpoint import Endpoint
 from fhirclient.models.imagingstudy import ImagingStudy
 from fhirclient.models.patient import Patient
+from pydicom.datadict import tag_for_keyword
 
 from ..dicomjson import first_value
 from ..stores.model import StudySnapshot
@@ -40,12 +41,55 @@ _LATERALITY = {"R": ("24028007", "Right"), "L": ("7771000", "Left")}
 _GENDER = {"M": "male", "F": "female", "O": "other"}
 
 
-def _value(attrs: dict[str, Any], tag: str) -> Any:
-    return first_value(attrs.get(tag))
+def _json_key(keyword: str) -> str:
+    """The DICOM JSON key of a pydicom keyword: ``"SeriesInstanceUID"`` → ``"0020000E"``."""
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise ValueError(f"not a DICOM keyword: {keyword}")
+    return f"{tag:08X}"
 
 
-def _text(attrs: dict[str, Any], tag: str) -> str | None:
-    value = _value(attrs, tag)
+#: The DICOM JSON key of every attribute the mapping reads, by pydicom keyword (computed once).
+_KEYS = {
+    keyword: _json_key(keyword)
+    for keyword in (
+        # Patient
+        "PatientID",
+        "IssuerOfPatientID",
+        "PatientName",
+        "PatientSex",
+        "PatientBirthDate",
+        # Study
+        "AccessionNumber",
+        "StudyDate",
+        "StudyTime",
+        "TimezoneOffsetFromUTC",
+        "StudyDescription",
+        "ReferringPhysicianName",
+        # Series
+        "SeriesInstanceUID",
+        "Modality",
+        "SeriesNumber",
+        "SeriesDescription",
+        "BodyPartExamined",
+        "Laterality",
+        "SeriesDate",
+        "SeriesTime",
+        # Instance
+        "SOPInstanceUID",
+        "SOPClassUID",
+        "InstanceNumber",
+    )
+}
+
+
+def _value(attrs: dict[str, Any], keyword: str) -> Any:
+    """The first value of the attribute ``keyword`` (one of :data:`_KEYS`) in DICOM JSON ``attrs``."""
+    return first_value(attrs.get(_KEYS[keyword]))
+
+
+def _text(attrs: dict[str, Any], keyword: str) -> str | None:
+    value = _value(attrs, keyword)
     if value is None:
         return None
     if isinstance(value, dict):
@@ -80,10 +124,10 @@ def study_identifier(study_instance_uid: str) -> str:
 
 def patient_identifier(snapshot: StudySnapshot, default_system: str) -> tuple[str, str] | None:
     """``(system, value)`` of the Patient, from IssuerOfPatientID or the default system."""
-    patient_id = _text(snapshot.attrs, "00100020")
+    patient_id = _text(snapshot.attrs, "PatientID")
     if not patient_id:
         return None
-    issuer = _text(snapshot.attrs, "00100021")
+    issuer = _text(snapshot.attrs, "IssuerOfPatientID")
     if issuer is None:
         system = default_system
     elif re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:\S+$", issuer):
@@ -119,13 +163,13 @@ def patient(snapshot: StudySnapshot, default_system: str) -> dict[str, Any] | No
         "resourceType": "Patient",
         "identifier": [{"system": identifier[0], "value": identifier[1]}],
     }
-    name = human_name(_text(snapshot.attrs, "00100010") or "")
+    name = human_name(_text(snapshot.attrs, "PatientName") or "")
     if name:
         resource["name"] = [name]
-    sex = (_text(snapshot.attrs, "00100040") or "").upper()
+    sex = (_text(snapshot.attrs, "PatientSex") or "").upper()
     if sex:
         resource["gender"] = _GENDER.get(sex, "unknown")
-    birth = _date(_text(snapshot.attrs, "00100030"))
+    birth = _date(_text(snapshot.attrs, "PatientBirthDate"))
     if birth:
         resource["birthDate"] = birth
     return Patient(resource, strict=True).as_json()  # type: ignore[no-any-return]
@@ -170,20 +214,20 @@ def imaging_study(snapshot: StudySnapshot, patient_id: str, endpoint_id: str) ->
         "numberOfSeries": snapshot.number_of_series,
         "numberOfInstances": snapshot.number_of_instances,
     }
-    accession = _text(attrs, "00080050")
+    accession = _text(attrs, "AccessionNumber")
     if accession:
         acsn = {"type": {"coding": [{"system": V2_0203, "code": "ACSN"}]}, "value": accession}
         identifiers.append(acsn)
         resource["basedOn"] = [{"type": "ServiceRequest", "identifier": acsn}]
     if snapshot.modalities_in_study:
         resource["modality"] = [_modality(m) for m in snapshot.modalities_in_study]
-    started = _started(_text(attrs, "00080020"), _text(attrs, "00080030"), _text(attrs, "00080201"))
+    started = _started(_text(attrs, "StudyDate"), _text(attrs, "StudyTime"), _text(attrs, "TimezoneOffsetFromUTC"))
     if started:
         resource["started"] = started
-    description = _text(attrs, "00081030")
+    description = _text(attrs, "StudyDescription")
     if description:
         resource["description"] = description
-    referrer = _text(attrs, "00080090")
+    referrer = _text(attrs, "ReferringPhysicianName")
     if referrer:
         resource["referrer"] = {"display": referrer.replace("^", " ").strip()}
     resource["series"] = [_series(s.attrs, s.number_of_instances, s.instances) for s in snapshot.series]
@@ -192,23 +236,23 @@ def imaging_study(snapshot: StudySnapshot, patient_id: str, endpoint_id: str) ->
 
 def _series(attrs: dict[str, Any], count: int, instances: list[dict[str, Any]]) -> dict[str, Any]:
     series: dict[str, Any] = {
-        "uid": _text(attrs, "0020000E"),
-        "modality": _modality(_text(attrs, "00080060") or "OT"),
+        "uid": _text(attrs, "SeriesInstanceUID"),
+        "modality": _modality(_text(attrs, "Modality") or "OT"),
         "numberOfInstances": count,
     }
-    number = _value(attrs, "00200011")
+    number = _value(attrs, "SeriesNumber")
     if isinstance(number, int) or (isinstance(number, str) and number.strip().lstrip("-").isdigit()):
         series["number"] = int(number)
-    description = _text(attrs, "0008103E")
+    description = _text(attrs, "SeriesDescription")
     if description:
         series["description"] = description
-    body_part = _text(attrs, "00180015")
+    body_part = _text(attrs, "BodyPartExamined")
     if body_part:
         series["bodySite"] = {"display": body_part}
-    laterality = _LATERALITY.get((_text(attrs, "00200060") or "").upper())
+    laterality = _LATERALITY.get((_text(attrs, "Laterality") or "").upper())
     if laterality:
         series["laterality"] = {"system": SNOMED, "code": laterality[0], "display": laterality[1]}
-    started = _started(_text(attrs, "00080021"), _text(attrs, "00080031"), _text(attrs, "00080201"))
+    started = _started(_text(attrs, "SeriesDate"), _text(attrs, "SeriesTime"), _text(attrs, "TimezoneOffsetFromUTC"))
     if started:
         series["started"] = started
     series["instance"] = [_instance(i) for i in instances]
@@ -217,10 +261,10 @@ def _series(attrs: dict[str, Any], count: int, instances: list[dict[str, Any]]) 
 
 def _instance(attrs: dict[str, Any]) -> dict[str, Any]:
     instance: dict[str, Any] = {
-        "uid": _text(attrs, "00080018"),
-        "sopClass": {"system": RFC3986, "code": f"urn:oid:{_text(attrs, '00080016')}"},
+        "uid": _text(attrs, "SOPInstanceUID"),
+        "sopClass": {"system": RFC3986, "code": f"urn:oid:{_text(attrs, 'SOPClassUID')}"},
     }
-    number = _value(attrs, "00200013")
+    number = _value(attrs, "InstanceNumber")
     if isinstance(number, int) or (isinstance(number, str) and number.strip().lstrip("-").isdigit()):
         instance["number"] = int(number)
     return instance

@@ -13,6 +13,7 @@ from pydicom.uid import generate_uid
 from requests.exceptions import HTTPError
 
 from tests.dicomfiles import bundled, make_instance, multipart_body, zero_preamble
+from tests.stowhttp import stow
 
 #: Bundled pydicom files across transfer syntaxes and modalities.
 BUNDLED = [
@@ -33,11 +34,7 @@ def client(base_url: str) -> DICOMwebClient:
 
 
 def post(base_url: str, parts: list[bytes], study: str | None = None) -> httpx.Response:
-    body, ctype = multipart_body(parts)
-    url = f"{base_url}/studies" + (f"/{study}" if study else "")
-    return httpx.post(
-        url, content=body, headers={"Content-Type": ctype, "Accept": "application/dicom+json"}, timeout=60
-    )
+    return stow(base_url, parts, study=study, headers={"Accept": "application/dicom+json"})
 
 
 @pytest.mark.parametrize("name", BUNDLED)

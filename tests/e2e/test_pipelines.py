@@ -15,6 +15,7 @@ from pydicom.uid import generate_uid
 
 from dicomserver.fhir import mapping
 from tests.dicomfiles import make_instance, multipart_body
+from tests.stowhttp import stored
 
 T = TypeVar("T")
 
@@ -69,8 +70,7 @@ def _read(container, name: str) -> bytes | None:  # type: ignore[no-untyped-def]
 
 def test_stored_study_reaches_fhir_and_leaves_it_on_delete(base_url: str, fhir_url: str) -> None:
     study, patient = generate_uid(), f"FHIR-{generate_uid()[-6:]}"
-    body, ctype = multipart_body([make_instance(study=study, patient_id=patient) for _ in range(2)])
-    assert httpx.post(f"{base_url}/studies", content=body, headers={"Content-Type": ctype}).status_code == 200
+    stored(base_url, [make_instance(study=study, patient_id=patient) for _ in range(2)])
     token = mapping.study_identifier(study)
 
     def imaging_studies() -> list[dict]:  # type: ignore[type-arg]
@@ -89,8 +89,7 @@ def test_delete_levels_over_http(base_url: str) -> None:
     study, series = generate_uid(), generate_uid()
     parts = [make_instance(study=study, series=series), make_instance(study=study, series=series)]
     datasets = [pydicom.dcmread(io.BytesIO(p)) for p in parts]
-    body, ctype = multipart_body(parts)
-    assert httpx.post(f"{base_url}/studies", content=body, headers={"Content-Type": ctype}).status_code == 200
+    stored(base_url, parts)
     first = f"{base_url}/studies/{study}/series/{series}/instances/{datasets[0].SOPInstanceUID}"
     assert httpx.delete(first).status_code == 204
     assert httpx.get(first, headers={"Accept": "application/dicom; transfer-syntax=*"}).status_code == 404

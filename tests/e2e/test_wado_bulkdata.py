@@ -13,7 +13,8 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom.encaps import generate_frames
 
-from tests.dicomfiles import bundled, element_at, fragmented_multiframe, multipart_body
+from tests.dicomfiles import bundled, element_at, fragmented_multiframe
+from tests.stowhttp import stored
 
 #: Explicit and implicit VR, big endian, nested binary attributes, overlays, private OB, waveforms,
 #: native and encapsulated Pixel Data.
@@ -30,12 +31,8 @@ BIG_ENDIAN_WORDS = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 
 
 def store_bytes(base_url: str, data: bytes) -> pydicom.Dataset:
-    ds = pydicom.dcmread(io.BytesIO(data))
-    httpx.delete(f"{base_url}/studies/{ds.StudyInstanceUID}")
-    body, ctype = multipart_body([data])
-    response = httpx.post(f"{base_url}/studies", content=body, headers={"Content-Type": ctype}, timeout=60)
-    assert response.status_code in (200, 202), response.text
-    return ds
+    stored(base_url, [data], replace=True, ok=(200, 202))
+    return pydicom.dcmread(io.BytesIO(data))
 
 
 def uris(metadata: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, str, str]]:

@@ -12,16 +12,14 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom.encaps import generate_frames
 
-from tests.dicomfiles import bundled, multipart_body
+from tests.dicomfiles import bundled
+from tests.stowhttp import stored
 
 
 def store(base_url: str, name: str) -> pydicom.Dataset:
     data = bundled(name).read_bytes()
-    ds = pydicom.dcmread(io.BytesIO(data))
-    httpx.delete(f"{base_url}/studies/{ds.StudyInstanceUID}")
-    body, ctype = multipart_body([data])
-    assert httpx.post(f"{base_url}/studies", content=body, headers={"Content-Type": ctype}).status_code in (200, 202)
-    return ds
+    stored(base_url, [data], replace=True, ok=(200, 202))
+    return pydicom.dcmread(io.BytesIO(data))
 
 
 def expected_frames(ds: pydicom.Dataset) -> list[bytes]:

@@ -16,7 +16,8 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import generate_uid
 
-from tests.dicomfiles import TRANSCODED_META_TAGS, bundled, identity_view, multipart_body
+from tests.dicomfiles import TRANSCODED_META_TAGS, bundled, identity_view
+from tests.stowhttp import stored as store_parts
 
 #: Stored transfer syntaxes: JPEG baseline (YBR), RLE (2 frames), JPEG 2000, JPEG-LS, big endian, deflated.
 SERIES_A = ["SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_rle_2frame.dcm", "JPEG2000.dcm"]
@@ -40,9 +41,7 @@ def stored_study(base_url: str) -> tuple[str, dict[str, pydicom.Dataset]]:
             ds.save_as(out)
             parts.append(out.getvalue())
             stored[ds.SOPInstanceUID] = pydicom.dcmread(io.BytesIO(out.getvalue()))
-    body, ctype = multipart_body(parts)
-    response = httpx.post(f"{base_url}/studies", content=body, headers={"Content-Type": ctype}, timeout=60)
-    assert response.status_code == 200, response.text
+    store_parts(base_url, parts)
     return study, stored
 
 

@@ -11,7 +11,8 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import generate_uid
 from requests.exceptions import HTTPError
 
-from tests.dicomfiles import bundled, make_instance, multipart_body
+from tests.dicomfiles import bundled, make_instance
+from tests.stowhttp import stored
 
 
 def stored_study(base_url: str, count_per_series: tuple[int, ...] = (2, 1)) -> tuple[str, list[bytes]]:
@@ -20,8 +21,7 @@ def stored_study(base_url: str, count_per_series: tuple[int, ...] = (2, 1)) -> t
     for count in count_per_series:
         series = generate_uid()
         parts += [make_instance(study=study, series=series, InstanceNumber=n + 1) for n in range(count)]
-    body, ctype = multipart_body(parts)
-    assert httpx.post(f"{base_url}/studies", content=body, headers={"Content-Type": ctype}).status_code == 200
+    stored(base_url, parts)
     return study, parts
 
 
@@ -51,8 +51,7 @@ def test_study_and_series_metadata_with_etag(base_url: str) -> None:
     assert first.status_code == 200 and len(first.json()) == 3
     again = httpx.get(f"{base_url}/studies/{study}/metadata", headers={"If-None-Match": first.headers["etag"]})
     assert again.status_code == 304
-    body, ctype = multipart_body([make_instance(study=study)])
-    httpx.post(f"{base_url}/studies", content=body, headers={"Content-Type": ctype})
+    stored(base_url, [make_instance(study=study)])
     changed = httpx.get(f"{base_url}/studies/{study}/metadata", headers={"If-None-Match": first.headers["etag"]})
     assert changed.status_code == 200 and len(changed.json()) == 4
 
@@ -67,10 +66,7 @@ def test_study_retrieve_errors(base_url: str) -> None:
     single = httpx.get(f"{base_url}/studies/{study}", headers={"Accept": "application/dicom"})
     assert single.status_code == 406  # a study is never single-part
     data = bundled("JPEG2000.dcm").read_bytes()
-    ds = pydicom.dcmread(io.BytesIO(data))
-    httpx.delete(f"{base_url}/studies/{ds.StudyInstanceUID}")
-    body, ctype = multipart_body([data])
-    assert httpx.post(f"{base_url}/studies", content=body, headers={"Content-Type": ctype}).status_code in (200, 202)
+    (ds,) = stored(base_url, [data], replace=True, ok=(200, 202))
     default_ts = httpx.get(
         f"{base_url}/studies/{ds.StudyInstanceUID}", headers={"Accept": 'multipart/related; type="application/dicom"'}
     )

@@ -23,7 +23,6 @@ from dicomserver.auth import (
     Action,
     JwksUrlKeys,
     JwtAuthenticator,
-    action_for_method,
     build_authenticator,
 )
 from dicomserver.errors import Forbidden, Unauthorized
@@ -166,16 +165,6 @@ class TestAttacks:
         private_key, _ = ensure_key(Path(settings.auth_local_key_dir))
         claims = jwt.decode(mint(settings, OWNER), options={"verify_signature": False})
         assert "kid" in refused(auth, bearer(jwt.encode(claims, private_key, algorithm="RS256")))
-
-
-def test_methods_map_to_actions() -> None:
-    assert [action_for_method(m) for m in ("GET", "HEAD", "POST", "PUT", "DELETE")] == [
-        Action.READ,
-        Action.READ,
-        Action.WRITE,
-        Action.WRITE,
-        Action.DELETE,
-    ]
 
 
 def test_entra_mode_trusts_the_tenant_v1_and_v2_issuers_and_needs_its_settings() -> None:
@@ -487,7 +476,7 @@ def test_authentication_runs_off_the_event_loop_while_the_keys_are_fetched(
         raise AssertionError("a token without roles must not reach the handler")
 
     async def scenario() -> int:
-        answered = asyncio.create_task(handle(request, never))
+        answered = asyncio.create_task(handle(request, never, Action.READ))
         # This coroutine runs on while the JWKS request is held: the loop is free.
         assert await asyncio.to_thread(endpoint.requested.wait, 5)
         assert endpoint.hold is not None

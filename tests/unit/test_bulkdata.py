@@ -116,7 +116,7 @@ def test_uris_are_resolved_only_in_bulk_data_uri_values() -> None:
         },
         separators=(",", ":"),
     ).encode()
-    served = json.loads(bulkdata.resolve_uris(stored, "http://h/v2/studies/1/series/2/instances/3"))
+    served = json.loads(bulkdata.resolve_uris(stored, "http://h/v2/studies/1/series/2/instances/3/bulkdata/"))
     assert served["7FE00010"]["BulkDataURI"] == "http://h/v2/studies/1/series/2/instances/3/bulkdata/7FE00010"
     assert served["00081030"]["Value"] == ['"BulkDataURI":"dicomserver-bulkdata:x']
     assert bulkdata.resolve_uris(b'{"a":1}', "http://h") == b'{"a":1}'
@@ -160,3 +160,23 @@ def test_empty_binary_attributes_are_present_without_a_uri() -> None:
     assert result.metadata["00420011"] == {"vr": "OB"}
     assert "00420011" not in (result.bulkdata or {})
     assert "7FE00010" in (result.bulkdata or {})
+
+
+def test_a_file_meta_group_length_that_lies_does_not_move_the_walk() -> None:
+    data = make_instance()
+    lying = data[:140] + (10**6).to_bytes(4, "little") + data[144:]
+    assert bulkdata.locate(io.BytesIO(lying), len(lying), "1.2.840.10008.1.2.1") == bulkdata.locate(
+        io.BytesIO(data), len(data), "1.2.840.10008.1.2.1"
+    )
+
+
+def test_malformed_structure_anywhere_offers_nothing() -> None:
+    data = bundled("examples_overlay.dcm").read_bytes()
+    ds = pydicom.dcmread(io.BytesIO(data))
+    assert "00880200/0/7FE00010" in bulkdata.locate(io.BytesIO(data), len(data), ds.file_meta.TransferSyntaxUID)
+    # The icon image item declares 8 bytes fewer than its elements take.
+    item_at = data.index(b"\xfe\xff\x00\xe0", data.index(b"\x88\x00\x00\x02"))
+    length = int.from_bytes(data[item_at + 4 : item_at + 8], "little")
+    assert length != 0xFFFFFFFF
+    short = data[: item_at + 4] + (length - 8).to_bytes(4, "little") + data[item_at + 8 :]
+    assert bulkdata.locate(io.BytesIO(short), len(short), ds.file_meta.TransferSyntaxUID) == {}

@@ -12,7 +12,7 @@ import pytest
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from dicomserver import wiring
-from dicomserver.auth import JwtAuthenticator, NoAuthentication, build_authenticator
+from dicomserver.auth import Action, JwtAuthenticator, NoAuthentication, build_authenticator
 from dicomserver.errors import DependencyUnavailable, DicomServerError, NotFound
 from dicomserver.settings import AZURE_INSTANCE_VARIABLES, Settings
 from functions._http import INTERNAL_ERROR_MESSAGE, error_response, handle
@@ -43,7 +43,7 @@ async def unreachable(svc: wiring.Services) -> Response:
 def answer(environ: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, dict[str, object]]:
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
-    response = asyncio.run(handle(get(), unreachable))
+    response = asyncio.run(handle(get(), unreachable, Action.READ))
     return response.status_code, json.loads(bytes(response.body))
 
 

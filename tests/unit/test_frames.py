@@ -98,3 +98,24 @@ def test_extended_offset_table_locates_frames() -> None:
     assert table is not None and [len(frame) for frame in table] == [2, 2, 2]
     got = [b"".join(stored[o : o + n] for o, n in frame) for frame in table]
     assert got == [b"\x00\x01" + frame[2:] for frame in expected]
+
+
+def test_a_file_that_ends_where_the_sequence_delimiter_belongs_keeps_its_frames() -> None:
+    data, expected = fragmented_multiframe("jpeg2000", frames=3, fragments_per_frame=1)
+    assert data.endswith(b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+    cut = data[:-8]  # pydicom reads it too
+    f = io.BytesIO(cut)
+    ds = pydicom.dcmread(f, stop_before_pixels=True)
+    table = frame_table(f, len(cut), ds, f.tell())
+    assert table is not None
+    assert [b"".join(cut[o : o + n] for o, n in frame) for frame in table] == expected
+
+
+def test_pixel_data_that_runs_past_the_end_of_the_file_has_no_frames() -> None:
+    data = bundled("CT_small.dcm").read_bytes()
+    f = io.BytesIO(data[:-1000])
+    ds = pydicom.dcmread(f, stop_before_pixels=True)
+    assert frame_table(f, len(data) - 1000, ds, f.tell()) is None
+    f = io.BytesIO(data)
+    ds = pydicom.dcmread(f, stop_before_pixels=True)
+    assert frame_table(f, len(data), ds, f.tell() - 2) is None  # not at a Pixel Data header

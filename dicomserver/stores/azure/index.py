@@ -115,7 +115,7 @@ from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
 from ...attributes import LEVEL_ATTRIBUTES, PERSON_NAME_ATTRIBUTES, SERIES_KEYS, STUDY_KEYS
-from ...dicomjson import first_value, select, tag_key
+from ...dicomjson import first_value, keyword_key, select, tag_key
 from ...errors import DependencyUnavailable
 from ...identifiers import InstanceKey, Level, SeriesKey, StudyKey
 from ...matching import fold_person_name, fold_text, person_name_words
@@ -133,6 +133,8 @@ from ..model import (
 from .cosmos import read_item_or_none
 
 log = logging.getLogger(__name__)
+
+_MODALITY = keyword_key("Modality")
 
 T = TypeVar("T")
 
@@ -217,7 +219,7 @@ _SERIES_SEARCH_KEYWORDS = tuple(k for k in SERIES_KEYS if k != "SeriesInstanceUI
 
 
 def _modality(attrs: dict[str, Any]) -> str | None:
-    value = first_value(attrs.get(tag_key(0x00080060)))
+    value = first_value(attrs.get(_MODALITY))
     return str(value).upper() if value else None
 
 
