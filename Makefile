@@ -6,7 +6,7 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv node_modules run test test-unit test-integration test-e2e lint token bench clean
+.PHONY: venv node_modules run test test-unit test-integration test-e2e lint token bench clean shellcheck shellcheck-installed checkov checkov-venv tools
 ROLE ?= owner
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -52,3 +52,34 @@ lint: $(VENV)/.installed
 
 clean:
 	rm -rf .local .pytest_cache .mypy_cache .ruff_cache
+
+# shellcheck of the deployment scripts (tests/unit/test_deploy_script.py runs it too); shellcheck comes
+# from Debian when missing (CI runs as root; elsewhere through sudo)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+shellcheck-installed:
+	@command -v shellcheck >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq shellcheck; }
+
+shellcheck: shellcheck-installed
+	shellcheck -x infra/deploy.sh infra/hooks/*.sh
+
+# checkov, the security scan of the Bicep templates (tests/unit/test_checkov.py), in a virtualenv of its
+# own: its pinned dependencies clash with the app's. Bump CHECKOV_VERSION to upgrade (reinstalls).
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV := .local/checkov-venv
+
+$(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
+	touch $@
+
+checkov-venv: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+
+checkov: checkov-venv
+	$(CHECKOV_VENV)/bin/checkov -d infra --config-file infra/.checkov.yaml
+
+# the unit tier runs the infra checks (Bicep types, shellcheck, deploy.sh --dry-run, checkov), so the test
+# targets install their tools first
+tools: checkov-venv shellcheck-installed
+
+test test-unit: tools

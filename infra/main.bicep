@@ -10,6 +10,12 @@ param location string = resourceGroup().location
 @maxLength(11)
 param namePrefix string
 
+@description('azd environment name (the azd-env-name tag on every resource); defaults to namePrefix.')
+param environmentName string = namePrefix
+
+@description('Extra tags for every resource (azd-env-name is always added).')
+param tags object = {}
+
 @description('Entra tenant whose tokens the DICOMweb API accepts.')
 param tenantId string = tenant().tenantId
 
@@ -22,20 +28,48 @@ param existingFhirUrl string = ''
 @description('Origins allowed to call the API from a browser (DICOMweb viewers), e.g. https://viewer.example.org.')
 param corsAllowedOrigins array = []
 
-@description('Most instances the Flex Consumption app may scale out to.')
+@description('Most instances the Flex Consumption app may scale out to (40 to 1000).')
+@minValue(40)
+@maxValue(1000)
 param maximumInstanceCount int = 40
 
 @description('Memory of each Flex Consumption instance, in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
 param instanceMemoryMB int = 2048
+
+@description('Replication of the storage account that holds the DICOM files.')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+  'Standard_RAGRS'
+  'Standard_RAGZRS'
+])
+param storageSkuName string = 'Standard_GRS'
+
+@description('Object IDs of users, groups or service principals allowed to drop DICOM files into the dicom-import container (Storage Blob Data Contributor on that container).')
+param importUploaderPrincipalIds array = []
+
+@description('Private deployment: a VNet for the function app, private endpoints for Storage, Cosmos DB and the FHIR workspace, and their public endpoints disabled. The API itself stays public.')
+param privateNetworking bool = false
 
 var suffix = uniqueString(resourceGroup().id, namePrefix)
 var appName = '${namePrefix}-dicom-${suffix}'
+var allTags = union(tags, {
+  'azd-env-name': environmentName
+})
 
 module identity 'modules/identity.bicep' = {
   name: 'identity'
   params: {
     location: location
     name: '${namePrefix}-dicom-id-${suffix}'
+    tags: allTags
   }
 }
 
@@ -44,6 +78,7 @@ module monitoring 'modules/monitoring.bicep' = {
   params: {
     location: location
     namePrefix: '${namePrefix}-${suffix}'
+    tags: allTags
   }
 }
 
@@ -52,6 +87,10 @@ module storage 'modules/storage.bicep' = {
   params: {
     location: location
     name: take('${namePrefix}st${suffix}', 24)
+    tags: allTags
+    skuName: storageSkuName
+    privateNetworking: privateNetworking
+    importUploaderPrincipalIds: importUploaderPrincipalIds
   }
 }
 
@@ -61,6 +100,8 @@ module cosmos 'modules/cosmos.bicep' = {
     location: location
     name: '${namePrefix}-cosmos-${suffix}'
     principalId: identity.outputs.principalId
+    tags: allTags
+    privateNetworking: privateNetworking
   }
 }
 
@@ -71,16 +112,33 @@ module healthdata 'modules/healthdata.bicep' = if (empty(existingFhirUrl)) {
     workspaceName: take('${namePrefix}ws${suffix}', 24)
     fhirName: 'fhir'
     tenantId: tenantId
+    tags: allTags
+    privateNetworking: privateNetworking
   }
 }
 
 var fhirUrl = empty(existingFhirUrl) ? healthdata.outputs.FHIR_URL : existingFhirUrl
+
+// Private endpoints for the data services and the subnet the function app integrates with. With an
+// existingFhirUrl the FHIR service is not ours: give it a private endpoint into this VNet yourself.
+module network 'modules/network.bicep' = if (privateNetworking) {
+  name: 'network'
+  params: {
+    location: location
+    namePrefix: '${namePrefix}-${suffix}'
+    tags: allTags
+    storageAccountId: storage.outputs.id
+    cosmosAccountId: cosmos.outputs.id
+    healthWorkspaceId: empty(existingFhirUrl) ? healthdata.outputs.workspaceId : ''
+  }
+}
 
 module functionapp 'modules/functionapp.bicep' = {
   name: 'functionapp'
   params: {
     location: location
     name: appName
+    tags: allTags
     identityId: identity.outputs.id
     identityClientId: identity.outputs.clientId
     storageAccountName: storage.outputs.name
@@ -96,6 +154,7 @@ module functionapp 'modules/functionapp.bicep' = {
     corsAllowedOrigins: corsAllowedOrigins
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    virtualNetworkSubnetId: privateNetworking ? network.outputs.appSubnetId : ''
   }
 }
 
@@ -110,19 +169,45 @@ module roles 'modules/roles.bicep' = {
   }
 }
 
+// The subscriptions that feed the blob triggers are created by deploy.sh (they need the webhook key of
+// the published code); they dead-letter to EVENT_GRID_DEADLETTER_ENDPOINT with the topic's identity.
+// Event Grid calls the function app's public endpoint, which stays open with privateNetworking.
 module eventgrid 'modules/eventgrid.bicep' = {
   name: 'eventgrid'
   params: {
     location: location
     name: '${namePrefix}-blobs-${suffix}'
     storageAccountId: storage.outputs.id
+    deadLetterAccountName: take('${namePrefix}dl${suffix}', 24)
+    tags: allTags
+    privateNetworking: privateNetworking
   }
 }
 
 output DICOMWEB_BASE_URL string = 'https://${functionapp.outputs.defaultHostName}/v2'
 output FHIR_URL string = fhirUrl
 output FUNCTION_APP_NAME string = functionapp.outputs.name
+output FUNCTION_APP_HOST_NAME string = functionapp.outputs.defaultHostName
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output COSMOS_ACCOUNT_NAME string = cosmos.outputs.name
 output EVENT_GRID_TOPIC_NAME string = eventgrid.outputs.name
 output AZURE_CLIENT_ID string = identity.outputs.clientId
+output IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+
+// azd conventions (resource-group scope)
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenantId
+output AZURE_RESOURCE_GROUP string = resourceGroup().name
+output AZURE_FUNCTION_APP_NAME string = functionapp.outputs.name
+
+// Imports: who may write to the import container (Storage Blob Data Contributor on it, nothing else).
+output IMPORT_CONTAINER_URL string = storage.outputs.importContainerUrl
+output IMPORT_UPLOADER_PRINCIPAL_IDS array = importUploaderPrincipalIds
+
+// Dead letters of the Event Grid subscriptions that deploy.sh creates.
+output EVENT_GRID_DEADLETTER_STORAGE_ACCOUNT_ID string = eventgrid.outputs.deadLetterStorageAccountId
+output EVENT_GRID_DEADLETTER_CONTAINER string = eventgrid.outputs.deadLetterContainerName
+output EVENT_GRID_DEADLETTER_ENDPOINT string = eventgrid.outputs.deadLetterEndpoint
+
+output PRIVATE_NETWORKING bool = privateNetworking
+output VNET_NAME string = privateNetworking ? network.outputs.vnetName : ''

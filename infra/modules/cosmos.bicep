@@ -1,5 +1,5 @@
 // Cosmos DB for NoSQL (serverless, local auth disabled): database, the index containers (one per QIDO
-// level) with the partition key and indexing policies of dicomserver/stores/index.py, and the app's data-plane role.
+// level) with the partition key and indexing policies of dicomserver/stores/azure/index.py, and the app's data-plane role.
 @description('Azure region.')
 param location string
 
@@ -9,16 +9,29 @@ param name string
 @description('Principal ID of the function app identity.')
 param principalId string
 
+@description('Tags of every resource.')
+param tags object
+
+@description('Close the public endpoint: only the private endpoint (network.bicep) reaches the account.')
+param privateNetworking bool
+
 // Cosmos DB Built-in Data Contributor (data plane).
 var dataContributorRoleId = '00000000-0000-0000-0000-000000000002'
 
 resource account 'Microsoft.DocumentDB/databaseAccounts@2024-05-15' = {
+  // checkov:skip=CKV_AZURE_99: the default deployment has no VNet, so the Flex app reaches Cosmos DB over the public endpoint with Entra auth only (local auth off); privateNetworking=true closes it (publicNetworkAccess Disabled, private endpoint)
+  // checkov:skip=CKV_AZURE_101: same as CKV_AZURE_99: Disabled with privateNetworking=true (tests/unit/test_infra.py)
   name: name
   location: location
+  tags: tags
   kind: 'GlobalDocumentDB'
   properties: {
     databaseAccountOfferType: 'Standard'
     disableLocalAuth: true
+    // the app never changes databases or containers (this template does); keys could not anyway
+    disableKeyBasedMetadataWriteAccess: true
+    publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'
+    minimalTlsVersion: 'Tls12'
     consistencyPolicy: {
       defaultConsistencyLevel: 'Session'
     }
@@ -155,6 +168,8 @@ resource instancesContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/
   }
 }
 
+// After the containers: a role assignment created while the database or a container is still being
+// created fails (or the app starts before its index exists).
 resource dataContributor 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-05-15' = {
   parent: account
   name: guid(account.id, principalId, dataContributorRoleId)
@@ -163,8 +178,15 @@ resource dataContributor 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignmen
     principalId: principalId
     scope: account.id
   }
+  dependsOn: [
+    database
+    studiesContainer
+    seriesContainer
+    instancesContainer
+  ]
 }
 
+output id string = account.id
 output name string = account.name
 output endpoint string = account.properties.documentEndpoint
 output databaseName string = database.name

@@ -44,15 +44,30 @@ param appInsightsConnectionString string
 @description('Origins allowed by CORS.')
 param corsAllowedOrigins array
 
-@description('Most instances to scale out to.')
+@description('Most instances to scale out to (Flex Consumption: 40 to 1000).')
+@minValue(40)
+@maxValue(1000)
 param maximumInstanceCount int
 
-@description('Instance memory in MB.')
+@description('Instance memory in MB (the sizes Flex Consumption offers).')
+@allowed([
+  512
+  2048
+  4096
+])
 param instanceMemoryMB int
 
+@description('Tags of every resource (the app also gets azd-service-name).')
+param tags object
+
+@description('Subnet (delegated to Microsoft.App/environments) for outbound VNet integration; empty: none.')
+param virtualNetworkSubnetId string = ''
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225: zone redundancy of Flex Consumption plans is offered in some regions only; the template deploys to any Flex region
   name: '${name}-plan'
   location: location
+  tags: tags
   kind: 'functionapp'
   sku: {
     tier: 'FlexConsumption'
@@ -63,9 +78,20 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
 }
 
+// Inbound stays public even with privateNetworking: DICOMweb clients (viewers) and the Event Grid webhook
+// that feeds the blob triggers (/runtime/webhooks/blobs, created by deploy.sh) call the app's public
+// endpoint, Entra tokens (API) and the blobs_extension system key (webhook) guard it. VNet integration is
+// outbound only: the app reaches Storage, Cosmos DB and FHIR through their private endpoints.
 resource app 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_222: the DICOMweb API and the Event Grid blob-trigger webhook must be reachable from outside (see above); every request needs an Entra token or the webhook system key
+  // checkov:skip=CKV_AZURE_17: clients authenticate with Entra bearer tokens; mutual TLS would shut out DICOMweb viewers and Event Grid
+  // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero and adds instances on demand; always-ready instances are a cost choice, not a template default
+  // checkov:skip=CKV_AZURE_213: the app has no unauthenticated health route (every DICOMweb route needs an Entra token), and a probe every minute would keep scale-from-zero instances busy
   name: name
   location: location
+  tags: union(tags, {
+    'azd-service-name': 'api'
+  })
   kind: 'functionapp,linux'
   identity: {
     type: 'UserAssigned'
@@ -76,8 +102,15 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // Flex Consumption: VNet integration is a site property; with it all outbound traffic goes through the
+    // VNet (vnetRouteAllEnabled says so explicitly), so the privatelink DNS zones resolve the data services
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
+    vnetRouteAllEnabled: !empty(virtualNetworkSubnetId)
     siteConfig: {
       minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
       cors: {
         allowedOrigins: corsAllowedOrigins
         supportCredentials: false
@@ -106,7 +139,15 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   }
 }
 
+// checkov reads every sites/config as the 'web' config; these are app settings, the web config is siteConfig above.
 resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_13: app settings, not the web config; the app validates Entra tokens and app roles itself (DICOM_AUTH_MODE=entra), App Service Authentication would duplicate that
+  // checkov:skip=CKV_AZURE_63: app settings, not the web config; HTTP logs of Flex apps go to Application Insights
+  // checkov:skip=CKV_AZURE_65: app settings, not the web config; detailed error pages are an IIS (Windows) feature
+  // checkov:skip=CKV_AZURE_66: app settings, not the web config; failed request tracing is an IIS (Windows) feature
+  // checkov:skip=CKV_AZURE_80: app settings, not the web config; a Python app has no .NET Framework version
+  // checkov:skip=CKV_AZURE_88: app settings, not the web config; Flex Consumption has no Azure Files content share
+  // checkov:skip=CKV_AZURE_222: app settings, not the web config; public inbound access is intended (see the app above)
   parent: app
   name: 'appsettings'
   properties: {

@@ -11,9 +11,19 @@ param fhirName string
 @description('Tenant whose tokens the FHIR service accepts.')
 param tenantId string
 
+@description('Tags of every resource.')
+param tags object
+
+@description('Close the public endpoint: only the workspace private endpoint (network.bicep) reaches FHIR.')
+param privateNetworking bool
+
 resource workspace 'Microsoft.HealthcareApis/workspaces@2024-03-31' = {
   name: workspaceName
   location: location
+  tags: tags
+  properties: {
+    publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'
+  }
 }
 
 resource fhir 'Microsoft.HealthcareApis/workspaces/fhirservices@2024-03-31' = {
@@ -21,7 +31,9 @@ resource fhir 'Microsoft.HealthcareApis/workspaces/fhirservices@2024-03-31' = {
   name: fhirName
   location: location
   kind: 'fhir-R4'
+  tags: tags
   properties: {
+    publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'
     authenticationConfiguration: {
       authority: '${environment().authentication.loginEndpoint}${tenantId}'
       audience: 'https://${workspaceName}-${fhirName}.fhir.azurehealthcareapis.com'
@@ -31,5 +43,6 @@ resource fhir 'Microsoft.HealthcareApis/workspaces/fhirservices@2024-03-31' = {
 }
 
 output FHIR_URL string = 'https://${workspaceName}-${fhirName}.fhir.azurehealthcareapis.com'
+output workspaceId string = workspace.id
 output workspaceName string = workspace.name
 output fhirName string = fhir.name

@@ -5,9 +5,13 @@ param location string
 @description('Identity name.')
 param name string
 
+@description('Tags of every resource.')
+param tags object
+
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: name
   location: location
+  tags: tags
 }
 
 output id string = identity.id

@@ -5,9 +5,13 @@ param location string
 @description('Name prefix.')
 param namePrefix string
 
+@description('Tags of every resource.')
+param tags object
+
 resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   name: '${namePrefix}-logs'
   location: location
+  tags: tags
   properties: {
     sku: {
       name: 'PerGB2018'
@@ -19,6 +23,7 @@ resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
 resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
   name: '${namePrefix}-appi'
   location: location
+  tags: tags
   kind: 'web'
   properties: {
     Application_Type: 'web'

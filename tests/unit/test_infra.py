@@ -34,6 +34,43 @@ def parsed(path: Path) -> dict[str, Any]:
     return BicepParser().parse(file_path=path)  # type: ignore[no-any-return]
 
 
+def module(name: str) -> dict[str, Any]:
+    return parsed(INFRA / "modules" / name)
+
+
+def body(entry: dict[str, Any]) -> dict[str, Any]:
+    """The body of a resource or module, under its `= if (...)` and `= [for ...]` wrappers."""
+    config: dict[str, Any] = entry["config"]
+    while "config" in config and ("condition" in config or "loop_type" in config):
+        config = config["config"]
+    return config
+
+
+def switch(on: Any, off: Any) -> dict[str, Any]:
+    """How the parser shows `privateNetworking ? on : off`."""
+    return {
+        "operator": {
+            "type": "conditional",
+            "operands": {"condition": "privateNetworking", "true_value": on, "false_value": off},
+        }
+    }
+
+
+def decorators(parameter: dict[str, Any]) -> dict[str, Any]:
+    return {d["type"]: d.get("argument") for d in parameter["decorators"]}
+
+
+def parameters_file() -> dict[str, Any]:
+    values: dict[str, Any] = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    return {name: entry["value"] for name, entry in values.items()}
+
+
+def azd_default(value: Any) -> Any:
+    """The value of a main.parameters.json entry, with azd's `${VAR=default}` read as its default."""
+    match = re.fullmatch(r"\$\{[A-Z_]+=(.*)\}", value) if isinstance(value, str) else None
+    return json.loads(match.group(1)) if match and match.group(1) in ("true", "false") else value
+
+
 def app_settings() -> dict[str, Any]:
     resources = parsed(INFRA / "modules" / "functionapp.bicep")["resources"]
     settings: dict[str, Any] = resources["settings"]["config"]["properties"]
@@ -49,7 +86,17 @@ def test_there_are_bicep_files_and_every_one_parses() -> None:
 def test_every_referenced_module_exists_and_main_only_composes() -> None:
     main = parsed(INFRA / "main.bicep")
     modules = main["modules"]
-    assert set(modules) >= {"identity", "monitoring", "storage", "cosmos", "healthdata", "functionapp", "roles"}
+    assert set(modules) >= {
+        "identity",
+        "monitoring",
+        "storage",
+        "cosmos",
+        "healthdata",
+        "functionapp",
+        "roles",
+        "eventgrid",
+        "network",
+    }
     for module in modules.values():
         assert module["type"] == "local", "use local modules so the templates build offline"
         assert (INFRA / module["detail"]["path"]).exists(), module["detail"]["path"]
@@ -168,3 +215,202 @@ def test_deploy_script_is_valid_bash_and_names_both_blob_triggers() -> None:
         assert f"{function}:" in text
     assert "DICOM.Data.Owner" in text and "DICOM.Data.Reader" in text
     assert '"displayName": "DICOM Data Owner"' in text and '"displayName": "DICOM Data Reader"' in text
+
+
+# -- "Deploy for real": ordering, limits, imports, dead letters, azd, private networking ---------------
+
+FLEX_MEMORY_SIZES = [512, 2048, 4096]
+FLEX_MAX_INSTANCES = (40, 1000)
+STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+#: every data service of the private option: (module, resource)
+DATA_SERVICES = [
+    ("storage.bicep", "account"),
+    ("cosmos.bicep", "account"),
+    ("healthdata.bicep", "workspace"),
+    ("healthdata.bicep", "fhir"),
+]
+#: private endpoint sub-resource (groupId) -> the network.bicep parameter naming the target, its DNS zones
+PRIVATE_ENDPOINTS = {
+    "blob": ("storageAccountId", {"privatelink.blob.core.windows.net"}),
+    "queue": ("storageAccountId", {"privatelink.queue.core.windows.net"}),
+    "Sql": ("cosmosAccountId", {"privatelink.documents.azure.com"}),
+    "healthcareworkspace": (
+        "healthWorkspaceId",
+        {"privatelink.workspace.azurehealthcareapis.com", "privatelink.fhir.azurehealthcareapis.com"},
+    ),
+}
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=[p.name for p in BICEP_FILES])
+def test_api_versions_are_generally_available(path: Path) -> None:
+    for name, resource in parsed(path).get("resources", {}).items():
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", resource["api_version"]), f"{path.name}: {name} uses a preview API"
+
+
+def test_cosmos_role_assignment_waits_for_the_database_and_containers() -> None:
+    resources = module("cosmos.bicep")["resources"]
+    waits_for = set(body(resources["dataContributor"]).get("dependsOn", []))
+    made = {name for name, r in resources.items() if r["type"].endswith(("/sqlDatabases", "/containers"))}
+    assert len(made) == 4 and made <= waits_for, made - waits_for
+
+
+@pytest.mark.parametrize("path", [INFRA / "main.bicep", INFRA / "modules" / "functionapp.bicep"], ids=["main", "app"])
+def test_flex_memory_and_instance_limits_are_the_allowed_values(path: Path) -> None:
+    parameters = parsed(path)["parameters"]
+    memory, instances = decorators(parameters["instanceMemoryMB"]), decorators(parameters["maximumInstanceCount"])
+    assert memory["allowed"] == FLEX_MEMORY_SIZES
+    assert (instances["min_value"], instances["max_value"]) == FLEX_MAX_INSTANCES
+    if path.name == "main.bicep":
+        assert parameters["instanceMemoryMB"]["default"] in FLEX_MEMORY_SIZES
+        assert FLEX_MAX_INSTANCES[0] <= parameters["maximumInstanceCount"]["default"] <= FLEX_MAX_INSTANCES[1]
+        values = parameters_file()
+        assert values["instanceMemoryMB"] in FLEX_MEMORY_SIZES
+        assert FLEX_MAX_INSTANCES[0] <= values["maximumInstanceCount"] <= FLEX_MAX_INSTANCES[1]
+
+
+def test_import_uploaders_get_blob_data_contributor_on_the_import_container_only() -> None:
+    storage = module("storage.bicep")
+    container = storage["resources"]["importContainer"]
+    assert container["existing"] and storage["variables"]["importContainerName"]["value"] == Settings().import_container
+    uploaders = storage["resources"]["importUploaders"]
+    assert uploaders["config"]["loop_type"]["detail"]["array_name"] == "importUploaderPrincipalIds"
+    assignment = body(uploaders)
+    assert assignment["scope"] == "importContainer"
+    assert storage["variables"]["storageBlobDataContributor"]["value"] == STORAGE_BLOB_DATA_CONTRIBUTOR
+    assert "storageBlobDataContributor" in json.dumps(assignment["properties"]["roleDefinitionId"])
+    main = parsed(INFRA / "main.bicep")
+    assert main["parameters"]["importUploaderPrincipalIds"]["default"] == []
+    assert body(main["modules"]["storage"])["params"]["importUploaderPrincipalIds"] == "importUploaderPrincipalIds"
+    assert {"IMPORT_CONTAINER_URL", "IMPORT_UPLOADER_PRINCIPAL_IDS"} <= set(main["outputs"])
+
+
+def test_event_grid_dead_letters_with_the_topic_identity() -> None:
+    eventgrid = module("eventgrid.bicep")
+    resources = eventgrid["resources"]
+    topic = body(resources["topic"])
+    assert resources["topic"]["type"] == "Microsoft.EventGrid/systemTopics"
+    assert topic["identity"] == {"type": "SystemAssigned"}
+    assert eventgrid["variables"]["deadLetterContainerName"]["value"] == "eventgrid-deadletter"
+    assert body(resources["deadLetterContainer"])["name"] == "deadLetterContainerName"
+    role = body(resources["topicWritesDeadLetters"])
+    assert role["scope"] == "deadLetterContainer"  # the dead-letter container only
+    assert eventgrid["variables"]["storageBlobDataContributor"]["value"] == STORAGE_BLOB_DATA_CONTRIBUTOR
+    principal = json.dumps(role["properties"]["principalId"])
+    assert '"topic"' in principal and '"identity"' in principal and '"principalId"' in principal
+    account = body(resources["deadLetterAccount"])["properties"]
+    assert account["allowSharedKeyAccess"] is False
+    # Event Grid writes as a trusted service: a firewall (Deny + AzureServices), never a disabled endpoint
+    assert account["networkAcls"] == {"defaultAction": switch("Deny", "Allow"), "bypass": "AzureServices"}
+    outputs = parsed(INFRA / "main.bicep")["outputs"]
+    assert {
+        "EVENT_GRID_TOPIC_NAME",
+        "EVENT_GRID_DEADLETTER_STORAGE_ACCOUNT_ID",
+        "EVENT_GRID_DEADLETTER_CONTAINER",
+        "EVENT_GRID_DEADLETTER_ENDPOINT",
+    } <= set(outputs)
+
+
+def test_azd_tags_on_every_resource_and_azd_outputs() -> None:
+    main = parsed(INFRA / "main.bicep")
+    assert "environmentName" in main["parameters"] and parameters_file()["environmentName"] == "${AZURE_ENV_NAME}"
+    all_tags = main["variables"]["allTags"]["value"]["function"]
+    assert all_tags["type"] == "union" and all_tags["parameters"]["arg_2"] == {"'azd-env-name'": "environmentName"}
+    for name, entry in main["modules"].items():
+        declared = parsed(INFRA / entry["detail"]["path"])["parameters"]
+        if name != "roles":  # role assignments take no tags
+            assert "tags" in declared, f"module {name} takes no tags"
+            assert body(entry)["params"]["tags"] == "allTags", f"module {name} does not get the azd tags"
+    for path in BICEP_FILES:
+        for name, resource in parsed(path).get("resources", {}).items():
+            config = body(resource)
+            if not resource["existing"] and "location" in config:
+                assert "tags" in config, f"{path.name}: {name} is not tagged"
+    app_tags = body(module("functionapp.bicep")["resources"]["app"])["tags"]["function"]
+    assert app_tags["parameters"] == {"arg_1": "tags", "arg_2": {"'azd-service-name'": "api"}}
+    assert {
+        "AZURE_LOCATION",
+        "AZURE_RESOURCE_GROUP",
+        "AZURE_FUNCTION_APP_NAME",
+        "FUNCTION_APP_NAME",
+        "FUNCTION_APP_HOST_NAME",
+        "DICOMWEB_BASE_URL",
+    } <= set(main["outputs"])
+
+
+def test_private_networking_is_one_switch_and_off_by_default() -> None:
+    main = parsed(INFRA / "main.bicep")
+    parameter = main["parameters"]["privateNetworking"]
+    assert parameter["type"] == "bool" and parameter["default"] is False
+    assert azd_default(parameters_file()["privateNetworking"]) is False
+    networky = {n for n in main["parameters"] if re.search(r"private|vnet|subnet|network", n, re.I)}
+    assert networky == {"privateNetworking"}, "one parameter turns the private deployment on"
+    modules = main["modules"]
+    assert modules["network"]["config"]["condition"] == "privateNetworking"
+    for name in ("storage", "cosmos", "healthdata", "eventgrid"):
+        assert body(modules[name])["params"]["privateNetworking"] == "privateNetworking", name
+        declared = parsed(INFRA / modules[name]["detail"]["path"])["parameters"]["privateNetworking"]
+        assert declared.get("default") is None, f"{name}: the switch comes from main.bicep only"
+    subnet = body(modules["functionapp"])["params"]["virtualNetworkSubnetId"]
+    assert subnet["operator"]["operands"]["condition"] == "privateNetworking"
+    assert subnet["operator"]["operands"]["false_value"] == ""  # default: no VNet integration
+    assert "network" in json.dumps(subnet["operator"]["operands"]["true_value"])
+
+
+def test_private_networking_closes_every_data_service() -> None:
+    for file, name in DATA_SERVICES:
+        properties = body(module(file)["resources"][name])["properties"]
+        assert properties["publicNetworkAccess"] == switch("Disabled", "Enabled"), f"{file}: {name}"
+    storage = body(module("storage.bicep")["resources"]["account"])["properties"]
+    assert storage["networkAcls"]["defaultAction"] == switch("Deny", "Allow")
+    assert storage["allowSharedKeyAccess"] is False
+
+
+def test_private_networking_gives_every_data_service_a_private_endpoint() -> None:
+    network = module("network.bicep")
+    variables = network["variables"]
+    health = variables["healthEndpoints"]["value"]["operator"]["operands"]
+    assert health["true_value"] == []  # only without an existing FHIR service (its workspace is not ours)
+    endpoints = variables["storageEndpoints"]["value"] + health["false_value"]
+    assert variables["endpoints"]["value"]["function"]["parameters"] == {
+        "arg_1": "storageEndpoints",
+        "arg_2": "healthEndpoints",
+    }
+
+    def zone(name: str) -> str:
+        return name.replace("${environment().suffixes.storage}", "core.windows.net")
+
+    declared = {e["groupId"]: (e["target"], {zone(z) for z in e["zones"]}) for e in endpoints}
+    assert declared == PRIVATE_ENDPOINTS
+    assert {zone(z) for z in variables["zoneNames"]["value"]} == set().union(*(z for _, z in declared.values()))
+    resources = network["resources"]
+    for name, kind in (
+        ("privateEndpoints", "Microsoft.Network/privateEndpoints"),
+        ("zoneGroups", "Microsoft.Network/privateEndpoints/privateDnsZoneGroups"),
+    ):
+        assert resources[name]["type"] == kind
+        assert resources[name]["config"]["loop_type"]["detail"]["array_name"] == "endpoints"
+    connection = body(resources["privateEndpoints"])["properties"]["privateLinkServiceConnections"][0]["properties"]
+    assert "target" in json.dumps(connection["privateLinkServiceId"])
+    assert "groupId" in json.dumps(connection["groupIds"])
+    assert resources["zoneLinks"]["type"] == "Microsoft.Network/privateDnsZones/virtualNetworkLinks"
+    # main.bicep hands over the data services it created
+    params = body(parsed(INFRA / "main.bicep")["modules"]["network"])["params"]
+    for parameter, source in (("storageAccountId", "storage"), ("cosmosAccountId", "cosmos")):
+        assert json.dumps(params[parameter]).count(f'"{source}"') == 1, parameter
+    assert '"healthdata"' in json.dumps(params["healthWorkspaceId"])
+
+
+def test_private_networking_integrates_the_flex_app_with_a_delegated_subnet() -> None:
+    subnets = body(module("network.bicep")["resources"]["vnet"])["properties"]["subnets"]
+    delegated = [
+        s
+        for s in subnets
+        if any(
+            d["properties"]["serviceName"] == "Microsoft.App/environments"
+            for d in s["properties"].get("delegations", [])
+        )
+    ]
+    assert len(delegated) == 1 and len(subnets) == 2, "an app subnet (Flex Consumption delegation) and a PE subnet"
+    site = body(module("functionapp.bicep")["resources"]["app"])["properties"]
+    assert "virtualNetworkSubnetId" in site and "vnetRouteAllEnabled" in site
+    assert module("functionapp.bicep")["parameters"]["virtualNetworkSubnetId"]["default"] == ""
