@@ -64,7 +64,7 @@ from .errors import DependencyUnavailable, DicomServerError, DuplicateInstance, 
 from .frames import FrameTable, frame_table
 from .identifiers import DEFAULT_PARTITION, InstanceKey, is_valid_uid
 from .mediatypes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
-from .stores import BlobStore, ImportStore, IndexedInstance, IndexStore, SyncQueue
+from .stores import BlobStore, Change, ChangeAction, ImportStore, IndexedInstance, IndexStore, SyncQueue
 from .stores.layout import instance_blob_name, parse_instance_blob_name
 from .stores.model import INLINE_METADATA_LIMIT
 from .validation import find_invalid_attributes, first_text, instance_key, validate_dataset
@@ -334,6 +334,7 @@ def index_instance(blobs: BlobStore, index: IndexStore, sync_queue: SyncQueue, p
     created = commit_instance(blobs, index, sync_queue, entry)
     if created:
         index.update_aggregates([entry])
+        index.log_changes([Change(entry.key, ChangeAction.CREATE)])
     return created
 
 
@@ -372,11 +373,12 @@ class RequestCounts:
             return len(self._created)
 
     def flush(self) -> None:
-        """Count the collected instances in (one patch per series and study)."""
+        """Count the collected instances in (one patch per series and study) and log them to the change feed."""
         with self._lock:
             batch, self._created = self._created, []
         if batch:
             self._update(batch)
+            self._index.log_changes([Change(e.key, ChangeAction.CREATE) for e in batch])
 
     def ahead(self, entry: IndexedInstance) -> Future[None]:
         """Count ``entry`` in while it is being committed, so the patch adds no latency of its own.
@@ -472,6 +474,7 @@ def store_instance(
     if ahead is not None:
         if created:
             ahead.result()
+            index.log_changes([Change(key, ChangeAction.CREATE)])
         else:  # the repair trigger indexed our blob meanwhile and counted it itself
             counts.back(ahead, entry)
     elif created:
@@ -555,6 +558,7 @@ def ensure_indexed(blobs: BlobStore, index: IndexStore, sync_queue: SyncQueue, b
         blobs.delete_metadata(key)
         return Outcome.GONE
     index.update_aggregates([entry])
+    index.log_changes([Change(key, ChangeAction.CREATE)])
     log.info("repaired index for instance blob study=%s sop=%s", key.study_instance_uid, key.sop_instance_uid)
     return Outcome.INDEXED
 

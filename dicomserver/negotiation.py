@@ -14,6 +14,7 @@ transaction            function
 =====================  ==========================================================
 STOW request body      :func:`store_request`
 STOW, QIDO, metadata   :func:`dicom_json`
+change feed            :func:`plain_json`
 instance               :func:`instance`
 study / series         :func:`study`
 frames                 :func:`frames`
@@ -125,6 +126,13 @@ def dicom_json(accept: str | None, what: str) -> Representation:
             f"{what} responses are application/dicom+json; the Accept header '{accept}' does not allow it."
         )
     return Representation(APPLICATION_DICOM_JSON)
+
+
+def plain_json(accept: str | None, what: str) -> Representation:
+    """``application/json`` (the change feed), or 406."""
+    if not any(m.type in (APPLICATION_JSON, ANY, "application/*") for m in parse_accept(accept)):
+        raise NotAcceptable(f"{what} responses are application/json; the Accept header '{accept}' does not allow it.")
+    return Representation(APPLICATION_JSON)
 
 
 def instance(accept: str | None, stored_ts: str) -> Representation:

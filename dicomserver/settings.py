@@ -35,6 +35,8 @@ SETTING_NAMES: tuple[str, ...] = (
     "DICOM_IMPORT_CONTAINER",
     "DICOM_IMPORT_ERRORS_CONTAINER",
     "DICOM_FHIR_SYNC_QUEUE",
+    "DICOM_EVENTS_TOPIC_ENDPOINT",
+    "DICOM_EVENTS_QUEUE",
     "DICOM_PUBLIC_BASE_URL",
     "DICOM_MAX_INSTANCE_BYTES",
     "DICOM_MAX_DECODED_BYTES",
@@ -102,6 +104,10 @@ class Settings:
     import_container: str = "dicom-import"
     import_errors_container: str = "dicom-import-errors"
     fhir_sync_queue: str = "fhir-sync"
+    #: Event Grid topic endpoint that DicomImageCreated/Updated/Deleted events are published to (Azure).
+    events_topic_endpoint: str | None = None
+    #: Without a topic endpoint, events go to this Storage queue instead (local development and tests).
+    events_queue: str = "dicom-events"
     public_base_url: str | None = None
     max_instance_bytes: int = 2 * 1024**3
     #: Parts of one STOW request at most (413 beyond).
@@ -176,6 +182,8 @@ class Settings:
             import_container=env.get("DICOM_IMPORT_CONTAINER", defaults.import_container),
             import_errors_container=env.get("DICOM_IMPORT_ERRORS_CONTAINER", defaults.import_errors_container),
             fhir_sync_queue=env.get("DICOM_FHIR_SYNC_QUEUE", defaults.fhir_sync_queue),
+            events_topic_endpoint=env.get("DICOM_EVENTS_TOPIC_ENDPOINT") or None,
+            events_queue=env.get("DICOM_EVENTS_QUEUE") or defaults.events_queue,
             public_base_url=public.rstrip("/") if public else None,
             max_instance_bytes=max_bytes,
             max_parts_per_request=max_parts,

@@ -25,10 +25,12 @@ from .auth import Authenticator, build_authenticator
 from .errors import DependencyUnavailable, DicomServerError
 from .fhir.client import FhirClient
 from .settings import Settings
-from .stores import BlobStore, ImportStore, IndexStore, SyncQueue
+from .stores import BlobStore, ChangeFeed, EventPublisher, ImportStore, IndexStore, SyncQueue
 from .stores.azure.blob import CHUNK_SIZE, AzureBlobStore, AzureImportStore
+from .stores.azure.changefeed import CosmosChangeFeed
 from .stores.azure.cosmos import make_cosmos_client
 from .stores.azure.counting import CountingTransport
+from .stores.azure.events import EventGridPublisher, QueueEventPublisher
 from .stores.azure.index import CosmosIndexStore
 from .stores.azure.queue import BLOB_POISON_QUEUE, AzureBlobPoisonQueue, AzureSyncQueue
 
@@ -50,6 +52,8 @@ class Services:
     imports: ImportStore
     index: IndexStore
     sync_queue: SyncQueue
+    changes: ChangeFeed
+    events: EventPublisher
 
 
 def _credential(settings: Settings) -> Any:
@@ -102,13 +106,19 @@ def build_services(settings: Settings) -> Services:
         cosmos = make_cosmos_client(settings, credential)  # reads the account: network I/O
     except AzureError as exc:
         raise DependencyUnavailable("Cosmos DB is unavailable.") from exc
-    index = CosmosIndexStore(cosmos, settings.cosmos_database, emulator=settings.cosmos_emulator)
+    changes = CosmosChangeFeed(cosmos, settings.cosmos_database, emulator=settings.cosmos_emulator)
+    index = CosmosIndexStore(cosmos, settings.cosmos_database, emulator=settings.cosmos_emulator, changes=changes)
     queue = AzureSyncQueue(
         _queue_client(settings, settings.fhir_sync_queue, credential),
         _queue_client(settings, settings.fhir_sync_queue + "-poison", credential),
         settings.fhir_sync_delay_seconds,
     )
-    return Services(settings, blobs, imports, index, queue)
+    events: EventPublisher
+    if settings.events_topic_endpoint:
+        events = EventGridPublisher(settings.events_topic_endpoint, credential or _credential(settings))
+    else:
+        events = QueueEventPublisher(_queue_client(settings, settings.events_queue, credential))
+    return Services(settings, blobs, imports, index, queue, changes, events)
 
 
 def blob_poison_queue(settings: Settings) -> AzureBlobPoisonQueue:
@@ -149,6 +159,8 @@ def provision_services(built: Services) -> None:
     built.imports.ensure_containers()
     built.sync_queue.ensure_queue()
     built.index.ensure_schema()
+    built.changes.ensure_schema()
+    built.events.ensure_destination()
     log.info("provisioned storage containers, queues and the Cosmos index")
 
 

@@ -94,6 +94,11 @@ def respond(result: Result) -> Response:
     return Response(json.dumps(result), media_type=APPLICATION_DICOM_JSON)
 
 
+def plain_json(value: object) -> Response:
+    """A JSON body as ``application/json`` (the change feed; an empty list stays ``[]``)."""
+    return Response(json.dumps(value), media_type="application/json")
+
+
 def dicomweb(action: Action) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
     """Make ``handler`` an HTTP function that needs ``action`` (see the module docstring).
 

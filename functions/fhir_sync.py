@@ -1,6 +1,7 @@
-"""Queue trigger: keep FHIR in step with the index, one study per fhir-sync message."""
+"""Queue trigger, one study per fhir-sync message: its change feed events published, then FHIR kept in step."""
 
 import logging
+from urllib.parse import urlsplit
 
 import azure.functions as func
 
@@ -14,16 +15,18 @@ log = logging.getLogger(__name__)
 
 @bp.queue_trigger(arg_name="msg", queue_name="%DICOM_FHIR_SYNC_QUEUE%", connection=STORAGE_CONNECTION)
 def sync_study_to_fhir(msg: func.QueueMessage) -> None:
-    svc, client = services(), fhir()
-    if client is None:
-        log.info("FHIR_URL is not set; fhir-sync message consumed without syncing")
-        return
+    """After any write into a study: its change feed repaired, its events published, then its FHIR sync."""
+    svc = services()
+    base_url = dicomweb_base_url(svc.settings)
     handle_sync_message(
         body=msg.get_body(),
         index=svc.index,
         blobs=svc.blobs,
-        fhir=client,
+        fhir=fhir(),
         queue=svc.sync_queue,
-        dicomweb_base_url=dicomweb_base_url(svc.settings),
+        dicomweb_base_url=base_url,
         patient_identifier_system=svc.settings.fhir_patient_identifier_system,
+        changes=svc.changes,
+        events=svc.events,
+        service_host=urlsplit(base_url).netloc,
     )

@@ -517,6 +517,18 @@ Grant someone read access:  az rest --method POST \\
   --uri https://graph.microsoft.com/v1.0/servicePrincipals/${SP_ID}/appRoleAssignedTo \\
   --body '{"principalId": "<user or group object id>", "resourceId": "${SP_ID}", "appRoleId": "${READER_ROLE_ID}"}'
 DONE
+  # DICOM events (DicomImageCreated/Updated/Deleted): subscribers bring their own event subscription
+  local events_topic events_deadletter
+  events_topic="$(deployment_output DICOM_EVENTS_TOPIC_ID optional)"
+  events_deadletter="$(deployment_output DICOM_EVENTS_DEADLETTER_ENDPOINT optional)"
+  [[ -n "$events_topic" ]] || return 0
+  cat >&3 <<DONE
+
+Subscribe to the DICOM events (dead letters go to the dicom-events-deadletter container):
+  az eventgrid event-subscription create --name <name> --source-resource-id ${events_topic} \\
+    --endpoint <subscriber endpoint> --deadletter-identity systemassigned \\
+    --deadletter-identity-endpoint ${events_deadletter}
+DONE
 }
 
 # Sets APP_NAME, TOPIC and HOST_NAME (the function app's defaultHostName: Flex Consumption apps may get

@@ -55,7 +55,7 @@ param storageSkuName string = 'Standard_GRS'
 @description('Object IDs of users, groups or service principals allowed to drop DICOM files into the dicom-import container (Storage Blob Data Contributor on that container).')
 param importUploaderPrincipalIds array = []
 
-@description('Private deployment: a VNet for the function app, private endpoints for Storage, Cosmos DB and the FHIR workspace, and their public endpoints disabled. The API itself stays public.')
+@description('Private deployment: a VNet for the function app, private endpoints for Storage, Cosmos DB, the DICOM events topic and the FHIR workspace, and their public endpoints disabled. The API itself stays public.')
 param privateNetworking bool = false
 
 var suffix = uniqueString(resourceGroup().id, namePrefix)
@@ -129,6 +129,7 @@ module network 'modules/network.bicep' = if (privateNetworking) {
     tags: allTags
     storageAccountId: storage.outputs.id
     cosmosAccountId: cosmos.outputs.id
+    eventsTopicId: events.outputs.id
     healthWorkspaceId: empty(existingFhirUrl) ? healthdata.outputs.workspaceId : ''
   }
 }
@@ -150,6 +151,7 @@ module functionapp 'modules/functionapp.bicep' = {
     fhirUrl: fhirUrl
     tenantId: tenantId
     apiClientId: apiClientId
+    eventsTopicEndpoint: events.outputs.endpoint
     appInsightsConnectionString: monitoring.outputs.connectionString
     corsAllowedOrigins: corsAllowedOrigins
     maximumInstanceCount: maximumInstanceCount
@@ -184,6 +186,22 @@ module eventgrid 'modules/eventgrid.bicep' = {
   }
 }
 
+// The DICOM events (DicomImageCreated/Updated/Deleted): a custom topic the app publishes to with its identity
+// (EventGrid Data Sender). Subscribers create their own event subscriptions on DICOM_EVENTS_TOPIC_ID and
+// dead-letter to DICOM_EVENTS_DEADLETTER_ENDPOINT with the topic's identity (see events.bicep).
+module events 'modules/events.bicep' = {
+  name: 'events'
+  params: {
+    location: location
+    name: '${namePrefix}-events-${suffix}'
+    tags: allTags
+    principalId: identity.outputs.principalId
+    privateNetworking: privateNetworking
+    deadLetterAccountName: eventgrid.outputs.deadLetterAccountName
+    deadLetterContainerName: eventgrid.outputs.eventsDeadLetterContainerName
+  }
+}
+
 output DICOMWEB_BASE_URL string = 'https://${functionapp.outputs.defaultHostName}/v2'
 output FHIR_URL string = fhirUrl
 output FUNCTION_APP_NAME string = functionapp.outputs.name
@@ -208,6 +226,14 @@ output IMPORT_UPLOADER_PRINCIPAL_IDS array = importUploaderPrincipalIds
 output EVENT_GRID_DEADLETTER_STORAGE_ACCOUNT_ID string = eventgrid.outputs.deadLetterStorageAccountId
 output EVENT_GRID_DEADLETTER_CONTAINER string = eventgrid.outputs.deadLetterContainerName
 output EVENT_GRID_DEADLETTER_ENDPOINT string = eventgrid.outputs.deadLetterEndpoint
+
+// DICOM events: what a subscriber needs (az eventgrid event-subscription create --source-resource-id
+// DICOM_EVENTS_TOPIC_ID --deadletter-identity systemassigned --deadletter-identity-endpoint
+// DICOM_EVENTS_DEADLETTER_ENDPOINT ...).
+output DICOM_EVENTS_TOPIC_ID string = events.outputs.id
+output DICOM_EVENTS_TOPIC_NAME string = events.outputs.name
+output DICOM_EVENTS_TOPIC_ENDPOINT string = events.outputs.endpoint
+output DICOM_EVENTS_DEADLETTER_ENDPOINT string = events.outputs.deadLetterEndpoint
 
 output PRIVATE_NETWORKING bool = privateNetworking
 output VNET_NAME string = privateNetworking ? network.outputs.vnetName : ''

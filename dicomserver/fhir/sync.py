@@ -41,9 +41,10 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
+from ..changefeed import process_study
 from ..errors import DependencyUnavailable
 from ..identifiers import StudyKey
-from ..stores import BlobStore, IndexStore, SyncQueue
+from ..stores import BlobStore, ChangeFeed, EventPublisher, IndexStore, SyncQueue
 from ..stores.layout import parse_sync_message, sync_message
 from . import mapping
 from .client import FhirClient, FhirError, PreconditionFailed, TransientFhirError
@@ -214,12 +215,22 @@ def handle_sync_message(
     body: bytes | str,
     index: IndexStore,
     blobs: BlobStore,
-    fhir: FhirClient,
+    fhir: FhirClient | None,
     queue: SyncQueue,
     dicomweb_base_url: str,
     patient_identifier_system: str,
+    changes: ChangeFeed | None = None,
+    events: EventPublisher | None = None,
+    service_host: str = "",
 ) -> SyncOutcome | None:
-    """Process one fhir-sync message, with exponential back-off on transient FHIR failures.
+    """Process one study message: its change feed and events, then its FHIR sync, with back-off.
+
+    Every write into a study schedules this message ahead (write-ahead), so it
+    is the trigger that, after any write, (1) logs what a dead writer left
+    unlogged and publishes the study's unpublished change feed entries as
+    events (:func:`dicomserver.changefeed.process_study`, when ``changes`` and
+    ``events`` are given), then (2) syncs the study to FHIR (when ``fhir`` is
+    configured).
 
     A transient failure (FHIR 429, 5xx, timeout; the index or blob storage
     unavailable; the index not complete yet) re-queues the study invisible for
@@ -235,6 +246,18 @@ def handle_sync_message(
         return None
     study, attempt = parsed
     try:
+        if changes is not None and events is not None:
+            process_study(
+                feed=changes,
+                index=index,
+                publisher=events,
+                study=study,
+                service_host=service_host,
+                quiet_seconds=QUIET_SECONDS,
+            )
+        if fhir is None:
+            log.info("FHIR_URL is not set; study=%s not synced to FHIR", study.study_instance_uid)
+            return None
         outcome = sync_study(
             index=index,
             blobs=blobs,

@@ -22,10 +22,27 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any, Protocol
 
 from ..identifiers import InstanceKey, StudyKey
-from .model import IndexedInstance, OpenedInstance, QueryPage, Record, SearchQuery, StudySnapshot
+from .model import (
+    Change,
+    ChangeAction,
+    ChangeEntry,
+    ChangeState,
+    IndexedInstance,
+    OpenedInstance,
+    QueryPage,
+    Record,
+    SearchQuery,
+    StudySnapshot,
+)
 
 __all__ = [
     "BlobStore",
+    "Change",
+    "ChangeAction",
+    "ChangeEntry",
+    "ChangeFeed",
+    "ChangeState",
+    "EventPublisher",
     "ImportStore",
     "IndexStore",
     "SyncQueue",
@@ -94,6 +111,12 @@ class IndexStore(Protocol):
     def remove_instances(self, keys: Sequence[InstanceKey]) -> list[InstanceKey]:
         """Unindex instances and count them out of their series and studies; returns those that were indexed."""
 
+    def log_changes(self, changes: Sequence[Change]) -> None:
+        """Log committed creates to the change feed (deletes are logged by :meth:`remove_instances`).
+
+        Never raises: the change is committed, and the study's sync logs what is missing.
+        """
+
     def reconcile_study(self, study: StudyKey, quiet_seconds: float) -> bool:
         """Recompute a quiet study's aggregates from its instances; True when something was corrected."""
 
@@ -155,3 +178,38 @@ class ImportStore(Protocol):
 
     def reject_import(self, name: str, data: IO[bytes], length: int, reason: dict[str, Any]) -> None:
         """Move a dropped file (whose bytes the caller holds) to the errors container with its reason."""
+
+
+class ChangeFeed(Protocol):
+    """The change feed: an ordered, immutable log of creates, updates and deletes, per data partition.
+
+    See :mod:`.azure.changefeed` for how the order is kept with concurrent writers and what it costs.
+    """
+
+    def ensure_schema(self) -> None: ...
+
+    def record(self, changes: Sequence[Change]) -> list[int]:
+        """Append one entry per change (after the change is committed); returns their sequence numbers."""
+
+    def read(
+        self, partition: str, start: str, end: str, offset: int, limit: int, include_metadata: bool
+    ) -> list[ChangeEntry]:
+        """Entries with ``start <= timestamp < end`` in sequence order, skipping ``offset``, at most ``limit``."""
+
+    def latest(self, partition: str, include_metadata: bool) -> ChangeEntry | None:
+        """The entry with the highest sequence number (None: no entry yet)."""
+
+    def study_entries(self, study: StudyKey) -> list[ChangeEntry]:
+        """Every entry of one study, in sequence order (state not resolved: CURRENT)."""
+
+    def mark_published(self, entries: Sequence[ChangeEntry]) -> None:
+        """Remember that these entries' events were handed to the publisher."""
+
+
+class EventPublisher(Protocol):
+    """Where DICOM events go: an Event Grid topic in Azure, a Storage queue locally."""
+
+    def ensure_destination(self) -> None: ...
+
+    def publish(self, events: Sequence[dict[str, Any]]) -> None:
+        """Send events (Event Grid schema dicts); raises DependencyUnavailable when they could not be sent."""

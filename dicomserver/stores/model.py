@@ -131,3 +131,47 @@ class StudySnapshot:
     series: list[SeriesSnapshot]
     #: Every indexed instance of the study, with the ISO time it was stored.
     stored_at: dict[InstanceKey, str] = field(default_factory=dict)
+
+
+class ChangeAction(Enum):
+    """What a change feed entry records (Azure v2 ``Action``)."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+class ChangeState(Enum):
+    """The instance's state now, as seen from an entry (Azure v2 ``State``)."""
+
+    CURRENT = "current"
+    REPLACED = "replaced"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change to log: an instance created, updated or deleted."""
+
+    key: InstanceKey
+    action: ChangeAction
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEntry:
+    """One change feed entry, with the state of its instance now and (when asked and it exists) its metadata."""
+
+    sequence: int
+    key: InstanceKey
+    action: ChangeAction
+    #: When the change was logged: ISO 8601 UTC with microseconds and a ``Z``.
+    timestamp: str
+    state: ChangeState
+    #: The instance's current DICOM JSON (as stored: BulkDataURI placeholders), when it exists and was asked for.
+    metadata_json: str | None = None
+    #: The instance's metadata lives in the metadata blob (too large for its index document).
+    metadata_in_blob: bool = False
+    #: The entry was handed to the event publisher.
+    published: bool = False
+    #: The log record holding the entry (the first sequence number of its document).
+    record: int = 0

@@ -10,6 +10,8 @@
 // endpoint is Disabled, and Event Grid writes dead letters through the public endpoint as a trusted
 // service (system-assigned identity + bypass AzureServices), which only an account with a firewall, not a
 // disabled endpoint, lets through. This account holds event envelopes (blob URLs), not DICOM data.
+// It also holds dicom-events-deadletter, the container for the dead letters of the subscriptions to the
+// DICOM events topic (events.bicep, which gives that topic's identity the role on it).
 @description('Azure region.')
 param location string
 
@@ -29,6 +31,7 @@ param tags object
 param privateNetworking bool
 
 var deadLetterContainerName = 'eventgrid-deadletter'
+var eventsDeadLetterContainerName = 'dicom-events-deadletter'
 // Storage Blob Data Contributor: the role Event Grid needs to write dead-lettered events.
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 
@@ -98,6 +101,15 @@ resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   }
 }
 
+// Dead letters of the DICOM events topic's subscriptions (events.bicep): envelopes of DicomImage* events.
+resource eventsDeadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: deadLetterBlobs
+  name: eventsDeadLetterContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 resource topicWritesDeadLetters 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: deadLetterContainer
   name: guid(deadLetterContainer.id, topic.id, storageBlobDataContributor)
@@ -115,3 +127,5 @@ output deadLetterContainerName string = deadLetterContainer.name
 // What `az eventgrid system-topic event-subscription create --deadletter-identity systemassigned
 // --deadletter-identity-endpoint` takes: the container's resource ID.
 output deadLetterEndpoint string = '${deadLetterAccount.id}/blobServices/default/containers/${deadLetterContainerName}'
+output deadLetterAccountName string = deadLetterAccount.name
+output eventsDeadLetterContainerName string = eventsDeadLetterContainer.name

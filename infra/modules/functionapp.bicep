@@ -38,6 +38,9 @@ param tenantId string
 @description('Client ID of the API app registration (token audience).')
 param apiClientId string
 
+@description('Endpoint of the Event Grid topic the DICOM events are published to (events.bicep).')
+param eventsTopicEndpoint string
+
 @description('Application Insights connection string.')
 param appInsightsConnectionString string
 
@@ -166,6 +169,9 @@ resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
     DICOM_IMPORT_CONTAINER: 'dicom-import'
     DICOM_IMPORT_ERRORS_CONTAINER: 'dicom-import-errors'
     DICOM_FHIR_SYNC_QUEUE: 'fhir-sync'
+    // published with the app identity (EventGrid Data Sender); an empty endpoint sends them to DICOM_EVENTS_QUEUE
+    DICOM_EVENTS_TOPIC_ENDPOINT: eventsTopicEndpoint
+    DICOM_EVENTS_QUEUE: 'dicom-events'
     DICOM_PUBLIC_BASE_URL: 'https://${app.properties.defaultHostName}'
     DICOM_AUTH_MODE: 'entra'
     DICOM_AUTH_TENANT_ID: tenantId

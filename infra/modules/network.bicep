@@ -1,10 +1,12 @@
 // Private networking (main.bicep deploys this module only with privateNetworking=true): a VNet with
 //  - snet-app: delegated to Microsoft.App/environments, the delegation Flex Consumption VNet integration
 //    needs; the function app sends all its outbound traffic through it (virtualNetworkSubnetId);
-//  - snet-pe: the private endpoints of Storage (blob, queue), Cosmos DB (Sql) and the Health Data
-//    Services workspace (healthcareworkspace: FHIR), each registered in its privatelink DNS zone linked
-//    to the VNet, so the app resolves the usual host names to private addresses.
-// The data services close their public endpoints (publicNetworkAccess Disabled) in their own modules.
+//  - snet-pe: the private endpoints of Storage (blob, queue), Cosmos DB (Sql), the DICOM events topic
+//    (topic: Event Grid, the app publishes to it) and the Health Data Services workspace
+//    (healthcareworkspace: FHIR), each registered in its privatelink DNS zone linked to the VNet, so the
+//    app resolves the usual host names to private addresses.
+// The data services and the topic close their public endpoints (publicNetworkAccess Disabled) in their
+// own modules.
 // Inbound to the function app stays public (DICOMweb clients and the Event Grid webhook, see
 // functionapp.bicep); Application Insights and Entra ID are reached over the internet.
 @description('Azure region.')
@@ -21,6 +23,9 @@ param storageAccountId string
 
 @description('Resource ID of the Cosmos DB account.')
 param cosmosAccountId string
+
+@description('Resource ID of the Event Grid topic of the DICOM events (events.bicep).')
+param eventsTopicId string
 
 @description('Resource ID of the Health Data Services workspace (empty: an existing FHIR service is used, no endpoint).')
 param healthWorkspaceId string
@@ -63,6 +68,14 @@ var storageEndpoints = [
       'privatelink.documents.azure.com'
     ]
   }
+  {
+    name: 'events'
+    target: eventsTopicId
+    groupId: 'topic'
+    zones: [
+      'privatelink.eventgrid.azure.net'
+    ]
+  }
 ]
 var healthEndpoints = empty(healthWorkspaceId) ? [] : [
   {
@@ -80,6 +93,7 @@ var zoneNames = [
   'privatelink.blob.${environment().suffixes.storage}'
   'privatelink.queue.${environment().suffixes.storage}'
   'privatelink.documents.azure.com'
+  'privatelink.eventgrid.azure.net'
   'privatelink.workspace.azurehealthcareapis.com'
   'privatelink.fhir.azurehealthcareapis.com'
 ]

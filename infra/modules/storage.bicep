@@ -1,5 +1,6 @@
 // Storage: instance, metadata, import and import-errors containers, the deployment package container,
-// and the fhir-sync queues. Shared-key access is disabled: only Entra identities get in.
+// the fhir-sync queues and the dicom-events queue (where the DICOM events go without an Event Grid topic
+// endpoint, DICOM_EVENTS_TOPIC_ENDPOINT). Shared-key access is disabled: only Entra identities get in.
 // With privateNetworking the public endpoint is closed (reached through private endpoints, network.bicep).
 @description('Azure region.')
 param location string
@@ -33,6 +34,7 @@ var containers = [
 var queues = [
   'fhir-sync'
   'fhir-sync-poison'
+  'dicom-events'
 ]
 // Storage Blob Data Contributor: read, write and delete blobs (scoped to the import container only).
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'

@@ -22,6 +22,7 @@ def settings(stack_env: dict[str, str]) -> Settings:
             "DICOM_INSTANCE_CONTAINER": f"dicom{suffix}",
             "DICOM_METADATA_CONTAINER": f"meta{suffix}",
             "DICOM_FHIR_SYNC_QUEUE": f"sync{suffix}",
+            "DICOM_EVENTS_QUEUE": f"events{suffix}",
         }
     )
     return Settings.from_env(env)

@@ -23,6 +23,7 @@ ROLES_THE_CODE_NEEDS = {
     "5a1fc7df-4bf1-4951-a576-89034ee01acd": "FHIR Data Contributor (ImagingStudy, Patient, Endpoint)",
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher (telemetry with Entra auth)",
     "00000000-0000-0000-0000-000000000002": "Cosmos DB Built-in Data Contributor (the index)",
+    "d5a91429-5739-47e2-a06b-3470a27159e7": "EventGrid Data Sender (DICOM events topic)",
 }
 SECRET_PATTERNS = re.compile(
     r"listKeys|listConnectionStrings|AccountKey=|primaryMasterKey|SharedAccessKey|connectionString\(", re.I
@@ -95,6 +96,7 @@ def test_every_referenced_module_exists_and_main_only_composes() -> None:
         "functionapp",
         "roles",
         "eventgrid",
+        "events",
         "network",
     }
     for module in modules.values():
@@ -179,7 +181,11 @@ def test_containers_queues_and_cosmos_paths_match_the_code() -> None:
         defaults.import_container,
         defaults.import_errors_container,
     }
-    assert set(storage["queues"]["value"]) == {defaults.fhir_sync_queue, f"{defaults.fhir_sync_queue}-poison"}
+    assert set(storage["queues"]["value"]) == {
+        defaults.fhir_sync_queue,
+        f"{defaults.fhir_sync_queue}-poison",
+        defaults.events_queue,
+    }
     cosmos = parsed(INFRA / "modules" / "cosmos.bicep")["resources"]
     assert cosmos["database"]["config"]["name"] == defaults.cosmos_database
     declared = {
@@ -228,12 +234,14 @@ DATA_SERVICES = [
     ("cosmos.bicep", "account"),
     ("healthdata.bicep", "workspace"),
     ("healthdata.bicep", "fhir"),
+    ("events.bicep", "topic"),
 ]
 #: private endpoint sub-resource (groupId) -> the network.bicep parameter naming the target, its DNS zones
 PRIVATE_ENDPOINTS = {
     "blob": ("storageAccountId", {"privatelink.blob.core.windows.net"}),
     "queue": ("storageAccountId", {"privatelink.queue.core.windows.net"}),
     "Sql": ("cosmosAccountId", {"privatelink.documents.azure.com"}),
+    "topic": ("eventsTopicId", {"privatelink.eventgrid.azure.net"}),
     "healthcareworkspace": (
         "healthWorkspaceId",
         {"privatelink.workspace.azurehealthcareapis.com", "privatelink.fhir.azurehealthcareapis.com"},
@@ -346,7 +354,7 @@ def test_private_networking_is_one_switch_and_off_by_default() -> None:
     assert networky == {"privateNetworking"}, "one parameter turns the private deployment on"
     modules = main["modules"]
     assert modules["network"]["config"]["condition"] == "privateNetworking"
-    for name in ("storage", "cosmos", "healthdata", "eventgrid"):
+    for name in ("storage", "cosmos", "healthdata", "eventgrid", "events"):
         assert body(modules[name])["params"]["privateNetworking"] == "privateNetworking", name
         declared = parsed(INFRA / modules[name]["detail"]["path"])["parameters"]["privateNetworking"]
         assert declared.get("default") is None, f"{name}: the switch comes from main.bicep only"
@@ -395,7 +403,11 @@ def test_private_networking_gives_every_data_service_a_private_endpoint() -> Non
     assert resources["zoneLinks"]["type"] == "Microsoft.Network/privateDnsZones/virtualNetworkLinks"
     # main.bicep hands over the data services it created
     params = body(parsed(INFRA / "main.bicep")["modules"]["network"])["params"]
-    for parameter, source in (("storageAccountId", "storage"), ("cosmosAccountId", "cosmos")):
+    for parameter, source in (
+        ("storageAccountId", "storage"),
+        ("cosmosAccountId", "cosmos"),
+        ("eventsTopicId", "events"),
+    ):
         assert json.dumps(params[parameter]).count(f'"{source}"') == 1, parameter
     assert '"healthdata"' in json.dumps(params["healthWorkspaceId"])
 
@@ -414,3 +426,72 @@ def test_private_networking_integrates_the_flex_app_with_a_delegated_subnet() ->
     site = body(module("functionapp.bicep")["resources"]["app"])["properties"]
     assert "virtualNetworkSubnetId" in site and "vnetRouteAllEnabled" in site
     assert module("functionapp.bicep")["parameters"]["virtualNetworkSubnetId"]["default"] == ""
+
+
+# -- DICOM events: the Event Grid custom topic the app publishes DicomImageCreated/Updated/Deleted to -------
+
+EVENTGRID_DATA_SENDER = "d5a91429-5739-47e2-a06b-3470a27159e7"
+
+
+def test_events_topic_takes_entra_tokens_only_in_the_event_grid_schema() -> None:
+    events = module("events.bicep")
+    topic = events["resources"]["topic"]
+    assert topic["type"] == "Microsoft.EventGrid/topics" and not topic["existing"]
+    properties = body(topic)["properties"]
+    assert properties["disableLocalAuth"] is True
+    assert properties["inputSchema"] == "EventGridSchema"
+    assert properties["publicNetworkAccess"] == switch("Disabled", "Enabled")
+    assert body(topic)["tags"] == "tags"
+
+
+def test_app_identity_is_event_grid_data_sender_on_the_topic() -> None:
+    events = module("events.bicep")
+    assert events["variables"]["eventGridDataSender"]["value"] == EVENTGRID_DATA_SENDER
+    role = body(events["resources"]["appSendsEvents"])
+    assert role["scope"] == "topic"  # the topic only, not the resource group
+    assert "eventGridDataSender" in json.dumps(role["properties"]["roleDefinitionId"])
+    assert role["properties"]["principalId"] == "principalId"
+    assert role["properties"]["principalType"] == "ServicePrincipal"
+    params = body(parsed(INFRA / "main.bicep")["modules"]["events"])["params"]
+    assert '"identity"' in json.dumps(params["principalId"])  # the function app's user-assigned identity
+
+
+def test_app_settings_carry_the_topic_endpoint_and_the_events_queue() -> None:
+    settings = app_settings()
+    assert settings["DICOM_EVENTS_TOPIC_ENDPOINT"] == "eventsTopicEndpoint"
+    assert settings["DICOM_EVENTS_QUEUE"] == Settings().events_queue
+    params = body(parsed(INFRA / "main.bicep")["modules"]["functionapp"])["params"]
+    endpoint = json.dumps(params["eventsTopicEndpoint"])
+    assert '"events"' in endpoint and '"endpoint"' in endpoint
+    assert "topic" in json.dumps(module("events.bicep")["outputs"]["endpoint"])
+    assert Settings().events_queue in module("storage.bicep")["variables"]["queues"]["value"]
+
+
+def test_events_subscribers_get_a_dead_letter_container_written_by_the_topic_identity() -> None:
+    eventgrid = module("eventgrid.bicep")
+    assert eventgrid["variables"]["eventsDeadLetterContainerName"]["value"] == "dicom-events-deadletter"
+    container = body(eventgrid["resources"]["eventsDeadLetterContainer"])
+    assert container["name"] == "eventsDeadLetterContainerName" and container["parent"] == "deadLetterBlobs"
+    events = module("events.bicep")
+    resources = events["resources"]
+    assert body(resources["topic"])["identity"] == {"type": "SystemAssigned"}
+    assert resources["deadLetterContainer"]["existing"]
+    role = body(resources["topicWritesDeadLetters"])
+    assert role["scope"] == "deadLetterContainer"  # that container only
+    assert events["variables"]["storageBlobDataContributor"]["value"] == STORAGE_BLOB_DATA_CONTRIBUTOR
+    principal = json.dumps(role["properties"]["principalId"])
+    assert '"topic"' in principal and '"identity"' in principal
+    params = body(parsed(INFRA / "main.bicep")["modules"]["events"])["params"]
+    assert "eventsDeadLetterContainerName" in json.dumps(params["deadLetterContainerName"])
+    assert "deadLetterAccountName" in json.dumps(params["deadLetterAccountName"])
+
+
+def test_main_outputs_what_an_events_subscriber_needs() -> None:
+    outputs = parsed(INFRA / "main.bicep")["outputs"]
+    assert {
+        "DICOM_EVENTS_TOPIC_ID",
+        "DICOM_EVENTS_TOPIC_NAME",
+        "DICOM_EVENTS_TOPIC_ENDPOINT",
+        "DICOM_EVENTS_DEADLETTER_ENDPOINT",
+    } <= set(outputs)
+    assert set(module("events.bicep")["outputs"]) >= {"id", "name", "endpoint", "deadLetterEndpoint"}

@@ -72,8 +72,10 @@ def test_the_azure_implementations_exist_where_the_ports_say() -> None:
     assert sorted(p.name for p in AZURE_IMPLEMENTATIONS.glob("*.py")) == [
         "__init__.py",
         "blob.py",
+        "changefeed.py",
         "cosmos.py",
         "counting.py",
+        "events.py",
         "index.py",
         "queue.py",
     ]

@@ -2,6 +2,21 @@
 
 Layout
 ------
+The change feed
+---------------
+:meth:`CosmosIndexStore.log_changes` logs committed creates to the change
+feed (:mod:`.changefeed`, container ``changefeed``): the store sequence calls it
+after the commit (:mod:`dicomserver.ingest`: with the request's aggregate
+update, or right after the commit of a one-instance request);
+:meth:`CosmosIndexStore.remove_instances` (DELETE, orphan removal) logs the
+deletes it made.  So no rolled-back store has an entry, and a committed one
+lacks its entry only while its request is still running, or if the writer died
+first, until the study's write-ahead sync logs it.  Sequence numbers come from
+one counter document per data partition (atomic ``incr``: unique and increasing
+per partition, not global); the reader never returns an entry past a gap that
+may still close.  Cost: 2 index round trips per batch (counter patch + one log
+document per study), whatever the batch size.
+
 Three containers, one per QIDO level, all partitioned by ``/pk`` =
 ``"{partition}|{StudyInstanceUID}"`` (everything about one study lives in one
 logical partition of each container), so a query reads only the documents
@@ -119,8 +134,11 @@ from ...dicomjson import first_value, keyword_key, select, tag_key
 from ...errors import DependencyUnavailable
 from ...identifiers import InstanceKey, Level, SeriesKey, StudyKey
 from ...matching import fold_person_name, fold_text, person_name_words
+from .. import ChangeFeed
 from ..model import (
     INLINE_METADATA_LIMIT,
+    Change,
+    ChangeAction,
     IndexedInstance,
     Match,
     MatchKind,
@@ -249,8 +267,12 @@ def _write(what: str, call: Callable[[], T], tolerated: tuple[int, ...] = ()) ->
 class CosmosIndexStore:
     """The index on Cosmos DB (or the local stand-in)."""
 
-    def __init__(self, client: CosmosClient, database: str, *, emulator: bool = False) -> None:
+    def __init__(
+        self, client: CosmosClient, database: str, *, emulator: bool = False, changes: ChangeFeed | None = None
+    ) -> None:
         self._client = client
+        #: Where committed creates and deletes are logged (see :meth:`log_changes`).
+        self._changes = changes
         self._database_name = database
         self._emulator = emulator
         db = client.get_database_client(database)
@@ -317,6 +339,19 @@ class CosmosIndexStore:
             doc["metadataInBlob"] = True
         _, status = _write("index instance", lambda: self._instances.create_item(doc), tolerated=(409,))
         return status == 0
+
+    def log_changes(self, changes: Sequence[Change]) -> None:
+        """Log committed changes to the change feed; a failure is logged, not raised.
+
+        The change is committed either way; the sync that every write schedules
+        ahead logs it later (:func:`dicomserver.changefeed.repair_study`).
+        """
+        if self._changes is None or not changes:
+            return
+        try:
+            self._changes.record(changes)
+        except Exception as exc:  # noqa: BLE001 - committed: repaired by the study's sync
+            log.error("change feed write failed changes=%d (the study's sync logs them later): %s", len(changes), exc)
 
     def update_aggregates(self, instances: Sequence[IndexedInstance]) -> None:
         """Count newly created instances into their series and studies: one patch per series and per study.
@@ -445,6 +480,7 @@ class CosmosIndexStore:
         """
         removed = [key for key in keys if self.discard_instance(key)]
         self.count_out(removed)
+        self.log_changes([Change(key, ChangeAction.DELETE) for key in removed])
         return removed
 
     def count_out(self, keys: Sequence[InstanceKey]) -> None:

@@ -1,0 +1,344 @@
+"""The change feed on Cosmos DB: one ``changefeed`` container, partitioned by data partition.
+
+Layout
+------
+``changefeed`` (``/pk`` = the data partition's name) holds, per partition, one
+counter document (id ``"sequence"``, ``value`` = the last sequence number handed
+out) and immutable log documents, one per batch of changes of one study logged
+together (a STOW request's instances of a study, a DELETE): id = the
+zero-padded first sequence number, ``seq``/``last`` (the numbers it holds,
+consecutive), ``study``, ``ts`` (ISO 8601 UTC, microseconds, ``Z``),
+``changes`` (``seq``, ``series``, ``sop``, ``action``: create/update/delete) and
+``published`` (its events were handed to the publisher; the only field ever
+changed).  The reader expands documents into entries.  The state
+(current/replaced/deleted) and the metadata are not stored in the entry: they
+are read from the instance documents when the feed is read, so an entry never
+has to be rewritten when its instance changes.
+
+How the order holds with concurrent writers
+-------------------------------------------
+A change is logged only *after* it is committed (the instance document created,
+or removed), so a rolled-back store never has an entry.  Logging a batch is two
+round trips: ``patch`` ``incr`` of the partition's counter document by the
+batch size (atomic in Cosmos: concurrent writers get distinct, increasing
+ranges, in the order the counter saw them) and the create of the log document
+with those numbers.  Between the two a
+later number can become visible before an earlier one (two writers racing), and
+a writer that dies between them leaves a number that never appears.  The reader
+therefore returns entries in sequence order only up to the first gap whose
+following entry is younger than :data:`GAP_SETTLE_SECONDS` (the earlier
+number is still being written); an older gap is a number that will never
+appear and is passed.  So a consumer paging with ``offset`` never sees an
+entry appear before one it has already read.  A writer that dies between its
+commit and its entry leaves a committed instance without an entry: the
+FHIR sync that every write schedules ahead (write-ahead queue message) runs
+:func:`dicomserver.changes.repair_study`, which logs it then (with a new,
+later number).
+
+The order is per data partition (one counter each), not global: partitions
+are independent tenants (Azure's change feed is per partition as well).
+Timestamps come from the writer's clock just after its number was handed out,
+so across processes they follow the sequence to within clock skew; the time
+window filters on the timestamp and orders by the sequence.
+
+Cost (counted by :mod:`dicomserver.opcount`): 2 index round trips per batch
+(counter patch + document create) whatever its size: a STOW request logs its
+instances once per study when it counts them in (with the aggregates, at least
+every 100 instances), a one-instance request right after its commit, a DELETE
+once per study.  A read is one query for the entries plus one
+cross-partition query for the state (and metadata) of their instances; the
+offset is skipped by the query (``TOP offset+limit``), so deep offsets cost
+what they skip.  The hot spot is the counter document: every store in a
+partition patches it (Cosmos serves a few hundred to a thousand writes a second
+on one document).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from azure.core.exceptions import AzureError
+from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
+
+from ...errors import DependencyUnavailable
+from ...identifiers import InstanceKey, StudyKey
+from ..model import Change, ChangeAction, ChangeEntry, ChangeState
+from .index import INSTANCES_CONTAINER, PARTITION_KEY_PATH, _write, study_pk
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CHANGEFEED_CONTAINER = "changefeed"
+#: Entries and the counter are indexed on what the reader filters and orders by.
+CHANGEFEED_INDEXING_POLICY: dict[str, Any] = {
+    "indexingMode": "consistent",
+    "includedPaths": [
+        {"path": "/seq/?"},
+        {"path": "/last/?"},
+        {"path": "/ts/?"},
+        {"path": "/study/?"},
+        {"path": "/published/?"},
+    ],
+    "excludedPaths": [{"path": "/*"}],
+}
+COUNTER_ID = "sequence"
+#: A gap in the sequence followed by an entry younger than this is a change still being logged.
+GAP_SETTLE_SECONDS = 5.0
+#: Entries read past ``offset + limit`` to find out whether a gap closes.
+_ATTEMPTS = 3
+
+
+def timestamp(when: datetime | None = None) -> str:
+    """ISO 8601 UTC with microseconds and ``Z``: sorts as text in time order."""
+    moment = (when or datetime.now(UTC)).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _entry_id(seq: int) -> str:
+    return f"{seq:019d}"
+
+
+def _age_seconds(ts: str) -> float:
+    return time.time() - datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+
+
+class CosmosChangeFeed:
+    """:class:`~dicomserver.stores.ChangeFeed` on Cosmos DB (see the module docstring)."""
+
+    def __init__(self, client: CosmosClient, database: str, *, emulator: bool = False) -> None:
+        self._client = client
+        self._database_name = database
+        self._emulator = emulator
+        db = client.get_database_client(database)
+        self._feed: ContainerProxy = db.get_container_client(CHANGEFEED_CONTAINER)
+        self._instances: ContainerProxy = db.get_container_client(INSTANCES_CONTAINER)
+
+    def ensure_schema(self) -> None:
+        db = self._call("create database", lambda: self._client.create_database_if_not_exists(self._database_name))
+        self._feed = self._call(
+            "create container",
+            lambda: db.create_container_if_not_exists(
+                CHANGEFEED_CONTAINER,
+                partition_key=PartitionKey(PARTITION_KEY_PATH),
+                indexing_policy=CHANGEFEED_INDEXING_POLICY,
+            ),
+        )
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def record(self, changes: Sequence[Change]) -> list[int]:
+        """Log committed changes: per study, one counter patch and one log document holding them all."""
+        groups: dict[tuple[str, str], list[Change]] = {}
+        for change in changes:
+            groups.setdefault((change.key.partition, change.key.study_instance_uid), []).append(change)
+        numbers: list[int] = []
+        for (partition, study), group in groups.items():
+            last = self._reserve(partition, len(group))
+            first = last - len(group) + 1
+            doc = {
+                "id": _entry_id(first),
+                "pk": partition,
+                "seq": first,
+                "last": last,
+                "study": study,
+                "ts": timestamp(),
+                "changes": [
+                    {
+                        "seq": first + i,
+                        "series": c.key.series_instance_uid,
+                        "sop": c.key.sop_instance_uid,
+                        "action": c.action.value,
+                    }
+                    for i, c in enumerate(group)
+                ],
+                "published": False,
+            }
+            _write("change feed entry", lambda doc=doc: self._feed.create_item(doc))  # type: ignore[misc]
+            numbers.extend(range(first, last + 1))
+        return numbers
+
+    def _reserve(self, partition: str, count: int) -> int:
+        """Hand out ``count`` numbers: the last one of them (atomic ``incr`` of the counter document)."""
+        ops = [{"op": "incr", "path": "/value", "value": count}]
+        for _ in range(_ATTEMPTS):
+            patched, status = _write(
+                "change feed sequence",
+                lambda: self._feed.patch_item(COUNTER_ID, partition_key=partition, patch_operations=ops),
+                tolerated=(404,) if not self._emulator else (404, 500),
+            )
+            if patched is not None:
+                return int(patched["value"])
+            created, status = _write(
+                "change feed sequence",
+                lambda: self._feed.create_item({"id": COUNTER_ID, "pk": partition, "value": count}),
+                tolerated=(409,),
+            )
+            if created is not None:
+                return count
+        raise DependencyUnavailable("The change feed sequence could not be reserved.")
+
+    def mark_published(self, entries: Sequence[ChangeEntry]) -> None:
+        """Mark the log documents of ``entries`` published (one patch per document)."""
+        ops = [{"op": "set", "path": "/published", "value": True}]
+        for partition, first in sorted({(e.key.partition, e.record) for e in entries}):
+            _write(
+                "change feed published",
+                lambda partition=partition, first=first: self._feed.patch_item(  # type: ignore[misc]
+                    _entry_id(first), partition_key=partition, patch_operations=ops
+                ),
+                tolerated=(404,),
+            )
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def read(
+        self, partition: str, start: str, end: str, offset: int, limit: int, include_metadata: bool
+    ) -> list[ChangeEntry]:
+        docs = self._query(
+            "SELECT TOP @n * FROM c WHERE c.pk = @pk AND IS_DEFINED(c.seq) AND c.ts >= @start AND c.ts < @end "
+            "ORDER BY c.seq",
+            [
+                {"name": "@n", "value": offset + limit},
+                {"name": "@pk", "value": partition},
+                {"name": "@start", "value": start},
+                {"name": "@end", "value": end},
+            ],
+            partition,
+        )
+        rows = _expand(self._settled(partition, docs))
+        return self._resolve(rows[offset : offset + limit], include_metadata)
+
+    def latest(self, partition: str, include_metadata: bool) -> ChangeEntry | None:
+        docs = self._query(
+            "SELECT TOP 1 * FROM c WHERE c.pk = @pk AND IS_DEFINED(c.seq) ORDER BY c.seq DESC",
+            [{"name": "@pk", "value": partition}],
+            partition,
+        )
+        entries = self._resolve(_expand(docs)[-1:], include_metadata)
+        return entries[0] if entries else None
+
+    def study_entries(self, study: StudyKey) -> list[ChangeEntry]:
+        docs = self._query(
+            "SELECT * FROM c WHERE c.pk = @pk AND c.study = @study AND IS_DEFINED(c.seq) ORDER BY c.seq",
+            [{"name": "@pk", "value": study.partition}, {"name": "@study", "value": study.study_instance_uid}],
+            study.partition,
+        )
+        return [_entry(row, ChangeState.CURRENT) for row in _expand(docs)]
+
+    def _settled(self, partition: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``docs`` up to the first gap that may still close (see the module docstring).
+
+        The number before the first document is looked up too (one query), so a
+        gap at the start of the window is seen as well.
+        """
+        if not docs:
+            return docs
+        first = int(docs[0]["seq"])
+        if first > 1 and _age_seconds(docs[0]["ts"]) < GAP_SETTLE_SECONDS and not self._exists(partition, first - 1):
+            return []
+        out = [docs[0]]
+        for doc in docs[1:]:
+            if int(doc["seq"]) != int(out[-1]["last"]) + 1 and _age_seconds(doc["ts"]) < GAP_SETTLE_SECONDS:
+                break
+            out.append(doc)
+        return out
+
+    def _exists(self, partition: str, seq: int) -> bool:
+        rows = self._query(
+            "SELECT VALUE c.seq FROM c WHERE c.pk = @pk AND c.seq <= @seq AND c.last >= @seq",
+            [{"name": "@pk", "value": partition}, {"name": "@seq", "value": seq}],
+            partition,
+        )
+        return bool(rows)
+
+    def _resolve(self, rows: list[dict[str, Any]], include_metadata: bool) -> list[ChangeEntry]:
+        """Each entry with its instance's state now (and metadata): one query for all their instances."""
+        if not rows:
+            return []
+        fields = "c.id, c.pk, c.storedAt" + (", c.metadata, c.metadataInBlob" if include_metadata else "")
+        wanted = sorted({f"{r['series']}|{r['sop']}" for r in rows})
+        pks = sorted({study_pk(StudyKey(str(r["pk"]), str(r["study"]))) for r in rows})
+        docs = {
+            (str(d["pk"]), str(d["id"])): d
+            for d in self._call(
+                "change feed state",
+                lambda: list(
+                    self._instances.query_items(
+                        f"SELECT {fields} FROM c WHERE ARRAY_CONTAINS(@pks, c.pk) AND ARRAY_CONTAINS(@ids, c.id)",
+                        parameters=[{"name": "@pks", "value": pks}, {"name": "@ids", "value": wanted}],
+                        enable_cross_partition_query=True,
+                    )
+                ),
+            )
+        }
+        out = []
+        for row in rows:
+            key = (study_pk(StudyKey(str(row["pk"]), str(row["study"]))), f"{row['series']}|{row['sop']}")
+            doc = docs.get(key)
+            action = ChangeAction(row["action"])
+            if doc is None or action is ChangeAction.DELETE or str(row["ts"]) < _as_timestamp(doc.get("storedAt")):
+                state = ChangeState.DELETED
+            else:
+                state = ChangeState.CURRENT
+            # The metadata of the instance's version this entry belongs to: none for an ended lifetime.
+            alive = doc is not None and include_metadata and state is not ChangeState.DELETED
+            metadata = doc.get("metadata") if alive and doc is not None else None
+            in_blob = bool(alive and doc is not None and doc.get("metadataInBlob"))
+            out.append(_entry(row, state, metadata, in_blob))
+        return out
+
+    def _query(self, sql: str, params: list[dict[str, Any]], partition: str) -> list[dict[str, Any]]:
+        return self._call(
+            "change feed read", lambda: list(self._feed.query_items(sql, parameters=params, partition_key=partition))
+        )
+
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except AzureError as exc:
+            log.warning("cosmos failed during %s: %s", what, exc)
+            raise DependencyUnavailable(f"The change feed is unavailable ({what}).") from exc
+
+
+def _as_timestamp(stored_at: object) -> str:
+    """An instance document's ``storedAt`` (ISO 8601 with offset) in the entries' timestamp format."""
+    if not stored_at:
+        return ""
+    return timestamp(datetime.fromisoformat(str(stored_at).replace("Z", "+00:00")))
+
+
+def _expand(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Log documents → one row per change, in sequence order."""
+    rows = []
+    for doc in docs:
+        for change in doc.get("changes") or []:
+            rows.append(
+                {
+                    **change,
+                    "pk": doc["pk"],
+                    "study": doc["study"],
+                    "ts": doc["ts"],
+                    "record": doc["seq"],
+                    "published": doc.get("published"),
+                }
+            )
+    return rows
+
+
+def _entry(row: dict[str, Any], state: ChangeState, metadata: Any = None, in_blob: bool = False) -> ChangeEntry:
+    return ChangeEntry(
+        sequence=int(row["seq"]),
+        key=InstanceKey(str(row["pk"]), str(row["study"]), str(row["series"]), str(row["sop"])),
+        action=ChangeAction(row["action"]),
+        timestamp=str(row["ts"]),
+        state=state,
+        metadata_json=str(metadata) if metadata is not None else None,
+        metadata_in_blob=in_blob,
+        published=bool(row.get("published")),
+        record=int(row["record"]),
+    )
