@@ -87,3 +87,41 @@ def test_readers_may_read_the_change_feed_and_anonymous_callers_may_not(
     assert httpx.get(f"{secure_base_url}/changefeed", headers=reader, timeout=30).status_code == 200
     assert httpx.get(f"{secure_base_url}/changefeed/latest", headers=reader, timeout=30).status_code in (200, 204)
     assert httpx.get(f"{secure_base_url}/changefeed", timeout=30).status_code == 401
+
+
+def test_a_host_killed_after_the_write_publishes_the_event_after_restart(
+    stack_env: dict[str, str], tmp_path_factory: Any
+) -> None:
+    """SIGKILL the host right after STOW answered (before its write-ahead message is due); a new host publishes."""
+    import os
+    import signal
+    import uuid
+
+    from tests.e2e.conftest import HOST_PIDS, local_host
+
+    suffix = uuid.uuid4().hex[:8]
+    env = {
+        **stack_env,
+        "DICOM_AUTH_MODE": "none",
+        "DICOM_COSMOS_DATABASE": f"killed{suffix}",
+        "DICOM_INSTANCE_CONTAINER": f"killed{suffix}",
+        "DICOM_METADATA_CONTAINER": f"killed-meta{suffix}",
+        "DICOM_IMPORT_CONTAINER": f"killed-import{suffix}",
+        "DICOM_IMPORT_ERRORS_CONTAINER": f"killed-errors{suffix}",
+        "DICOM_FHIR_SYNC_QUEUE": f"killed-sync{suffix}",
+        "DICOM_EVENTS_QUEUE": f"killed-events{suffix}",
+        "DICOM_FHIR_SYNC_DELAY_SECONDS": "5",
+    }
+    with local_host(env, tmp_path_factory.mktemp("doomed")) as doomed:
+        (ds,) = stored(doomed, [make_instance()])
+        os.killpg(HOST_PIDS[doomed], signal.SIGKILL)  # no shutdown, no trigger ran
+    queue = QueueClient.from_connection_string(stack_env["DICOM_STORAGE"], env["DICOM_EVENTS_QUEUE"])
+    assert list(queue.peek_messages(max_messages=32)) == []
+    with local_host(env, tmp_path_factory.mktemp("restarted")):
+
+        def published() -> list[dict[str, Any]]:
+            return [json.loads(base64.b64decode(m.content)) for m in queue.peek_messages(max_messages=32)]
+
+        (event,) = eventually(published, timeout=60)
+    assert event["eventType"] == "Microsoft.HealthcareApis.DicomImageCreated"
+    assert event["data"]["imageSopInstanceUid"] == ds.SOPInstanceUID
