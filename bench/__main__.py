@@ -17,10 +17,16 @@ if missing), and sends both the same synthetic CT data (``bench/dataset.py``: st
 * the storage floor, raw with the SDKs on the same emulators, at concurrency 1 and 4: per instance
   one Azurite blob put of the same bytes then one Cosmos create_item of a ~5 KB document;
 * storage operations per STOW instance and per metadata request, summed from the service's
-  ``x-dicom-storage-ops`` response header.
+  ``x-dicom-storage-ops`` response header;
+* the change feed (ours only: Orthanc has none): its share of each STOW's index round trips and
+  request charge, from the log documents the STOW created in the ``changefeed`` container (counted
+  with the SDK before and after, 2 round trips each), and after the QIDO load a read of 100 entries
+  (``/changefeed?offset=X&limit=100``, with and without metadata) beside a QIDO of 100 instances
+  (``/instances?limit=100``): p50/p95 and round trips per request.
 
-Prints one table (ours, orthanc, floor, ours/orthanc, ours/floor, then the storage operations) and
-writes ``bench-results/bench-<time>.json``.  Everything started is stopped on exit, Ctrl-C included.
+Prints one table (ours, orthanc, floor, ours/orthanc, ours/floor, then the storage operations, then
+the change feed's share of the STOW cost) and writes ``bench-results/bench-<time>.json``.  Everything
+started is stopped on exit, Ctrl-C included.
 Not part of the test suite.
 """
 
@@ -57,6 +63,7 @@ ORTHANC_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 OPS_HEADER = "x-dicom-storage-ops"
 OPS_KINDS = ("blob", "index", "queue", "ru")
 DICOM_JSON = {"Accept": "application/dicom+json"}
+FEED_JSON = {"Accept": "application/json"}
 WHOLE_INSTANCE = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
 STOW_MODES = (
     # key, label, concurrency, instances per request, floor compared against
@@ -332,7 +339,7 @@ def timed_gets(
     return samples, length
 
 
-def latencies(client: httpx.Client, url: str, headers: dict[str, str], repeat: int) -> dict[str, Any]:
+def latencies(client: httpx.Client, url: str | httpx.URL, headers: dict[str, str], repeat: int) -> dict[str, Any]:
     """p50/p95 of ``repeat`` GETs after one warm-up, ops per request, and the JSON array length."""
     ops = Ops()
     samples, length = timed_gets(client, url, headers, repeat, ops)
@@ -490,6 +497,129 @@ def cosmos_study_query(env: dict[str, str], patient_id: str, repeat: int) -> dic
     return {"container": container_name, "results": found, **percentiles(samples)}
 
 
+class FeedLog:
+    """The log documents the service writes into the change feed's container, counted between marks.
+
+    Read raw with the SDK (these calls are not the service's, so no response header counts them):
+    :meth:`take` returns what was logged since the previous mark.  Each log document is one batch
+    (the instances of one study logged together), written with 2 index round trips: the patch of
+    the partition's counter document and the create of the log document; the first batch of a
+    partition also creates the counter (its patch answers 404 first: one round trip more).
+    """
+
+    def __init__(self, env: dict[str, str]) -> None:
+        try:
+            from dicomserver.stores.azure.changefeed import CHANGEFEED_CONTAINER as name
+            from dicomserver.stores.azure.changefeed import COUNTER_ID as counter
+        except ImportError:
+            name, counter = "changefeed", "sequence"
+        try:
+            from dicomserver.identifiers import DEFAULT_PARTITION as partition
+        except ImportError:
+            partition = "Microsoft.Default"
+        self.name, self._counter, self.partition = name, counter, partition
+        self._container = _cosmos_client(env).get_database_client(_database_name(env)).get_container_client(name)
+        self._after = max((int(d["last"]) for d in self._docs(0)), default=0)
+        self._had_counter = self._counter_exists()
+
+    def _docs(self, after: int) -> list[dict[str, Any]]:
+        from azure.cosmos.exceptions import CosmosResourceNotFoundError
+
+        sql = "SELECT * FROM c WHERE c.pk = @pk AND IS_DEFINED(c.seq) AND c.seq > @after"
+        params: list[dict[str, Any]] = [{"name": "@pk", "value": self.partition}, {"name": "@after", "value": after}]
+        try:
+            return list(self._container.query_items(sql, parameters=params, partition_key=self.partition))
+        except CosmosResourceNotFoundError:
+            return []
+
+    def _counter_exists(self) -> bool:
+        """A query, not ``read_item``: the Cosmos stand-in answers 500, not 404, for a missing document."""
+        from azure.cosmos.exceptions import CosmosResourceNotFoundError
+
+        params: list[dict[str, Any]] = [
+            {"name": "@pk", "value": self.partition},
+            {"name": "@id", "value": self._counter},
+        ]
+        try:
+            rows = self._container.query_items(
+                "SELECT c.id FROM c WHERE c.pk = @pk AND c.id = @id", parameters=params, partition_key=self.partition
+            )
+            return bool(list(rows))
+        except CosmosResourceNotFoundError:
+            return False
+
+    def take(self) -> dict[str, Any]:
+        """What was logged since the last mark: documents, entries, studies, bytes, index round trips."""
+        docs = self._docs(self._after)
+        if docs:
+            self._after = max(int(d["last"]) for d in docs)
+        created_counter = bool(docs) and not self._had_counter and self._counter_exists()
+        self._had_counter = self._had_counter or created_counter
+        return {
+            "log_documents": len(docs),
+            "entries": sum(int(d["last"]) - int(d["seq"]) + 1 for d in docs),
+            "studies": len({d.get("study") for d in docs}),
+            # the documents as the service wrote them (the stand-in's _rid, _ts, ... left out)
+            "document_bytes": sum(
+                len(json.dumps({k: v for k, v in d.items() if not k.startswith("_")}, separators=(",", ":")))
+                for d in docs
+            ),
+            "counter_created": created_counter,
+            "index_ops": 2 * len(docs) + int(created_counter),
+        }
+
+
+def change_feed_share(stowed: dict[str, Any], logged: dict[str, Any]) -> dict[str, Any]:
+    """The change feed's part of one STOW run's index round trips and request charge, per instance stored."""
+    stored = stowed["instances"] - stowed.get("failed_instances", 0)
+    ops = stowed.get("ops_per_instance") or {}
+    out: dict[str, Any] = {**logged, "instances_stored": stored}
+    if not stored:
+        return out
+    index, ru = ops.get("index"), ops.get("ru")
+    feed_index = logged["index_ops"] / stored
+    out["index_per_instance"] = index
+    out["ru_per_instance"] = ru
+    out["feed_index_per_instance"] = feed_index
+    out["feed_bytes_per_instance"] = logged["document_bytes"] / stored
+    if index:
+        out["feed_share_of_index"] = feed_index / index
+        # the charge of an index round trip of this run, on average (the stand-in: a flat 1 RU each)
+        out["feed_ru_per_instance"] = feed_index * (ru or 0.0) / index
+    if logged["entries"] != stored:
+        log(f"  warning: {logged['entries']} change feed entries logged for {stored} instances stored")
+    return out
+
+
+def feed_reads(client: httpx.Client, base: str, repeat: int, change_feed: bool) -> dict[str, Any]:
+    """100 instances by QIDO (``/instances?limit=100``) and, when ``change_feed``, 100 change feed entries.
+
+    The change feed is read from the middle of the feed (``offset`` = half of its latest sequence
+    number, less 50), with metadata and without.
+    """
+    out: dict[str, Any] = {}
+    url = httpx.URL(base + "/instances", params={"limit": "100"})
+    out["qido_instances_100"] = latencies(client, url, DICOM_JSON, repeat)
+    if not change_feed:
+        return out
+    latest = client.get(f"{base}/changefeed/latest", params={"includemetadata": "false"}, headers=FEED_JSON)
+    if latest.status_code != 200:
+        raise RuntimeError(f"GET /changefeed/latest answered {latest.status_code}: {latest.text[:300]}")
+    last = int(latest.json()["Sequence"])
+    offset = max(0, last // 2 - 50)
+    for key, metadata in (("changefeed_100", "true"), ("changefeed_100_nometa", "false")):
+        params = {"offset": str(offset), "limit": "100", "includemetadata": metadata}
+        url = httpx.URL(base + "/changefeed", params=params)
+        out[key] = {**latencies(client, url, FEED_JSON, repeat), "offset": offset, "latest_sequence": last}
+        entries = client.get(url, headers=FEED_JSON).json()
+        sequences = [int(e["Sequence"]) for e in entries]
+        out[key]["with_metadata"] = sum(1 for e in entries if e.get("Metadata"))
+        if len(entries) != 100 or sequences != list(range(offset + 1, offset + 101)):
+            first = sequences[:1] or None
+            log(f"  warning: {key} at offset {offset}: {len(entries)} entries, first sequence {first}")
+    return out
+
+
 # -- the run ------------------------------------------------------------------------------------
 
 
@@ -533,6 +663,22 @@ def measure(name: str, base: str, env: dict[str, str] | None, data: Data, scale:
             return None
         return out[key]
 
+    feed: FeedLog | None = None
+
+    def stow_step(key: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+        """A STOW measure; on our service also what it logged to the change feed (``out[key]["changefeed"]``)."""
+        r = step(key, fn)
+        if feed is not None:
+            try:
+                logged = feed.take()
+            except Exception as exc:  # noqa: BLE001 - the count is a side measure: the run goes on
+                log(f"  error: [{name}] {key}: counting the change feed documents: {exc}")
+                errors[f"{key}_changefeed"] = str(exc)[:500]
+            else:
+                if r:
+                    r["changefeed"] = change_feed_share(r, logged)
+        return r
+
     limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
     with httpx.Client(timeout=600, limits=limits) as client:
         if env is not None:
@@ -540,12 +686,19 @@ def measure(name: str, base: str, env: dict[str, str] | None, data: Data, scale:
                 r = step(f"floor_c{concurrency}", lambda c=concurrency: storage_floor(env, data.floor, c))
                 if r:
                     log(f"[floor] blob put + Cosmos create_item c={concurrency}: {r['instances_per_s']:.1f}/s")
+            try:
+                feed = FeedLog(env)
+            except Exception as exc:  # noqa: BLE001 - the count is a side measure: the run goes on
+                log(f"  error: [{name}] the change feed's container cannot be read: {exc}")
+                errors["changefeed"] = str(exc)[:500]
         for key, label, concurrency, per_request, _ in STOW_MODES:
-            r = step(key, lambda k=key, c=concurrency, n=per_request: stow(client, base, data.stow[k], c, n))
+            r = stow_step(key, lambda k=key, c=concurrency, n=per_request: stow(client, base, data.stow[k], c, n))
             if r:
                 log(f"[{name}] {label}: {r['instances']} in {r['seconds']:.1f} s = {r['instances_per_s']:.1f}/s")
         log(f"[{name}] loading the {len(data.long_series)}-instance series (STOW 20/request c=4) ...")
-        step("load_long_series", lambda: stow(client, base, [data.long_series], 4, 20, label=f"[{name}] long series"))
+        stow_step(
+            "load_long_series", lambda: stow(client, base, [data.long_series], 4, 20, label=f"[{name}] long series")
+        )
         stored = data.stow_total + len(data.long_series)
         log(f"[{name}] study and series metadata ({stored:,} instances stored) ...")
         sample = data.stow["stow_20_c4"][0]
@@ -559,12 +712,16 @@ def measure(name: str, base: str, env: dict[str, str] | None, data: Data, scale:
         if data.load:
             loading = sum(len(s) for s in data.load)
             log(f"[{name}] loading {loading:,} more instances for QIDO (STOW 20/request c=4) ...")
-            step("load_qido", lambda: stow(client, base, data.load, 4, 20, label=f"[{name}] load"))
+            stow_step("load_qido", lambda: stow(client, base, data.load, 4, 20, label=f"[{name}] load"))
             stored += loading
         log(f"[{name}] QIDO mix at {stored:,} instances ...")
         queried = data.stow["stow_20_c4"]
         if step("qido", lambda: qido(client, base, queried, scale.repeat)):
             out["qido"]["stored_instances"] = stored
+        what = "change feed and QIDO" if env is not None else "QIDO"
+        log(f"[{name}] 100 instances by {what} at {stored:,} instances ...")
+        if step("reads_100", lambda: feed_reads(client, base, scale.repeat, change_feed=env is not None)):
+            out["reads_100"]["stored_instances"] = stored
         if env is not None:
             step("cosmos_study_query", lambda: cosmos_study_query(env, queried[0][0].patient_id, scale.repeat))
     if errors:
@@ -602,7 +759,7 @@ def run(scale: argparse.Namespace) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> str:
     ours, peer, floor = results["ours"], results.get("orthanc") or {}, results["floor"]
-    rows: list[tuple[str, str, float | None, float | None, float | None]] = []
+    rows: list[tuple[str, str, float | None, float | str | None, float | None]] = []
 
     def get(d: dict[str, Any], *path: str) -> Any:
         for p in path:
@@ -611,8 +768,9 @@ def table(results: dict[str, Any]) -> str:
             d = d[p]
         return d
 
-    def row(label: str, unit: str, *path: str, floor_value: float | None = None) -> None:
-        rows.append((label, unit, get(ours, *path), get(peer, *path), floor_value))
+    def row(label: str, unit: str, *path: str, floor_value: float | None = None, peer_na: bool = False) -> None:
+        """One measure; ``peer_na``: Orthanc has no such thing (its column says n/a)."""
+        rows.append((label, unit, get(ours, *path), "n/a" if peer_na else get(peer, *path), floor_value))
 
     for key, label, _, _, floor_key in STOW_MODES:
         row(label, "inst/s", key, "instances_per_s", floor_value=get(floor, floor_key, "instances_per_s"))
@@ -634,13 +792,25 @@ def table(results: dict[str, Any]) -> str:
         for p in ("p50_ms", "p95_ms") if key == "studies_by_patient_id" else ("p50_ms",):
             raw = get(floor, "cosmos_study_query", p) if key == "studies_by_patient_id" else None
             row(f"  {label} {p[:3]}", "ms", "qido", key, p, floor_value=raw)
+    stored_r = get(ours, "reads_100", "stored_instances") or 0
+    offset = get(ours, "reads_100", "changefeed_100", "offset")
+    at = "" if offset is None else f" offset={offset:,}"
+    for key, label in (
+        ("qido_instances_100", "instances?limit=100 (QIDO)"),
+        ("changefeed_100", f"changefeed?limit=100{at}"),
+        ("changefeed_100_nometa", "  ... &includemetadata=false"),
+    ):
+        for p in ("p50_ms", "p95_ms"):
+            row(f"{label} {p[:3]}", "ms", "reads_100", key, p, peer_na=key != "qido_instances_100")
     row("(load: STOW 20/request c=4)", "inst/s", "load_qido", "instances_per_s")
 
-    def fmt(v: float | None) -> str:
+    def fmt(v: float | str | None) -> str:
+        if isinstance(v, str):
+            return v
         return "-" if v is None else f"{v:,.1f}" if abs(v) >= 100 else f"{v:,.2f}"
 
-    def ratio(a: float | None, b: float | None) -> str:
-        return "-" if a is None or not b else f"{a / b:.2f}"
+    def ratio(a: float | None, b: float | str | None) -> str:
+        return "-" if a is None or not b or isinstance(b, str) else f"{a / b:.2f}"
 
     width = 44
     header = (
@@ -655,7 +825,9 @@ def table(results: dict[str, Any]) -> str:
     lines += ["", f"{'storage operations (ours, ' + OPS_HEADER + ')':{width}} {'unit':>6}"
               + "".join(f" {k:>10}" for k in OPS_KINDS)]  # fmt: skip
     lines.append("-" * len(header))
-    op_rows = [(label, "/inst", (key, "ops_per_instance")) for key, label, *_ in STOW_MODES]
+    op_rows: list[tuple[str, str, tuple[str, ...]]] = [
+        (label, "/inst", (key, "ops_per_instance")) for key, label, *_ in STOW_MODES
+    ]
     op_rows += [
         (f"{label}, {get(ours, 'metadata', key, 'instances') or key.rsplit('_', 1)[1]} instances", "/req",
          ("metadata", key, "ops_per_request"))
@@ -664,19 +836,26 @@ def table(results: dict[str, Any]) -> str:
     op_rows += [
         ("WADO instance c=4", "/inst", ("wado_c4", "ops_per_instance")),
         ("QIDO mix", "/req", ("qido", "ops_per_request")),
+        ("instances?limit=100 (QIDO)", "/req", ("reads_100", "qido_instances_100", "ops_per_request")),
+        ("changefeed?limit=100", "/req", ("reads_100", "changefeed_100", "ops_per_request")),
+        ("  ... &includemetadata=false", "/req", ("reads_100", "changefeed_100_nometa", "ops_per_request")),
     ]
     for label, unit, path in op_rows:
         ops = get(ours, *path)
         cells = "".join(f" {'-' if ops is None else fmt(ops.get(k, 0.0)):>10}" for k in OPS_KINDS)
         lines.append(f"{label:{width}} {unit:>6}{cells}")
+    lines += ["", *feed_table(ours, width, len(header))]
     lines += [
         "",
         "inst/s: higher is better; ms: lower is better (ratios are ours divided by the other column).",
         "floor for STOW: per instance one raw Azurite blob put of its bytes then one Cosmos create_item of",
         "~5 KB, at the same concurrency (c=1 for the c=1 mode, c=4 for the c=4 modes); for QIDO studies?PatientID:",
         "the same study query sent raw to the Cosmos stand-in.",
-        f"Metadata measured with {stored or 0:,} instances stored, QIDO with {stored_q:,}; '-': not measured "
-        f"or no {OPS_HEADER} header.",
+        f"Metadata measured with {stored or 0:,} instances stored, QIDO with {stored_q:,}, the reads of 100 with "
+        f"{stored_r:,};",
+        f"'-': not measured or no {OPS_HEADER} header; n/a: Orthanc has no change feed.",
+        "changefeed?limit=100 reads the middle of the feed (offset = half its latest sequence number - 50) as a",
+        "consumer paging through it does; instances?limit=100 is the QIDO of 100 instances of any study.",
     ]
     for name in ("ours", "orthanc"):
         side = results.get(name) or {}
@@ -689,6 +868,44 @@ def table(results: dict[str, Any]) -> str:
         for key, message in (side.get("errors") or {}).items():
             lines.append(f"{name} {key}: not measured: {message[:160]}")
     return "\n".join(lines)
+
+
+def feed_table(ours: dict[str, Any], width: int, rule: int) -> list[str]:
+    """The change feed's share of each STOW run's storage cost (ours only)."""
+    runs = [(key, label) for key, label, *_ in STOW_MODES]
+    runs += [("load_long_series", "(long series: STOW 20/request c=4)"), ("load_qido", "(load: STOW 20/request c=4)")]
+    columns = ("docs", "index", "feed", "share", "ru", "feed ru", "bytes")
+    title = "change feed share of STOW (ours; orthanc: n/a)"
+    lines = [f"{title:{width}} {'unit':>6}" + "".join(f" {c:>8}" for c in columns), "-" * rule]
+    shown = 0
+    for key, label in runs:
+        feed = (ours.get(key) or {}).get("changefeed")
+        if not feed:
+            continue
+        shown += 1
+        share = feed.get("feed_share_of_index")
+        cells = [
+            f"{feed['log_documents']:,}",
+            *(
+                "-" if feed.get(k) is None else f"{feed[k]:.2f}"
+                for k in ("index_per_instance", "feed_index_per_instance")
+            ),
+            "-" if share is None else f"{share:.0%}",
+            *("-" if feed.get(k) is None else f"{feed[k]:.2f}" for k in ("ru_per_instance", "feed_ru_per_instance")),
+            "-" if feed.get("feed_bytes_per_instance") is None else f"{feed['feed_bytes_per_instance']:.0f}",
+        ]
+        lines.append(f"{label:{width}} {'/inst':>6}" + "".join(f" {c:>8}" for c in cells))
+    if not shown:
+        return lines + ["(not measured)"]
+    return lines + [
+        "docs: log documents the run created in the changefeed container (one per request and study), counted",
+        "with the SDK before and after the run; feed = 2 index round trips per document (counter patch + document",
+        "create, see dicomserver/stores/azure/changefeed.py; +1 when the run created the counter), per instance",
+        "stored; index and ru: the whole STOW's, from the x-dicom-storage-ops header; share = feed / index;",
+        "feed ru = feed x the run's ru per index round trip (the Cosmos stand-in charges a flat 1 RU per call, so",
+        "locally ru counts calls: in Azure a write costs by its size and indexed paths); bytes: log document",
+        "bytes per instance. The bench runs the host without triggers, so no repair or publish writes are counted.",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
