@@ -456,6 +456,9 @@ def store_instance(
         )
     entry = index_entry(parsed)
     ahead = counts.ahead(entry) if alone else None
+    # Alone, its change feed number is reserved beside the commit too (a failed commit leaves a gap,
+    # which readers pass once it is old); its log document follows the commit.
+    number = _AHEAD.submit(contextvars.copy_context().run, index.reserve_changes, key.partition, 1) if alone else None
     try:
         created = commit_instance(blobs, index, sync_queue, entry)
     except Exception as exc:  # noqa: BLE001 - undo, then report this instance as failed
@@ -474,12 +477,23 @@ def store_instance(
     if ahead is not None:
         if created:
             ahead.result()
-            index.log_changes([Change(key, ChangeAction.CREATE)])
+            index.log_changes([Change(key, ChangeAction.CREATE)], _reserved(number))
         else:  # the repair trigger indexed our blob meanwhile and counted it itself
             counts.back(ahead, entry)
     elif created:
         counts.add(entry)
     return Stored(key, parsed.sop_class_uid, parsed.warnings)
+
+
+def _reserved(number: Future[int | None] | None) -> int | None:
+    """The number reserved ahead, or None (then :meth:`IndexStore.log_changes` reserves one itself)."""
+    if number is None:
+        return None
+    try:
+        return number.result()
+    except Exception as exc:  # noqa: BLE001 - reserving again when logging is the fallback
+        log.warning("change feed number not reserved ahead: %s", exc)
+        return None
 
 
 def _undo(blobs: BlobStore, index: IndexStore, entry: IndexedInstance) -> None:

@@ -111,11 +111,16 @@ class IndexStore(Protocol):
     def remove_instances(self, keys: Sequence[InstanceKey]) -> list[InstanceKey]:
         """Unindex instances and count them out of their series and studies; returns those that were indexed."""
 
-    def log_changes(self, changes: Sequence[Change]) -> None:
+    def log_changes(self, changes: Sequence[Change], reserved: int | None = None) -> None:
         """Log committed creates to the change feed (deletes are logged by :meth:`remove_instances`).
 
-        Never raises: the change is committed, and the study's sync logs what is missing.
+        ``reserved``: the last of ``len(changes)`` numbers already reserved with
+        :meth:`reserve_changes` (one study).  Never raises: the change is
+        committed, and the study's sync logs what is missing.
         """
+
+    def reserve_changes(self, partition: str, count: int) -> int | None:
+        """Reserve change feed numbers ahead of a commit (the last one; None without a change feed)."""
 
     def reconcile_study(self, study: StudyKey, quiet_seconds: float) -> bool:
         """Recompute a quiet study's aggregates from its instances; True when something was corrected."""
@@ -188,8 +193,14 @@ class ChangeFeed(Protocol):
 
     def ensure_schema(self) -> None: ...
 
-    def record(self, changes: Sequence[Change]) -> list[int]:
-        """Append one entry per change (after the change is committed); returns their sequence numbers."""
+    def record(self, changes: Sequence[Change], reserved: int | None = None) -> list[int]:
+        """Append one entry per change (after the change is committed); returns their sequence numbers.
+
+        ``reserved``: the last of ``len(changes)`` numbers already reserved (changes of one study).
+        """
+
+    def reserve(self, partition: str, count: int) -> int:
+        """Hand out ``count`` sequence numbers; returns the last one."""
 
     def read(
         self, partition: str, start: str, end: str, offset: int, limit: int, include_metadata: bool

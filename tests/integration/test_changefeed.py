@@ -148,6 +148,7 @@ def test_a_store_that_failed_or_was_refused_has_no_entry(services: Services) -> 
     again, ctype = multipart_body([make_instance(study=study, series=key.series_instance_uid,
                                                  sop=key.sop_instance_uid)])
     assert store(services, again, ctype).status == 409  # a duplicate: refused, no second entry
+    time.sleep(GAP_SETTLE_SECONDS + 0.5)  # the failed store's reserved number is a gap readers pass once old
     entries = [e for e in feed(services, limit=200) if e["StudyInstanceUid"] == study]
     assert [(e["SopInstanceUid"], e["Action"]) for e in entries] == [(key.sop_instance_uid, "create")]
 
@@ -216,7 +217,7 @@ def test_a_gap_that_may_still_close_holds_the_reader_back(services: Services) ->
     changes = services.changes
     assert isinstance(changes, CosmosChangeFeed)
     first = stored(services)
-    changes._reserve(DEFAULT_PARTITION, 1)  # a writer got a number and has not written its entry yet
+    changes.reserve(DEFAULT_PARTITION, 1)  # a writer got a number and has not written its entry yet
     second = stored(services)
     sops = [e["SopInstanceUid"] for e in feed(services, limit=200)]
     assert first.sop_instance_uid in sops and second.sop_instance_uid not in sops  # held back, not skipped

@@ -131,14 +131,16 @@ class CosmosChangeFeed:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def record(self, changes: Sequence[Change]) -> list[int]:
-        """Log committed changes: per study, one counter patch and one log document holding them all."""
+    def record(self, changes: Sequence[Change], reserved: int | None = None) -> list[int]:
+        """Log committed changes: per study, one counter patch (unless ``reserved``) and one log document."""
         groups: dict[tuple[str, str], list[Change]] = {}
         for change in changes:
             groups.setdefault((change.key.partition, change.key.study_instance_uid), []).append(change)
+        if reserved is not None and len(groups) != 1:
+            raise ValueError("reserved numbers are for the changes of one study")
         numbers: list[int] = []
         for (partition, study), group in groups.items():
-            last = self._reserve(partition, len(group))
+            last = reserved if reserved is not None else self.reserve(partition, len(group))
             first = last - len(group) + 1
             doc = {
                 "id": _entry_id(first),
@@ -162,7 +164,7 @@ class CosmosChangeFeed:
             numbers.extend(range(first, last + 1))
         return numbers
 
-    def _reserve(self, partition: str, count: int) -> int:
+    def reserve(self, partition: str, count: int) -> int:
         """Hand out ``count`` numbers: the last one of them (atomic ``incr`` of the counter document)."""
         ops = [{"op": "incr", "path": "/value", "value": count}]
         for _ in range(_ATTEMPTS):

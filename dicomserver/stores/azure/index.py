@@ -340,7 +340,10 @@ class CosmosIndexStore:
         _, status = _write("index instance", lambda: self._instances.create_item(doc), tolerated=(409,))
         return status == 0
 
-    def log_changes(self, changes: Sequence[Change]) -> None:
+    def reserve_changes(self, partition: str, count: int) -> int | None:
+        return self._changes.reserve(partition, count) if self._changes is not None else None
+
+    def log_changes(self, changes: Sequence[Change], reserved: int | None = None) -> None:
         """Log committed changes to the change feed; a failure is logged, not raised.
 
         The change is committed either way; the sync that every write schedules
@@ -349,7 +352,7 @@ class CosmosIndexStore:
         if self._changes is None or not changes:
             return
         try:
-            self._changes.record(changes)
+            self._changes.record(changes, reserved)
         except Exception as exc:  # noqa: BLE001 - committed: repaired by the study's sync
             log.error("change feed write failed changes=%d (the study's sync logs them later): %s", len(changes), exc)
 
