@@ -7,7 +7,7 @@ the index turns that into Cosmos SQL (:mod:`dicomserver.stores.azure.index`).
 Rules, as in Azure v2 unless marked "PS3.18":
 
 * known parameters (``limit``, ``offset``, ``includefield``,
-  ``fuzzymatching``) are case-insensitive; every other key is an attribute,
+  ``fuzzymatching``, and PS3.18's ``accept`` and ``charset``) are case-insensitive; every other key is an attribute,
   given as a keyword or an 8-hex-digit tag, and must be searchable at the
   resource (:data:`SEARCHABLE`), else 400;
 * a repeated attribute or an empty value is a 400;
@@ -264,6 +264,8 @@ def parse_search(
             limit = _int_param("limit", value, 1, MAX_LIMIT)
         elif lower == "offset":
             offset = _int_param("offset", value, 0, MAX_OFFSET)
+        elif lower in ("accept", "charset"):
+            continue  # PS3.18 §8.3.3.1 request parameters, negotiated by the adapter (dicomserver.negotiation)
         elif lower == "includefield":
             for field_name in (v.strip() for v in value.split(",")):
                 if not field_name:

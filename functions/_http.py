@@ -52,6 +52,14 @@ class DicomWebRequest:
 
     @property
     def accept(self) -> str | None:
+        """What the client accepts: PS3.18 §8.3.3.1's ``accept`` query parameter, else the Accept header.
+
+        The parameter (one or more comma-separated media types, possibly repeated) takes priority over
+        the header (§8.7.8.1), so a browser link or an ``<img src>`` can ask for e.g. ``image/png``.
+        """
+        values = [v for k, v in self.req.query_params.multi_items() if k.lower() == "accept" and v.strip()]
+        if values:
+            return ", ".join(values)
         return self.req.headers.get("accept")
 
     def header(self, name: str) -> str | None:

@@ -13,7 +13,7 @@ from pydicom.uid import generate_uid
 from requests.exceptions import HTTPError
 
 from tests.dicomfiles import bundled, make_instance, multipart_body, zero_preamble
-from tests.stowhttp import stow
+from tests.stowhttp import stored, stow
 
 #: Bundled pydicom files across transfer syntaxes and modalities.
 BUNDLED = [
@@ -259,3 +259,21 @@ def test_path_uids_that_are_not_digits_and_dots_are_a_400_everywhere(base_url: s
         assert httpx.get(f"{base_url}/{path}").status_code == 400, path
     assert httpx.delete(f"{base_url}/studies/1.2.abc").status_code == 400
     assert httpx.get(f"{base_url}/studies/1.2.3.4.5.6.7.8.9/metadata").status_code == 404  # well formed, absent
+
+
+def test_the_accept_query_parameter_takes_priority_over_the_header(base_url: str) -> None:
+    """PS3.18 §8.3.3.1 / §8.7.8.1: ``accept`` in the query overrides the Accept header, on every transaction."""
+    (ds,) = stored(base_url, [make_instance()])
+    instance = f"{base_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    png = httpx.get(f"{instance}/rendered", params={"accept": "image/png"}, headers={"Accept": "image/jpeg"})
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
+    refused = httpx.get(f"{instance}/metadata", params={"accept": "image/png"}, headers={"Accept": "*/*"})
+    assert refused.status_code == 406
+    found = httpx.get(
+        f"{base_url}/studies",
+        params={"StudyInstanceUID": ds.StudyInstanceUID, "accept": "application/dicom+json", "charset": "utf-8"},
+        headers={"Accept": "text/html"},
+    )
+    assert found.status_code == 200 and found.json()[0]["0020000D"]["Value"] == [ds.StudyInstanceUID]
+    single = httpx.get(instance, params={"accept": "application/dicom; transfer-syntax=*"})
+    assert single.status_code == 200 and single.headers["content-type"].startswith("application/dicom")
