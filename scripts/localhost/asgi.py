@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .config import DEFAULT_REQUEST_BODY_LIMIT
+from .cors import CorsPolicy, answer_preflight, is_preflight, with_cors_headers
 from .routes import Route
 
 #: One logger for the whole host, named as before the split (``python -m`` runs as ``__main__``).
@@ -73,8 +74,10 @@ class HttpApp:
         body_limit: int = DEFAULT_REQUEST_BODY_LIMIT,
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
+        cors: CorsPolicy | None = None,
     ) -> None:
         self.routes = sorted(routes, key=lambda r: r.precedence)
+        self.cors = cors
         self.extra = extra or {}
         self.body_limit = body_limit
         self.on_startup = on_startup
@@ -88,6 +91,11 @@ class HttpApp:
             return
         from starlette.responses import PlainTextResponse
 
+        if self.cors is not None:
+            if is_preflight(scope):
+                await answer_preflight(self.cors, scope, send)
+                return
+            send = with_cors_headers(self.cors, scope, send)
         path = scope["path"]
         if path in self.extra:
             response = await self.extra[path](scope)

@@ -92,9 +92,16 @@ def load_local_settings(path: Path, environ: MutableMapping[str, str]) -> None:
     """Copy ``Values`` of local.settings.json into the environment without overriding it (as Core Tools)."""
     if not path.exists():
         return
-    values = json.loads(path.read_text()).get("Values", {}) or {}
+    document = json.loads(path.read_text())
+    values = document.get("Values", {}) or {}
     for name, value in values.items():
         environ.setdefault(name, "" if value is None else str(value))
+    # Host.CORS / Host.CORSCredentials: what func start answers CORS with (see cors.py).
+    host = document.get("Host", {}) or {}
+    if host.get("CORS"):
+        environ.setdefault("DICOM_CORS_ORIGINS", str(host["CORS"]))
+    if host.get("CORSCredentials") is not None:
+        environ.setdefault("DICOM_CORS_CREDENTIALS", str(host["CORSCredentials"]).lower())
 
 
 def _request_body_limit(environ: Mapping[str, str]) -> int:

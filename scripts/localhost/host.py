@@ -28,6 +28,7 @@ from typing import Any
 from . import blobs, queues  # noqa: F401  (importing them registers their trigger drivers)
 from .asgi import HttpApp
 from .config import MIN_POLLING_INTERVAL, TRUE_VALUES, HostConfig, _request_body_limit, _thread_count
+from .cors import CorsPolicy
 from .functions import EventLoopRunner, UserFunction, _user_function
 from .routes import Route
 from .storage import ConnectionMissing
@@ -159,6 +160,7 @@ class LocalHost:
             body_limit=_request_body_limit(self.environ),
             on_startup=startup,
             on_shutdown=shutdown,
+            cors=CorsPolicy.from_environ(self.environ),
         )
 
     def server(self, host: str = "127.0.0.1", port: int = 7071, triggers: bool = True) -> Any:
