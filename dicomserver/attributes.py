@@ -1,8 +1,11 @@
 """Which attributes belong to which level, and which are searchable.
 
-Lists from the Azure DICOM service v2 conformance statement ("Search
-(QIDO-RS)": searchable attributes, default and ``includefield=all``
-attributes per level).
+Searchable attributes and the ``includefield=all`` lists come from the Azure
+DICOM service v2 conformance statement ("Search (QIDO-RS)").  The default
+(no includefield) lists are PS3.18's required result attributes (Tables
+10.6.3-3/-4/-5), a superset of Azure v2's minimal defaults, so a viewer's
+study list (OHIF: modalities, instance counts, study time) works without
+includefield.
 """
 
 from __future__ import annotations
@@ -22,7 +25,18 @@ def _tags(*keywords: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-STUDY_DEFAULT = _tags(
+def _union(*groups: tuple[int, ...]) -> tuple[int, ...]:
+    """The tags of ``groups`` in order, each once."""
+    return tuple(dict.fromkeys(tag for group in groups for tag in group))
+
+
+def _without(tags: tuple[int, ...], *removed: tuple[int, ...]) -> tuple[int, ...]:
+    gone = {tag for group in removed for tag in group}
+    return tuple(tag for tag in tags if tag not in gone)
+
+
+#: Azure v2's default (no includefield) attributes per level.
+STUDY_AZURE_DEFAULT = _tags(
     "StudyDate",
     "AccessionNumber",
     "StudyDescription",
@@ -32,7 +46,59 @@ STUDY_DEFAULT = _tags(
     "PatientBirthDate",
     "StudyInstanceUID",
 )
-STUDY_ALL_EXTRA = _tags(
+SERIES_AZURE_DEFAULT = _tags(
+    "Modality", "ManufacturerModelName", "SeriesInstanceUID", "PerformedProcedureStepStartDate"
+)
+INSTANCE_AZURE_DEFAULT = _tags("SOPInstanceUID")
+
+#: The stored attributes of PS3.18 Tables 10.6.3-3 (study), 10.6.3-4 (series) and 10.6.3-5
+#: (instance), which every result of the level carries when the instance has them.  The
+#: computed ones (ModalitiesInStudy, the Number-of-Related counts, RetrieveURL and
+#: InstanceAvailability) are added by :mod:`dicomserver.qido`.
+STUDY_PS318 = _tags(
+    "SpecificCharacterSet",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "TimezoneOffsetFromUTC",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyID",
+)
+SERIES_PS318 = _tags(
+    "SpecificCharacterSet",
+    "Modality",
+    "TimezoneOffsetFromUTC",
+    "SeriesDescription",
+    "SeriesInstanceUID",
+    "SeriesNumber",
+    "PerformedProcedureStepStartDate",
+    "PerformedProcedureStepStartTime",
+    "RequestAttributesSequence",
+)
+INSTANCE_PS318 = _tags(
+    "SpecificCharacterSet",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "TimezoneOffsetFromUTC",
+    "InstanceNumber",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "NumberOfFrames",
+)
+
+#: Returned by default: PS3.18's required attributes, a superset of Azure v2's defaults.
+STUDY_DEFAULT = _union(STUDY_AZURE_DEFAULT, STUDY_PS318)
+SERIES_DEFAULT = _union(SERIES_AZURE_DEFAULT, SERIES_PS318)
+INSTANCE_DEFAULT = _union(INSTANCE_AZURE_DEFAULT, INSTANCE_PS318)
+
+#: Azure v2's ``includefield=all`` attributes per level (a superset of the defaults).
+_STUDY_AZURE_ALL = STUDY_AZURE_DEFAULT + _tags(
     "SpecificCharacterSet",
     "StudyTime",
     "InstanceAvailability",
@@ -51,8 +117,7 @@ STUDY_ALL_EXTRA = _tags(
     "StudyID",
     "IssuerOfPatientID",
 )
-SERIES_DEFAULT = _tags("Modality", "ManufacturerModelName", "SeriesInstanceUID", "PerformedProcedureStepStartDate")
-SERIES_ALL_EXTRA = _tags(
+_SERIES_AZURE_ALL = SERIES_AZURE_DEFAULT + _tags(
     "SpecificCharacterSet",
     "TimezoneOffsetFromUTC",
     "SeriesNumber",
@@ -63,8 +128,7 @@ SERIES_ALL_EXTRA = _tags(
     "PerformedProcedureStepStartTime",
     "RequestAttributesSequence",
 )
-INSTANCE_DEFAULT = _tags("SOPInstanceUID")
-INSTANCE_ALL_EXTRA = _tags(
+_INSTANCE_AZURE_ALL = INSTANCE_AZURE_DEFAULT + _tags(
     "SpecificCharacterSet",
     "SOPClassUID",
     "InstanceAvailability",
@@ -76,14 +140,19 @@ INSTANCE_ALL_EXTRA = _tags(
     "NumberOfFrames",
 )
 
+#: Returned only with ``includefield=all`` (or when named): the rest of Azure's ``all`` set.
+STUDY_ALL_EXTRA = _without(_STUDY_AZURE_ALL, STUDY_DEFAULT)
+SERIES_ALL_EXTRA = _without(_SERIES_AZURE_ALL, SERIES_DEFAULT)
+INSTANCE_ALL_EXTRA = _without(_INSTANCE_AZURE_ALL, INSTANCE_DEFAULT)
+
 #: Kept for the FHIR ImagingStudy (series.bodySite), returned only when asked for by includefield.
 SERIES_FHIR_EXTRA = _tags("BodyPartExamined")
 
 #: Attributes kept in the index for each level (default ∪ includefield=all ∪ FHIR needs).
 LEVEL_ATTRIBUTES: dict[Level, tuple[int, ...]] = {
-    Level.STUDY: STUDY_DEFAULT + STUDY_ALL_EXTRA,
-    Level.SERIES: SERIES_DEFAULT + SERIES_ALL_EXTRA + SERIES_FHIR_EXTRA,
-    Level.INSTANCE: INSTANCE_DEFAULT + INSTANCE_ALL_EXTRA,
+    Level.STUDY: _union(STUDY_DEFAULT, STUDY_ALL_EXTRA),
+    Level.SERIES: _union(SERIES_DEFAULT, SERIES_ALL_EXTRA, SERIES_FHIR_EXTRA),
+    Level.INSTANCE: _union(INSTANCE_DEFAULT, INSTANCE_ALL_EXTRA),
 }
 
 #: Searchable attributes per level (Azure v2 conformance statement, "Searchable attributes").

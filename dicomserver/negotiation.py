@@ -18,7 +18,7 @@ change feed            :func:`plain_json`
 instance               :func:`instance`
 study / series         :func:`study`
 frames                 :func:`frames`
-rendered               :func:`rendered`
+rendered               :func:`rendered` (study and series: :func:`rendered_multipart`)
 bulk data              :func:`bulkdata` (encapsulated Pixel Data: :func:`pixel_data_bulkdata`)
 =====================  ==========================================================
 """
@@ -236,6 +236,29 @@ def rendered(accept: str | None) -> Representation:
         if media.type == "image/png":
             return Representation("image/png")
     raise NotAcceptable(f"The Accept header '{accept}' is not supported for rendering; use image/jpeg or image/png.")
+
+
+def rendered_multipart(accept: str | None) -> Representation:
+    """A rendered study or series: multipart of ``image/jpeg`` (default) or ``image/png`` parts, or 406.
+
+    ``multipart/related; type="image/jpeg"`` (or ``image/png``), ``multipart/*`` or ``*/*``; a bare
+    ``image/jpeg`` or ``image/png`` (e.g. PS3.18's ``accept`` query parameter) names the parts' type.
+    """
+    for media in parse_accept(accept):
+        if media.type == MULTIPART_RELATED:
+            part = (media.param("type") or "image/jpeg").lower()
+        elif media.type in (ANY, "multipart/*"):
+            part = "image/jpeg"
+        else:
+            part = media.type
+        if part in (ANY, "image/*", "image/jpeg"):
+            return Representation("image/jpeg", multipart=True)
+        if part == "image/png":
+            return Representation("image/png", multipart=True)
+    raise NotAcceptable(
+        f"The Accept header '{accept}' is not supported for rendered studies and series; use "
+        'multipart/related; type="image/jpeg" or type="image/png".'
+    )
 
 
 def bulkdata(accept: str | None) -> Representation:

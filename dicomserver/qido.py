@@ -20,6 +20,15 @@ Rules, as in Azure v2 unless marked "PS3.18":
   comma-separated UID lists;
 * caps: a value is at most :data:`MAX_VALUE_LENGTH` characters with at most
   :data:`MAX_WILDCARDS` ``*`` (runs collapsed); ``offset`` at most :data:`MAX_OFFSET`;
+* results carry, without includefield, PS3.18's required attributes (Tables
+  10.6.3-3/-4/-5; a superset of Azure v2's minimal defaults, see
+  :mod:`dicomserver.attributes`): the level's own; ``/series`` adds the
+  study's, ``/instances`` the study's and series', ``/studies/{s}/instances``
+  the series'; plus the computed ModalitiesInStudy, Number-of-Related
+  counts, InstanceAvailability (``ONLINE``: everything stored is) and
+  RetrieveURL (absolute, when the caller passes the base URL); an attribute
+  the stored instance lacks is omitted; ``includefield=all`` adds the rest of
+  the level's indexed attributes;
 * ``limit`` is 1-200 (default 100); ``offset`` ≥ 0; results are in the order
   the index received them (oldest first), so offset paging never repeats or
   skips a result while data is being added (Azure pages newest-first and can).
@@ -57,6 +66,7 @@ from .identifiers import Level, is_valid_uid
 from .matching import fold_person_name, fold_text, person_name_words
 from .stores import IndexStore
 from .stores.model import Match, MatchKind, Record, SearchQuery
+from .urls import DicomWebUrl
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 200
@@ -82,6 +92,22 @@ _NUMBER_OF_STUDY_RELATED_INSTANCES = keyword_tag("NumberOfStudyRelatedInstances"
 _NUMBER_OF_SERIES_RELATED_INSTANCES = keyword_tag("NumberOfSeriesRelatedInstances")
 _STUDY_INSTANCE_UID = keyword_tag("StudyInstanceUID")
 _SERIES_INSTANCE_UID = keyword_tag("SeriesInstanceUID")
+_SOP_INSTANCE_UID = keyword_tag("SOPInstanceUID")
+_RETRIEVE_URL = keyword_tag("RetrieveURL")
+_INSTANCE_AVAILABILITY = keyword_tag("InstanceAvailability")
+
+#: Computed attributes PS3.18 requires in every result of the level (besides the stored ones).
+_STUDY_COMPUTED = frozenset(
+    {
+        _MODALITIES_IN_STUDY,
+        _NUMBER_OF_STUDY_RELATED_SERIES,
+        _NUMBER_OF_STUDY_RELATED_INSTANCES,
+        _INSTANCE_AVAILABILITY,
+        _RETRIEVE_URL,
+    }
+)
+_SERIES_COMPUTED = frozenset({_NUMBER_OF_SERIES_RELATED_INSTANCES, _RETRIEVE_URL})
+_INSTANCE_COMPUTED = frozenset({_INSTANCE_AVAILABILITY, _RETRIEVE_URL})
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,28 +132,32 @@ class Resource:
         return STUDY_KEYS + SERIES_KEYS + INSTANCE_KEYS
 
     def defaults(self, include_all: bool) -> set[int]:
-        """Attributes returned without includefield (and with ``includefield=all``)."""
+        """Attributes returned without includefield (and with ``includefield=all``).
+
+        PS3.18 §10.6.3.3: the level's Table 10.6.3-3/-4/-5 attributes; ``/series`` adds the study's,
+        ``/instances`` the study's and series', ``/studies/{s}/instances`` the series'.
+        ``includefield=all`` adds the rest of the level's indexed attributes.
+        """
+        study = set(STUDY_DEFAULT) | _STUDY_COMPUTED
+        # NumberOfSeriesRelatedInstances is kept on the series documents only, so instance results omit it.
+        series = set(SERIES_DEFAULT) | (_SERIES_COMPUTED - {_NUMBER_OF_SERIES_RELATED_INSTANCES})
         if self.level is Level.STUDY:
-            tags = set(STUDY_DEFAULT)
+            tags = study
             if include_all:
-                tags |= set(STUDY_ALL_EXTRA) | {
-                    _MODALITIES_IN_STUDY,
-                    _NUMBER_OF_STUDY_RELATED_SERIES,
-                    _NUMBER_OF_STUDY_RELATED_INSTANCES,
-                }
+                tags |= set(STUDY_ALL_EXTRA)
             return tags
         if self.level is Level.SERIES:
-            tags = set(SERIES_DEFAULT) | {_STUDY_INSTANCE_UID}
+            tags = set(SERIES_DEFAULT) | _SERIES_COMPUTED | {_STUDY_INSTANCE_UID}
             if not self.study_in_path:
-                tags |= set(STUDY_DEFAULT)
+                tags |= study
             if include_all:
-                tags |= set(SERIES_ALL_EXTRA) | {_NUMBER_OF_SERIES_RELATED_INSTANCES}
+                tags |= set(SERIES_ALL_EXTRA)
             return tags
-        tags = set(INSTANCE_DEFAULT) | {_STUDY_INSTANCE_UID, _SERIES_INSTANCE_UID}
+        tags = set(INSTANCE_DEFAULT) | _INSTANCE_COMPUTED | {_STUDY_INSTANCE_UID, _SERIES_INSTANCE_UID}
         if not self.series_in_path:
-            tags |= set(SERIES_DEFAULT)
+            tags |= series
         if not self.study_in_path:
-            tags |= set(STUDY_DEFAULT)
+            tags |= study
         if include_all:
             tags |= set(INSTANCE_ALL_EXTRA)
         return tags
@@ -305,21 +335,57 @@ def parse_search(
     return Search(query, frozenset(returned))
 
 
-def result_dataset(record: Record, include: frozenset[int]) -> dict[str, Any]:
-    """Build the DICOM JSON of one result from the attributes to return."""
+def _uid(attrs: dict[str, Any], tag: int, fallback: str | None) -> str | None:
+    element = attrs.get(tag_key(tag)) or {}
+    values = element.get("Value") or ()
+    return str(values[0]) if values and values[0] else fallback
+
+
+def retrieve_url(record: Record, query: SearchQuery, base_url: str) -> str | None:
+    """The absolute RetrieveURL of one result (its level is the query's); None when a UID is unknown."""
+    study = _uid(record.attrs, _STUDY_INSTANCE_UID, query.study_instance_uid)
+    series = (
+        _uid(record.attrs, _SERIES_INSTANCE_UID, query.series_instance_uid) if query.level is not Level.STUDY else None
+    )
+    instance = _uid(record.attrs, _SOP_INSTANCE_UID, None) if query.level is Level.INSTANCE else None
+    uids = {Level.STUDY: (study,), Level.SERIES: (study, series), Level.INSTANCE: (study, series, instance)}
+    if any(uid is None for uid in uids[query.level]):
+        return None
+    return DicomWebUrl(base_url.rstrip("/"), query.partition, study, series, instance).url
+
+
+def result_dataset(
+    record: Record,
+    include: frozenset[int],
+    *,
+    level: Level | None = None,
+    retrieve_url: str | None = None,
+) -> dict[str, Any]:
+    """Build the DICOM JSON of one result (of the query's ``level``) from the attributes to return.
+
+    RetrieveURL is returned only when ``retrieve_url`` is given; NumberOfSeriesRelatedInstances
+    not for instance results (they do not carry their series' count).
+    """
     computed: dict[int, dict[str, Any]] = {
         _MODALITIES_IN_STUDY: {"vr": "CS", "Value": list(record.modalities_in_study)}
         if record.modalities_in_study
         else {"vr": "CS"},
         _NUMBER_OF_STUDY_RELATED_SERIES: {"vr": "IS", "Value": [record.number_of_study_series]},
         _NUMBER_OF_STUDY_RELATED_INSTANCES: {"vr": "IS", "Value": [record.number_of_study_instances]},
-        _NUMBER_OF_SERIES_RELATED_INSTANCES: {"vr": "IS", "Value": [record.number_of_series_instances]},
+        # PS3.4 C.4.23.1.1: every instance this service holds is retrievable at once.
+        _INSTANCE_AVAILABILITY: {"vr": "CS", "Value": ["ONLINE"]},
     }
+    if level is not Level.INSTANCE:
+        computed[_NUMBER_OF_SERIES_RELATED_INSTANCES] = {"vr": "IS", "Value": [record.number_of_series_instances]}
+    if retrieve_url is not None:
+        computed[_RETRIEVE_URL] = {"vr": "UR", "Value": [retrieve_url]}
     out: dict[str, Any] = {}
     for tag in sorted(include):
         key = tag_key(tag)
         if tag in computed:
             out[key] = computed[tag]
+        elif tag in (_NUMBER_OF_SERIES_RELATED_INSTANCES, _RETRIEVE_URL):
+            continue  # not known here: omitted rather than taken from the stored instance
         elif key in record.attrs:
             out[key] = record.attrs[key]
     return out
@@ -333,8 +399,12 @@ async def search(
     study_instance_uid: str | None = None,
     series_instance_uid: str | None = None,
     accept: str | None = None,
+    base_url: str | None = None,
 ) -> list[dict[str, Any]]:
     """Search at ``resource`` (PS3.18 §10.6.1); an empty list means 204.
+
+    ``base_url`` is the public DICOMweb base (``.../v2``) the results' RetrieveURL values start
+    with; without it they have none.
 
     Raises
     ------
@@ -347,15 +417,28 @@ async def search(
     parsed = parse_search(
         resource, params, study_instance_uid=study_instance_uid, series_instance_uid=series_instance_uid
     )
-    page = await asyncio.to_thread(index.search, parsed.query)
-    return [result_dataset(record, parsed.include) for record in page.items]
+    query = parsed.query
+    page = await asyncio.to_thread(index.search, query)
+    return [
+        result_dataset(
+            record,
+            parsed.include,
+            level=query.level,
+            retrieve_url=retrieve_url(record, query, base_url) if base_url is not None else None,
+        )
+        for record in page.items
+    ]
 
 
 async def search_for_studies(
-    *, index: IndexStore, params: Iterable[tuple[str, str]], accept: str | None = None
+    *,
+    index: IndexStore,
+    params: Iterable[tuple[str, str]],
+    accept: str | None = None,
+    base_url: str | None = None,
 ) -> list[dict[str, Any]]:
     """``GET /studies``."""
-    return await search(index=index, resource=Resource(Level.STUDY), params=params, accept=accept)
+    return await search(index=index, resource=Resource(Level.STUDY), params=params, accept=accept, base_url=base_url)
 
 
 async def search_for_series(
@@ -364,11 +447,17 @@ async def search_for_series(
     params: Iterable[tuple[str, str]],
     study_instance_uid: str | None = None,
     accept: str | None = None,
+    base_url: str | None = None,
 ) -> list[dict[str, Any]]:
     """``GET /series`` or ``GET /studies/{study}/series``."""
     resource = Resource(Level.SERIES, study_in_path=study_instance_uid is not None)
     return await search(
-        index=index, resource=resource, params=params, study_instance_uid=study_instance_uid, accept=accept
+        index=index,
+        resource=resource,
+        params=params,
+        study_instance_uid=study_instance_uid,
+        accept=accept,
+        base_url=base_url,
     )
 
 
@@ -379,6 +468,7 @@ async def search_for_instances(
     study_instance_uid: str | None = None,
     series_instance_uid: str | None = None,
     accept: str | None = None,
+    base_url: str | None = None,
 ) -> list[dict[str, Any]]:
     """``GET /instances``, ``/studies/{s}/instances`` or ``/studies/{s}/series/{se}/instances``."""
     resource = Resource(
@@ -391,4 +481,5 @@ async def search_for_instances(
         study_instance_uid=study_instance_uid,
         series_instance_uid=series_instance_uid,
         accept=accept,
+        base_url=base_url,
     )

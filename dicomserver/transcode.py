@@ -20,8 +20,10 @@ a ranged blob read) and a small header built from the stored metadata, so they
 work for instances of any size.  Decoding uses pydicom with the pylibjpeg plugins
 (JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE); Deflated files are
 inflated within the budget; encoding JPEG 2000 lossless uses pylibjpeg-openjpeg
-(images of at least 32 × 32 pixels, its six wavelet resolutions); rendering uses
-Pillow, windowing a few rows at a time.
+(images of at least 32 × 32 pixels, its six wavelet resolutions); rendering crops the
+frame to the source region of PS3.18's ``viewport`` (:class:`Viewport`), windows it a few
+rows at a time (PS3.18's ``window``, :class:`Window`, else the instance's VOI), then scales
+it with Pillow to fit the viewport (at most :data:`MAX_VIEWPORT` pixels a side).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import copy
 import io
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +50,7 @@ from pydicom.tag import Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, JPEG2000Lossless
 
 from .dicomjson import keyword_key
-from .errors import NotAcceptable, NotFound
+from .errors import BadRequest, NotAcceptable, NotFound
 
 MAX_TRANSCODE_BYTES = 100 * 1024 * 1024
 
@@ -490,6 +492,42 @@ def transcode_frame(
     return _encode_jpeg2000(described, pixels)
 
 
+# -- rendering -----------------------------------------------------------------------------------
+
+#: Largest viewport width or height a rendered image may ask for (PS3.18 §8.3.5.1.3 ``viewport``): 4096 pixels.
+MAX_VIEWPORT = 4096
+#: The VOI LUT functions of the ``window`` parameter (PS3.18 §8.3.5.1.4, PS3.3 C.11.2.1.2).
+WINDOW_FUNCTIONS = ("linear", "linear-exact", "sigmoid")
+
+
+@dataclass(frozen=True, slots=True)
+class Viewport:
+    """PS3.18 §8.3.5.1.3 ``viewport=vw,vh[,sx,sy,sw,sh]``: the rendered size, and the source region.
+
+    The region (``sx``, ``sy``: its top left pixel; ``sw``, ``sh``: its size, a negative one flipping
+    the image along that axis) is clipped to the image; without it the whole image is rendered.  The
+    region is scaled, up or down, to the largest size that fits ``width`` x ``height`` with its aspect
+    ratio kept (pixels are taken as square).
+    """
+
+    width: int
+    height: int
+    region: tuple[int, int, int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """PS3.18 §8.3.5.1.4 ``window=center,width,function``: replaces the instance's VOI (monochrome only).
+
+    Applied to the modality LUT output (e.g. Hounsfield units), as PS3.3 C.11.2.1.2.1 defines
+    ``LINEAR``, ``LINEAR_EXACT`` and ``SIGMOID``.
+    """
+
+    center: float
+    width: float
+    function: str = "linear"
+
+
 def render_frame(
     header: Dataset,
     transfer_syntax: str,
@@ -497,18 +535,22 @@ def render_frame(
     media_type: str,
     quality: int,
     budget: DecodeBudget = DEFAULT_BUDGET,
+    *,
+    viewport: Viewport | None = None,
+    window: Window | None = None,
 ) -> bytes:
     """Render one frame from its own bytes (see :func:`render`)."""
+    region = _region(header, viewport)  # a region outside the image is a 400 before anything is decoded
     pixels, described = decode_frame(header, transfer_syntax, frame, budget)
-    return _encode_image(_eight_bit(described, pixels), media_type, quality)
+    return _encode_image(_eight_bit(described, region(pixels), window), media_type, quality, viewport)
 
 
 #: Pixels windowed at once when rendering: the float64 intermediates stay near 8 MB whatever the frame size.
 _RENDER_CHUNK_PIXELS = 1 << 20
 
 
-def _eight_bit(ds: Dataset, frame: np.ndarray) -> np.ndarray:
-    """Window a monochrome frame (VOI LUT, else min/max) or scale a colour one to 8 bits.
+def _eight_bit(ds: Dataset, frame: np.ndarray, window: Window | None = None) -> np.ndarray:
+    """Window a monochrome frame (``window``, else its VOI LUT, else min/max) or scale a colour one to 8 bits.
 
     A few rows at a time (:data:`_RENDER_CHUNK_PIXELS`): the frame is never widened to float64 whole.
     """
@@ -516,6 +558,15 @@ def _eight_bit(ds: Dataset, frame: np.ndarray) -> np.ndarray:
     step = max(1, _RENDER_CHUNK_PIXELS // max(1, frame[0].size if rows else 1))
     out = np.empty(frame.shape, dtype=np.uint8)
     if ds.get("SamplesPerPixel", 1) == 1:
+        invert = ds.get("PhotometricInterpretation") == "MONOCHROME1"
+        if window is not None:
+            for start in range(0, rows, step):
+                values = np.asarray(apply_modality_lut(frame[start : start + step], ds), dtype=np.float64)
+                scaled = _windowed(values, window) * 255.0
+                if invert:
+                    scaled = 255.0 - scaled
+                out[start : start + step] = np.rint(scaled).clip(0, 255).astype(np.uint8)
+            return out
 
         def windowed(part: np.ndarray) -> np.ndarray:
             values = apply_modality_lut(part, ds)
@@ -527,7 +578,6 @@ def _eight_bit(ds: Dataset, frame: np.ndarray) -> np.ndarray:
         for start in range(0, rows, step):
             values = windowed(frame[start : start + step])
             low, high = min(low, float(values.min())), max(high, float(values.max()))
-        invert = ds.get("PhotometricInterpretation") == "MONOCHROME1"
         for start in range(0, rows, step):
             values = windowed(frame[start : start + step])
             scaled = np.zeros_like(values) if high <= low else (values - low) / (high - low) * 255.0
@@ -543,10 +593,64 @@ def _eight_bit(ds: Dataset, frame: np.ndarray) -> np.ndarray:
     return out
 
 
+def _windowed(values: np.ndarray, window: Window) -> np.ndarray:
+    """PS3.3 C.11.2.1.2.1: modality values through the window, as fractions of the output range (0 to 1)."""
+    center, width = window.center, window.width
+    if window.function == "sigmoid":
+        with np.errstate(over="ignore"):
+            result: np.ndarray = 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+        return result
+    if window.function == "linear-exact":
+        return np.clip((values - center) / width + 0.5, 0.0, 1.0)
+    # LINEAR: 0 at or below c - 0.5 - (w - 1) / 2, 1 above c - 0.5 + (w - 1) / 2 (a step when w = 1)
+    return np.clip((values - (center - 0.5)) / max(width - 1.0, 1e-9) + 0.5, 0.0, 1.0)
+
+
+def _region(ds: Dataset, viewport: Viewport | None) -> Callable[[np.ndarray], np.ndarray]:
+    """What crops (and flips) a decoded frame to the viewport's source region; 400 when it misses the image.
+
+    Only the pixel description is read, so a bad region is refused before anything is decoded.
+    """
+    if viewport is None or viewport.region is None:
+        return lambda pixels: pixels
+    rows, columns = _count(ds, "Rows"), _count(ds, "Columns")
+    sx, sy, sw, sh = viewport.region
+    x0, x1 = min(sx, columns), min(sx + abs(sw), columns)
+    y0, y1 = min(sy, rows), min(sy + abs(sh), rows)
+    if x1 <= x0 or y1 <= y0:
+        raise BadRequest(
+            f"The viewport's source region ({sx},{sy},{sw},{sh}) lies outside the image ({columns} x {rows} pixels)."
+        )
+    columns_step, rows_step = (-1 if sw < 0 else 1), (-1 if sh < 0 else 1)
+
+    def crop(pixels: np.ndarray) -> np.ndarray:
+        return pixels[y0:y1, x0:x1][::rows_step, ::columns_step]
+
+    return crop
+
+
+def fitted_size(width: int, height: int, viewport: Viewport) -> tuple[int, int]:
+    """The size of a ``width`` x ``height`` image scaled to fit the viewport, its aspect ratio kept."""
+    scale = min(viewport.width / width, viewport.height / height)
+    return (
+        min(max(1, round(width * scale)), viewport.width),
+        min(max(1, round(height * scale)), viewport.height),
+    )
+
+
 def render(
-    data: bytes, frame_number: int, media_type: str, quality: int, budget: DecodeBudget = DEFAULT_BUDGET
+    data: bytes,
+    frame_number: int,
+    media_type: str,
+    quality: int,
+    budget: DecodeBudget = DEFAULT_BUDGET,
+    *,
+    viewport: Viewport | None = None,
+    window: Window | None = None,
 ) -> bytes:
     """Render one frame as ``image/jpeg`` or ``image/png``; only that frame is decoded.
+
+    ``viewport`` crops to its source region and scales to fit its size; ``window`` replaces the VOI.
 
     Raises
     ------
@@ -554,6 +658,8 @@ def render(
         No pixel data, or no such frame.
     NotAcceptable
         The frame is over the budget, or the pixel data cannot be decoded.
+    BadRequest
+        The viewport's source region lies outside the image.
     """
     ds, _ = _read(data, budget)
     if "PixelData" not in ds:
@@ -562,18 +668,23 @@ def render(
     if frame_number > frames:
         raise NotFound(f"The instance has {frames} frame(s); frame {frame_number} does not exist.")
     check_budget(ds, 1, budget)
+    region = _region(ds, viewport)
     try:
         frame = decode_pixel_array(ds, index=frame_number - 1)
     except Exception as exc:  # the decoders raise many types
         raise NotAcceptable(f"The pixel data cannot be decoded for rendering: {exc}") from None
-    return _encode_image(_eight_bit(ds, frame), media_type, quality)
+    return _encode_image(_eight_bit(ds, region(frame), window), media_type, quality, viewport)
 
 
-def _encode_image(pixels: np.ndarray, media_type: str, quality: int) -> bytes:
+def _encode_image(pixels: np.ndarray, media_type: str, quality: int, viewport: Viewport | None = None) -> bytes:
     from PIL import Image
 
     try:
-        image = Image.fromarray(pixels)
+        image = Image.fromarray(np.ascontiguousarray(pixels))
+        if viewport is not None:
+            size = fitted_size(image.width, image.height, viewport)
+            if size != image.size:
+                image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
         out = io.BytesIO()
         if media_type == "image/png":
             image.save(out, format="PNG")

@@ -15,13 +15,17 @@ one frame at a time when the Accept header asks for another transfer syntax.
 Limits (see the README's "Limits"): whatever decodes pixel data is checked against a
 :class:`~.transcode.DecodeBudget` before anything is decoded (406 quoting the sizes);
 a frame list has at most ``DICOM_MAX_FRAMES_PER_REQUEST`` entries, none repeated (400);
-a Range header number has at most :data:`MAX_RANGE_DIGITS` digits (416).
+a Range header number has at most :data:`MAX_RANGE_DIGITS` digits (416); a rendered
+``viewport`` is at most 4096 x 4096 pixels (400); a rendered study or series has at most
+:data:`MAX_RENDERED_INSTANCES` images (400), their first frames within ``DICOM_MAX_DECODED_BYTES`` (406).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -31,7 +35,7 @@ from pydicom.dataset import Dataset
 
 from . import bulkdata, negotiation
 from .dicomjson import keyword_key
-from .errors import BadRequest, NotAcceptable, NotFound, RangeNotSatisfiable
+from .errors import BadRequest, DicomServerError, NotAcceptable, NotFound, RangeNotSatisfiable
 from .identifiers import InstanceKey, SeriesKey, StudyKey
 from .mediatypes import (
     APPLICATION_DICOM,
@@ -46,12 +50,17 @@ from .mediatypes import (
 from .multipart import iter_multipart, new_boundary
 from .settings import Settings
 from .stores import BlobStore, IndexedInstance, IndexStore, OpenedInstance
+from .stores.model import SeriesSnapshot
 from .transcode import (
     DEFAULT_BUDGET,
     MAX_TRANSCODE_BYTES,
+    MAX_VIEWPORT,
     TARGETS,
     TRANSCODABLE,
+    WINDOW_FUNCTIONS,
     DecodeBudget,
+    Viewport,
+    Window,
     check_budget,
     check_size,
     frame_header,
@@ -66,6 +75,8 @@ from .urls import DicomWebUrl
 DEFAULT_MAX_FRAMES_PER_REQUEST = 1000
 #: Digits of a number in a Range header: values are at most 4 GiB (10 digits); more is a 416, never a parse error.
 MAX_RANGE_DIGITS = 18
+
+log = logging.getLogger(__name__)
 
 
 def decode_budget(settings: Settings) -> DecodeBudget:
@@ -565,13 +576,17 @@ async def retrieve_rendered(
     frame: int,
     accept: str | None,
     quality: int,
+    viewport: Viewport | None = None,
+    window: Window | None = None,
     budget: DecodeBudget = DEFAULT_BUDGET,
 ) -> Retrieved:
     """A frame rendered as JPEG (default) or PNG, windowed from the instance (PS3.18 §10.4.1.1.5).
 
-    The frame is decoded from its own bytes (a ranged read of the frame table) when the stored
-    metadata describes the pixels; otherwise from the whole file (at most 100 MB, as in Azure),
-    decoding that frame only.  Either way one frame over ``budget`` is a 406 before anything is decoded.
+    ``viewport`` (PS3.18 §8.3.5.1.3) crops to its source region and scales to fit its size;
+    ``window`` (§8.3.5.1.4) replaces the instance's VOI.  The frame is decoded from its own bytes
+    (a ranged read of the frame table) when the stored metadata describes the pixels; otherwise
+    from the whole file (at most 100 MB, as in Azure), decoding that frame only.  Either way one
+    frame over ``budget`` is a 406 before anything is decoded.
 
     Raises
     ------
@@ -580,31 +595,12 @@ async def retrieve_rendered(
     NotAcceptable
         Unsupported Accept, pixel data that cannot be decoded, a frame over the decoded-size
         budget, or (whole-file path) an instance over 100 MB.
+    BadRequest
+        The viewport's source region lies outside the image.
     """
     media_type = negotiation.rendered(accept).media_type
     stored = await asyncio.to_thread(index.get_instance, key)
-    if stored is not None and stored.frames and frame > len(stored.frames):
-        raise NotFound(f"The instance has {len(stored.frames)} frame(s); frame {frame} does not exist.")
-    header = await _frame_header(blobs, stored) if stored is not None else None
-    if header is not None:
-        check_budget(header, 1, budget)
-    if stored is not None and stored.frames and header is not None:
-        ranges = stored.frames[frame - 1]
-
-        def read_and_render(header: Dataset = header) -> bytes:
-            encoded = b"".join(_frame_chunks(blobs, key, ranges))
-            return render_frame(header, stored.transfer_syntax_uid, encoded, media_type, quality, budget)
-
-        image = await asyncio.to_thread(read_and_render)
-        return Retrieved(media_type, _single(image), {"Content-Length": str(len(image))})
-    opened = await asyncio.to_thread(blobs.open_instance, key)
-    try:
-        check_size(opened.size)
-    except NotAcceptable:
-        opened.chunks.close()  # type: ignore[attr-defined]
-        raise
-    data = await asyncio.to_thread(lambda: b"".join(opened.chunks))
-    image = await asyncio.to_thread(render, data, frame, media_type, quality, budget)
+    image = await _render_one(blobs, key, stored, frame, media_type, quality, viewport, window, budget)
     return Retrieved(media_type, _single(image), {"Content-Length": str(len(image))})
 
 
@@ -727,4 +723,445 @@ async def retrieve_series_metadata(
         accept=accept,
         if_none_match=if_none_match,
         base_url=base_url,
+    )
+
+
+# -- rendered resources: parameters, one image, thumbnails, rendered studies and series -----------
+
+#: Instances one rendered study or series may hold (one image each): more is a 400 (render series or instances).
+MAX_RENDERED_INSTANCES = 1000
+#: The viewport of a thumbnail when the request names none (PS3.18 §10.4.1.1.6 leaves the size to the server).
+THUMBNAIL_VIEWPORT = Viewport(128, 128)
+#: Instances a study or series thumbnail tries (the representative one first) before it is a 404 (or 406).
+THUMBNAIL_ATTEMPTS = 3
+
+_VIEWPORT_NUMBER = re.compile(r"-?[0-9]{1,9}")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,16}(?:\.[0-9]{0,16})?|\.[0-9]{1,16})(?:[eE][+-]?[0-9]{1,3})?")
+
+
+def _shown(value: str) -> str:
+    return value if len(value) <= 64 else value[:64] + "..."
+
+
+def parse_viewport(value: str | None) -> Viewport | None:
+    """The ``viewport`` query parameter (PS3.18 §8.3.5.1.3): ``vw,vh`` or ``vw,vh,sx,sy,sw,sh``.
+
+    ``vw`` and ``vh`` are 1 to :data:`~.transcode.MAX_VIEWPORT` (4096) pixels; ``sx``, ``sy`` (the
+    source region's top left pixel) are at least 0; ``sw``, ``sh`` (its size) are not 0, and a
+    negative one flips the image along that axis.
+
+    Raises
+    ------
+    BadRequest
+        For anything else.
+    """
+    if value is None:
+        return None
+    parts = [part.strip() for part in value.split(",")]
+    if len(parts) not in (2, 6) or not all(_VIEWPORT_NUMBER.fullmatch(part) for part in parts):
+        raise BadRequest(
+            f"The viewport '{_shown(value)}' is not vw,vh or vw,vh,sx,sy,sw,sh (integers, PS3.18 §8.3.5.1.3)."
+        )
+    numbers = [int(part) for part in parts]
+    width, height = numbers[0], numbers[1]
+    if width < 1 or height < 1:
+        raise BadRequest(f"The viewport '{value}' is invalid: its width and height must be positive.")
+    if width > MAX_VIEWPORT or height > MAX_VIEWPORT:
+        raise BadRequest(f"The viewport '{value}' is too large: at most {MAX_VIEWPORT} x {MAX_VIEWPORT} pixels.")
+    if len(numbers) == 2:
+        return Viewport(width, height)
+    sx, sy, sw, sh = numbers[2:]
+    if sx < 0 or sy < 0 or sw == 0 or sh == 0:
+        raise BadRequest(
+            f"The viewport '{value}' is invalid: sx and sy must be at least 0, and sw and sh must not be 0."
+        )
+    return Viewport(width, height, (sx, sy, sw, sh))
+
+
+def parse_window(value: str | None) -> Window | None:
+    """The ``window`` query parameter (PS3.18 §8.3.5.1.4): ``center,width[,function]``.
+
+    ``center`` and ``width`` are decimal numbers in the modality LUT's output units; ``function`` is
+    ``linear`` (the default; ``width`` at least 1), ``linear-exact`` or ``sigmoid`` (``width`` over 0).
+
+    Raises
+    ------
+    BadRequest
+        For anything else.
+    """
+    if value is None:
+        return None
+    parts = [part.strip() for part in value.split(",")]
+    if len(parts) not in (2, 3) or not all(_DECIMAL.fullmatch(part) for part in parts[:2]):
+        raise BadRequest(
+            f"The window '{_shown(value)}' is not center,width,function (decimal numbers and one of "
+            f"{', '.join(WINDOW_FUNCTIONS)}; PS3.18 §8.3.5.1.4)."
+        )
+    center, width = float(parts[0]), float(parts[1])
+    function = parts[2].lower() if len(parts) == 3 else "linear"
+    if function not in WINDOW_FUNCTIONS:
+        raise BadRequest(f"The window function '{_shown(parts[2])}' is not one of {', '.join(WINDOW_FUNCTIONS)}.")
+    if not (math.isfinite(center) and math.isfinite(width)):
+        raise BadRequest(f"The window '{_shown(value)}' has a number out of range.")
+    if width < 1 if function == "linear" else width <= 0:
+        least = "at least 1" if function == "linear" else "over 0"
+        raise BadRequest(f"The window width {parts[1]} is invalid: for {function} it must be {least}.")
+    return Window(center, width, function)
+
+
+async def _render_one(
+    blobs: BlobStore,
+    key: InstanceKey,
+    stored: IndexedInstance | None,
+    frame: int,
+    media_type: str,
+    quality: int,
+    viewport: Viewport | None,
+    window: Window | None,
+    budget: DecodeBudget,
+) -> bytes:
+    """One frame of an instance rendered (``stored``: its index entry, or None); see :func:`retrieve_rendered`."""
+    if stored is not None and stored.frames and frame > len(stored.frames):
+        raise NotFound(f"The instance has {len(stored.frames)} frame(s); frame {frame} does not exist.")
+    header = await _frame_header(blobs, stored) if stored is not None else None
+    if header is not None:
+        check_budget(header, 1, budget)
+    if stored is not None and stored.frames and header is not None:
+        ranges = stored.frames[frame - 1]
+        transfer_syntax = stored.transfer_syntax_uid
+
+        def read_and_render(header: Dataset = header) -> bytes:
+            encoded = b"".join(_frame_chunks(blobs, key, ranges))
+            return render_frame(
+                header, transfer_syntax, encoded, media_type, quality, budget, viewport=viewport, window=window
+            )
+
+        return await asyncio.to_thread(read_and_render)
+    opened = await asyncio.to_thread(blobs.open_instance, key)
+    try:
+        check_size(opened.size)
+    except NotAcceptable:
+        opened.chunks.close()  # type: ignore[attr-defined]
+        raise
+    data = await asyncio.to_thread(lambda: b"".join(opened.chunks))
+    return await asyncio.to_thread(render, data, frame, media_type, quality, budget, viewport=viewport, window=window)
+
+
+async def retrieve_thumbnail(
+    *,
+    blobs: BlobStore,
+    index: IndexStore,
+    key: InstanceKey,
+    frame: int = 1,
+    accept: str | None,
+    quality: int = 100,
+    viewport: Viewport | None = None,
+    window: Window | None = None,
+    budget: DecodeBudget = DEFAULT_BUDGET,
+) -> Retrieved:
+    """The thumbnail of an instance (its first frame) or of one frame (PS3.18 §10.4.1.1.6).
+
+    A rendered frame (:func:`retrieve_rendered`) scaled to fit ``viewport``, by default
+    :data:`THUMBNAIL_VIEWPORT` (128 x 128); JPEG unless PNG is asked for.
+    """
+    return await retrieve_rendered(
+        blobs=blobs,
+        index=index,
+        key=key,
+        frame=frame,
+        accept=accept,
+        quality=quality,
+        viewport=viewport or THUMBNAIL_VIEWPORT,
+        window=window,
+        budget=budget,
+    )
+
+
+def _attribute(attrs: dict[str, Any], keyword: str) -> Any:
+    """The first value of an attribute in DICOM JSON (None when absent or empty)."""
+    values = (attrs.get(keyword_key(keyword)) or {}).get("Value") or [None]
+    return values[0]
+
+
+def _number(attrs: dict[str, Any], keyword: str) -> float:
+    """A numeric attribute (IS, DS, US) of DICOM JSON; infinity when absent or unreadable (sorts last)."""
+    try:
+        number = float(_attribute(attrs, keyword))
+    except (TypeError, ValueError):
+        return math.inf
+    return number if math.isfinite(number) else math.inf
+
+
+def _thumbnail_candidates(
+    series: list[SeriesSnapshot], series_instance_uid: str | None
+) -> list[tuple[str, str]] | None:
+    """The image instances to try for a study or series thumbnail, the representative one first.
+
+    Series in SeriesNumber order (then as stored); in each, the image instances (those with Rows)
+    in InstanceNumber order; its middle one represents the series.  The middle instance of the first
+    series that has images comes first, then those of the next series.  Returns ``(series UID, SOP
+    Instance UID)`` pairs; None when there is no such series.
+    """
+    chosen = [
+        (position, s)
+        for position, s in enumerate(series)
+        if series_instance_uid is None or _attribute(s.attrs, "SeriesInstanceUID") == series_instance_uid
+    ]
+    if not chosen:
+        return None
+    chosen.sort(key=lambda item: (_number(item[1].attrs, "SeriesNumber"), item[0]))
+    candidates: list[tuple[str, str]] = []
+    for _, s in chosen:
+        series_uid = _attribute(s.attrs, "SeriesInstanceUID")
+        images = [
+            (position, attrs)
+            for position, attrs in enumerate(s.instances)
+            if _attribute(attrs, "Rows") and _attribute(attrs, "SOPInstanceUID")
+        ]
+        if not series_uid or not images:
+            continue
+        images.sort(key=lambda item: (_number(item[1], "InstanceNumber"), item[0]))
+        middle = images[len(images) // 2][1]
+        candidates.append((str(series_uid), str(_attribute(middle, "SOPInstanceUID"))))
+    return candidates
+
+
+async def retrieve_thumbnail_study(
+    *,
+    blobs: BlobStore,
+    index: IndexStore,
+    study: StudyKey,
+    series_instance_uid: str | None = None,
+    accept: str | None,
+    quality: int = 100,
+    viewport: Viewport | None = None,
+    window: Window | None = None,
+    budget: DecodeBudget = DEFAULT_BUDGET,
+) -> Retrieved:
+    """The thumbnail of a study or series (PS3.18 §10.4.1.1.6): one representative image.
+
+    The representative image is the middle frame of the middle instance (by InstanceNumber) of
+    the first series (by SeriesNumber) that has images (:func:`_thumbnail_candidates`); when it
+    cannot be rendered, the next series' is tried, :data:`THUMBNAIL_ATTEMPTS` instances at most.
+    One read of the study's index documents, then as :func:`retrieve_thumbnail`.
+
+    Raises
+    ------
+    NotFound
+        Unknown study or series, or no instance with pixel data that can be rendered.
+    NotAcceptable
+        Unsupported Accept, or the instances tried could not be decoded (or are over ``budget``).
+    """
+    media_type = negotiation.rendered(accept).media_type
+    snapshot = await asyncio.to_thread(index.study_snapshot, study)
+    what = f"series {series_instance_uid} of study" if series_instance_uid else "study"
+    candidates = _thumbnail_candidates(snapshot.series, series_instance_uid) if snapshot is not None else None
+    if candidates is None:
+        raise NotFound(f"The {what} {study.study_instance_uid} was not found.")
+    failures: list[DicomServerError] = []
+    for series_uid, sop_uid in candidates[:THUMBNAIL_ATTEMPTS]:
+        key = InstanceKey(study.partition, study.study_instance_uid, series_uid, sop_uid)
+        stored = await asyncio.to_thread(index.get_instance, key)
+        if stored is None:
+            continue  # deleted meanwhile
+        frame = (len(stored.frames) + 1) // 2 if stored.frames else 1
+        try:
+            image = await _render_one(
+                blobs, key, stored, frame, media_type, quality, viewport or THUMBNAIL_VIEWPORT, window, budget
+            )
+        except (NotFound, NotAcceptable, BadRequest) as exc:
+            failures.append(exc)
+            continue
+        return Retrieved(media_type, _single(image), {"Content-Length": str(len(image))})
+    raise _first_failure(failures, NotFound(f"The {what} {study.study_instance_uid} has no image to render."))
+
+
+async def retrieve_thumbnail_series(
+    *,
+    blobs: BlobStore,
+    index: IndexStore,
+    series: SeriesKey,
+    accept: str | None,
+    quality: int = 100,
+    viewport: Viewport | None = None,
+    window: Window | None = None,
+    budget: DecodeBudget = DEFAULT_BUDGET,
+) -> Retrieved:
+    """The thumbnail of a series: :func:`retrieve_thumbnail_study` narrowed to it."""
+    return await retrieve_thumbnail_study(
+        blobs=blobs,
+        index=index,
+        study=series.study,
+        series_instance_uid=series.series_instance_uid,
+        accept=accept,
+        quality=quality,
+        viewport=viewport,
+        window=window,
+        budget=budget,
+    )
+
+
+def _first_failure(failures: list[DicomServerError], otherwise: DicomServerError) -> DicomServerError:
+    """The first failure that says more than "not found" (400, 406), else ``otherwise``."""
+    return next((f for f in failures if not isinstance(f, NotFound)), otherwise)
+
+
+def _renderable_instances(
+    blobs: BlobStore,
+    index: IndexStore,
+    study: StudyKey,
+    series_instance_uid: str | None,
+    budget: DecodeBudget,
+) -> list[InstanceKey]:
+    """The instances of a study or series that have pixel data, in rendering order, within the limits.
+
+    One paged query of the stored metadata (blob reads only for metadata too large for the index).
+    Order: SeriesNumber, then InstanceNumber (then UIDs).  Instances without pixel data are left out.
+
+    Raises
+    ------
+    NotFound
+        No instance, or none with pixel data.
+    BadRequest
+        More than :data:`MAX_RENDERED_INSTANCES` instances with pixel data.
+    NotAcceptable
+        A frame over ``budget.frame_bytes``, or the first frames of all of them over ``budget.instance_bytes``.
+    """
+    what = f"series {series_instance_uid} of study" if series_instance_uid else "study"
+    found = False
+    total = 0
+    ranked: list[tuple[tuple[float, str, float, str], InstanceKey]] = []
+    for key, inline in index.iter_metadata(study, series_instance_uid):
+        found = True
+        try:
+            data = inline.encode() if inline is not None else blobs.get_metadata(key)[0]
+        except NotFound:
+            continue  # deleted meanwhile
+        metadata = json.loads(data)
+        if keyword_key("PixelData") not in metadata and keyword_key("Rows") not in metadata:
+            continue
+        if len(ranked) >= MAX_RENDERED_INSTANCES:
+            raise BadRequest(
+                f"The {what} {study.study_instance_uid} has more than {MAX_RENDERED_INSTANCES} images; at most "
+                f"{MAX_RENDERED_INSTANCES} can be rendered in one request. Ask for its series or instances."
+            )
+        header = frame_header(metadata)
+        if header is not None:
+            try:
+                total += check_budget(header, 1, budget)
+            except NotAcceptable as exc:
+                raise NotAcceptable(f"The instance {key.sop_instance_uid} cannot be rendered: {exc.message}") from None
+        rank = (
+            _number(metadata, "SeriesNumber"),
+            key.series_instance_uid,
+            _number(metadata, "InstanceNumber"),
+            key.sop_instance_uid,
+        )
+        ranked.append((rank, key))
+    if not found:
+        raise NotFound(f"The {what} {study.study_instance_uid} was not found.")
+    if not ranked:
+        raise NotFound(f"The {what} {study.study_instance_uid} has no image to render.")
+    if total > budget.instance_bytes:
+        raise NotAcceptable(
+            f"The {len(ranked)} images of the {what} {study.study_instance_uid} decode to {total} bytes, over the "
+            f"budget of {budget.instance_bytes} decoded bytes per request (DICOM_MAX_DECODED_BYTES). "
+            "Ask for its series or instances."
+        )
+    ranked.sort(key=lambda item: item[0])
+    return [key for _, key in ranked]
+
+
+async def retrieve_rendered_study(
+    *,
+    blobs: BlobStore,
+    index: IndexStore,
+    study: StudyKey,
+    series_instance_uid: str | None = None,
+    accept: str | None,
+    quality: int = 100,
+    viewport: Viewport | None = None,
+    window: Window | None = None,
+    budget: DecodeBudget = DEFAULT_BUDGET,
+) -> Retrieved:
+    """Every image of a study or series rendered, one part each, streamed (PS3.18 §10.4.1.1.5).
+
+    ``multipart/related; type="image/jpeg"`` (or ``image/png``): the first frame of each instance
+    with pixel data (others are left out), in SeriesNumber then InstanceNumber order, rendered as
+    :func:`retrieve_rendered` renders it (``viewport``, ``window``, ``quality``), one instance at a
+    time as the response is written.  At most :data:`MAX_RENDERED_INSTANCES` images; their first
+    frames are checked against ``budget`` from the stored metadata before anything is decoded,
+    and the first image is rendered before the response starts.  An instance that cannot be
+    rendered (deleted meanwhile, undecodable, the viewport's region outside it) is left out.
+
+    Raises
+    ------
+    NotFound
+        Unknown study or series, or no image in it that can be rendered.
+    BadRequest
+        Over :data:`MAX_RENDERED_INSTANCES` images, or the viewport's region outside all of them.
+    NotAcceptable
+        Unsupported Accept, images over ``budget``, or none that can be decoded.
+    """
+    media_type = negotiation.rendered_multipart(accept).media_type
+    keys = await asyncio.to_thread(_renderable_instances, blobs, index, study, series_instance_uid, budget)
+    failures: list[DicomServerError] = []
+
+    async def image(key: InstanceKey) -> bytes | None:
+        stored = await asyncio.to_thread(index.get_instance, key)
+        if stored is None:
+            return None  # deleted meanwhile
+        try:
+            return await _render_one(blobs, key, stored, 1, media_type, quality, viewport, window, budget)
+        except (NotFound, NotAcceptable, BadRequest) as exc:
+            log.info("rendered %s: instance %s left out: %s", media_type, key.sop_instance_uid, exc.message)
+            failures.append(exc)
+            return None
+
+    # The first image is rendered before the response starts: a series none of whose images can be
+    # rendered is a 4xx, not an empty multipart.
+    first: bytes | None = None
+    position = 0
+    while first is None and position < len(keys):
+        first = await image(keys[position])
+        position += 1
+    if first is None:
+        what = f"series {series_instance_uid} of study" if series_instance_uid else "study"
+        raise _first_failure(failures, NotFound(f"The {what} {study.study_instance_uid} has no image to render."))
+    boundary = new_boundary()
+
+    async def parts() -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
+        yield media_type, _single(first)
+        for key in keys[position:]:
+            rendered = await image(key)
+            if rendered is not None:
+                yield media_type, _single(rendered)
+
+    return Retrieved(
+        f'{MULTIPART_RELATED}; type="{media_type}"; boundary={boundary}', iter_multipart(parts(), boundary)
+    )
+
+
+async def retrieve_rendered_series(
+    *,
+    blobs: BlobStore,
+    index: IndexStore,
+    series: SeriesKey,
+    accept: str | None,
+    quality: int = 100,
+    viewport: Viewport | None = None,
+    window: Window | None = None,
+    budget: DecodeBudget = DEFAULT_BUDGET,
+) -> Retrieved:
+    """Every image of a series rendered: :func:`retrieve_rendered_study` narrowed to it."""
+    return await retrieve_rendered_study(
+        blobs=blobs,
+        index=index,
+        study=series.study,
+        series_instance_uid=series.series_instance_uid,
+        accept=accept,
+        quality=quality,
+        viewport=viewport,
+        window=window,
+        budget=budget,
     )

@@ -20,34 +20,42 @@ Found = list[dict[str, Any]]
 @bp.route(route="v2/studies", methods=["GET"], auth_level=ANONYMOUS)
 @dicomweb(Action.READ)
 async def search_for_studies(r: DicomWebRequest) -> Found:
-    return await qido.search_for_studies(index=r.svc.index, params=r.params, accept=r.accept)
+    return await qido.search_for_studies(index=r.svc.index, params=r.params, accept=r.accept, base_url=r.url.base)
 
 
 @bp.route(route="v2/series", methods=["GET"], auth_level=ANONYMOUS)
 @dicomweb(Action.READ)
 async def search_for_series(r: DicomWebRequest) -> Found:
-    return await qido.search_for_series(index=r.svc.index, params=r.params, accept=r.accept)
+    return await qido.search_for_series(index=r.svc.index, params=r.params, accept=r.accept, base_url=r.url.base)
 
 
 @bp.route(route="v2/studies/{study}/series", methods=["GET"], auth_level=ANONYMOUS)
 @dicomweb(Action.READ)
 async def search_for_series_in_study(r: DicomWebRequest) -> Found:
     return await qido.search_for_series(
-        index=r.svc.index, params=r.params, accept=r.accept, study_instance_uid=r.url.require_study().study
+        index=r.svc.index,
+        params=r.params,
+        accept=r.accept,
+        base_url=r.url.base,
+        study_instance_uid=r.url.require_study().study,
     )
 
 
 @bp.route(route="v2/instances", methods=["GET"], auth_level=ANONYMOUS)
 @dicomweb(Action.READ)
 async def search_for_instances(r: DicomWebRequest) -> Found:
-    return await qido.search_for_instances(index=r.svc.index, params=r.params, accept=r.accept)
+    return await qido.search_for_instances(index=r.svc.index, params=r.params, accept=r.accept, base_url=r.url.base)
 
 
 @bp.route(route="v2/studies/{study}/instances", methods=["GET"], auth_level=ANONYMOUS)
 @dicomweb(Action.READ)
 async def search_for_instances_in_study(r: DicomWebRequest) -> Found:
     return await qido.search_for_instances(
-        index=r.svc.index, params=r.params, accept=r.accept, study_instance_uid=r.url.require_study().study
+        index=r.svc.index,
+        params=r.params,
+        accept=r.accept,
+        base_url=r.url.base,
+        study_instance_uid=r.url.require_study().study,
     )
 
 
@@ -58,6 +66,7 @@ async def search_for_instances_in_series(r: DicomWebRequest) -> Found:
         index=r.svc.index,
         params=r.params,
         accept=r.accept,
+        base_url=r.url.base,
         study_instance_uid=r.url.require_series().study,
         series_instance_uid=r.url.series,
     )

@@ -1,8 +1,12 @@
 """WADO-RS (PS3.18 §10.4): studies, series and instances, their metadata, frames, rendered images and bulk data.
 
-Each function is :mod:`dicomserver.wado`'s function of the same name (both rendered
-resources call :func:`dicomserver.wado.retrieve_rendered`).
+Each function is :mod:`dicomserver.wado`'s function of the same name (the rendered instance and
+frame call :func:`dicomserver.wado.retrieve_rendered`, their thumbnails
+:func:`dicomserver.wado.retrieve_thumbnail`).  Every rendered resource and thumbnail reads the
+``quality``, ``viewport`` and ``window`` query parameters (PS3.18 §8.3.5.1).
 """
+
+from typing import Any
 
 import azure.functions as func
 
@@ -108,6 +112,60 @@ async def retrieve_rendered_frame(r: DicomWebRequest) -> Retrieved:
     return await _rendered(r, _one_frame(r))
 
 
+@bp.route(route=_STUDY + "/rendered", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def retrieve_rendered_study(r: DicomWebRequest) -> Retrieved:
+    return await wado.retrieve_rendered_study(
+        blobs=r.svc.blobs, index=r.svc.index, study=r.url.study_key, accept=r.accept, budget=r.budget, **_rendering(r)
+    )
+
+
+@bp.route(route=_SERIES + "/rendered", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def retrieve_rendered_series(r: DicomWebRequest) -> Retrieved:
+    return await wado.retrieve_rendered_series(
+        blobs=r.svc.blobs, index=r.svc.index, series=r.url.series_key, accept=r.accept, budget=r.budget, **_rendering(r)
+    )
+
+
+@bp.route(route=_STUDY + "/thumbnail", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def retrieve_thumbnail_study(r: DicomWebRequest) -> Retrieved:
+    return await wado.retrieve_thumbnail_study(
+        blobs=r.svc.blobs, index=r.svc.index, study=r.url.study_key, accept=r.accept, budget=r.budget, **_rendering(r)
+    )
+
+
+@bp.route(route=_SERIES + "/thumbnail", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def retrieve_thumbnail_series(r: DicomWebRequest) -> Retrieved:
+    return await wado.retrieve_thumbnail_series(
+        blobs=r.svc.blobs, index=r.svc.index, series=r.url.series_key, accept=r.accept, budget=r.budget, **_rendering(r)
+    )
+
+
+@bp.route(route=_INSTANCE + "/thumbnail", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def retrieve_thumbnail_instance(r: DicomWebRequest) -> Retrieved:
+    return await wado.retrieve_thumbnail(
+        blobs=r.svc.blobs, index=r.svc.index, key=r.url.instance_key, accept=r.accept, budget=r.budget, **_rendering(r)
+    )
+
+
+@bp.route(route=_INSTANCE + "/frames/{frame}/thumbnail", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def retrieve_thumbnail_frame(r: DicomWebRequest) -> Retrieved:
+    return await wado.retrieve_thumbnail(
+        blobs=r.svc.blobs,
+        index=r.svc.index,
+        key=r.url.instance_key,
+        frame=_one_frame(r),
+        accept=r.accept,
+        budget=r.budget,
+        **_rendering(r),
+    )
+
+
 @bp.route(route=_INSTANCE + "/bulkdata/{*path}", methods=["GET"], auth_level=ANONYMOUS)
 @dicomweb(Action.READ)
 async def retrieve_bulkdata(r: DicomWebRequest) -> Retrieved:
@@ -129,9 +187,18 @@ async def _rendered(r: DicomWebRequest, frame: int) -> Retrieved:
         key=r.url.instance_key,
         frame=frame,
         accept=r.accept,
-        quality=wado.parse_quality(r.param("quality")),
         budget=r.budget,
+        **_rendering(r),
     )
+
+
+def _rendering(r: DicomWebRequest) -> dict[str, Any]:
+    """The rendered query parameters (PS3.18 §8.3.5.1): ``quality``, ``viewport``, ``window`` (400 when malformed)."""
+    return {
+        "quality": wado.parse_quality(r.param("quality")),
+        "viewport": wado.parse_viewport(r.param("viewport")),
+        "window": wado.parse_window(r.param("window")),
+    }
 
 
 def _one_frame(r: DicomWebRequest) -> int:

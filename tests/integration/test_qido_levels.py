@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Iterator
+from typing import Any
 
 import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from dicomserver import qido
 from dicomserver.attributes import all_index_tags
 from dicomserver.dicomjson import dataset_to_json, select
 from dicomserver.identifiers import DEFAULT_PARTITION, Level
@@ -151,3 +154,77 @@ def test_instance_paging_never_repeats_or_skips(services: Services, world: World
     pages = [values(run(services, INSTANCES, mine, ("limit", "2"), ("offset", str(o))), "00080018") for o in (0, 2, 4)]
     everything = world.instances[world.ct1] + world.instances[world.mr1] + world.instances[world.ct3]
     assert pages[0] + pages[1] + pages[2] == everything
+
+
+BASE = "https://dicom.example/v2"
+
+
+def search(call: Any, services: Services, *pairs: tuple[str, str], **uids: str) -> list[dict[str, Any]]:
+    """One qido.search_for_* call, as the HTTP functions make it (with the public base URL)."""
+    return asyncio.run(call(index=services.index, params=list(pairs), base_url=BASE, **uids))  # type: ignore[no-any-return]
+
+
+def test_defaults_are_what_a_viewer_needs_at_every_level(services: Services) -> None:
+    """PS3.18 Tables 10.6.3-3/-4/-5 without includefield (the "Viewer-ready" issue)."""
+    study, ct, mr = generate_uid(), generate_uid(), generate_uid()
+    patient = f"V-{study[-10:]}"
+    common = {"study": study, "patient_id": patient, "StudyID": "S-42", "PatientSex": "F", "StudyTime": "093000"}
+    cts = [
+        add(
+            services,
+            series=ct,
+            modality="CT",
+            SeriesNumber=3,
+            SeriesDescription="Axial",
+            InstanceNumber=n,
+            **common,
+        )
+        for n in (1, 2)
+    ]
+    add(services, series=mr, modality="MR", SeriesNumber=4, SeriesDescription="T1", InstanceNumber=1, **common)
+
+    (found,) = search(qido.search_for_studies, services, ("PatientID", patient))
+    assert found["00080030"]["Value"] == ["093000"]  # StudyTime
+    assert found["00200010"]["Value"] == ["S-42"]  # StudyID
+    assert found["00100040"]["Value"] == ["F"]  # PatientSex
+    assert found["00080061"]["Value"] == ["CT", "MR"]  # ModalitiesInStudy
+    assert found["00201206"]["Value"] == [2]  # NumberOfStudyRelatedSeries
+    assert found["00201208"]["Value"] == [3]  # NumberOfStudyRelatedInstances
+    assert found["00080056"]["Value"] == ["ONLINE"]  # InstanceAvailability
+    assert found["00081190"]["Value"] == [f"{BASE}/studies/{study}"]  # RetrieveURL
+    assert found["00080005"]["Value"] == ["ISO_IR 192"]  # SpecificCharacterSet
+    assert "00101010" not in found  # PatientAge: not in the instance, so omitted
+
+    series_url = f"{BASE}/studies/{study}/series/{ct}"
+    (everywhere,) = search(qido.search_for_series, services, ("SeriesInstanceUID", ct))
+    (in_study,) = search(qido.search_for_series, services, ("Modality", "CT"), study_instance_uid=study)
+    for series in (everywhere, in_study):
+        assert series["00200011"]["Value"] == [3]  # SeriesNumber
+        assert series["0008103E"]["Value"] == ["Axial"]  # SeriesDescription
+        assert series["00201209"]["Value"] == [2]  # NumberOfSeriesRelatedInstances
+        assert series["00081190"]["Value"] == [series_url]
+    assert everywhere["00080061"]["Value"] == ["CT", "MR"]  # /series also carries the study's attributes
+    assert everywhere["00200010"]["Value"] == ["S-42"]
+    assert "00200010" not in in_study and "00080061" not in in_study
+
+    second = str(cts[1].SOPInstanceUID)
+    instance_url = f"{series_url}/instances/{second}"
+    (anywhere,) = search(qido.search_for_instances, services, ("SOPInstanceUID", second))
+    (in_series,) = search(
+        qido.search_for_instances,
+        services,
+        ("SOPInstanceUID", second),
+        study_instance_uid=study,
+        series_instance_uid=ct,
+    )
+    for instance in (anywhere, in_series):
+        assert instance["00200013"]["Value"] == [2]  # InstanceNumber
+        assert instance["00080016"]["Value"] == [str(cts[1].SOPClassUID)]  # SOPClassUID
+        assert (instance["00280010"]["Value"], instance["00280011"]["Value"]) == ([8], [8])  # Rows, Columns
+        assert instance["00280100"]["Value"] == [16]  # BitsAllocated
+        assert instance["00081190"]["Value"] == [instance_url]
+    assert anywhere["00200011"]["Value"] == [3]  # /instances: the series' and study's attributes too
+    assert anywhere["00100040"]["Value"] == ["F"]
+    assert anywhere["00201208"]["Value"] == [3]
+    assert "00201209" not in anywhere  # the series count is not kept on instances: omitted, not 0
+    assert "00200011" not in in_series and "00100040" not in in_series

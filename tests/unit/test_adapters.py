@@ -55,8 +55,8 @@ def test_functions_are_named_as_the_core_functions_they_call() -> None:
     for name in http_functions():
         prefix = next(p for p in CORE if name.startswith(p))
         core_name = name.removesuffix("_in_study").removesuffix("_in_series")
-        if core_name.startswith("retrieve_rendered_"):
-            core_name = "retrieve_rendered"
+        if not hasattr(CORE[prefix], core_name) and core_name.startswith(("retrieve_rendered_", "retrieve_thumbnail_")):
+            core_name = core_name.removesuffix("_instance").removesuffix("_frame")  # one core function for both
         assert callable(getattr(CORE[prefix], core_name, None)), f"{name}: no {CORE[prefix].__name__}.{core_name}"
 
 

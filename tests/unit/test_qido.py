@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import pytest
+from pydicom.datadict import keyword_for_tag
 
 from dicomserver.errors import BadRequest
 from dicomserver.identifiers import Level
-from dicomserver.qido import Resource, parse_search, result_dataset
+from dicomserver.qido import Resource, parse_search, result_dataset, retrieve_url
 from dicomserver.stores.model import MatchKind, Record
 from tests.search import study_search
 
@@ -81,8 +82,10 @@ def test_results_hold_defaults_match_keys_and_computed_attributes() -> None:
     assert out["00100020"] == {"vr": "LO", "Value": ["P1"]}
     assert out["00080061"] == {"vr": "CS", "Value": ["CT", "MR"]}
     assert out["00201208"] == {"vr": "IS", "Value": [7]}
-    assert "00080030" not in out  # StudyTime only with includefield
-    assert "00201206" not in out
+    # PS3.18 Table 10.6.3-3 attributes are defaults now (Azure v2 returned these only with includefield)
+    assert out["00080030"] == {"vr": "TM", "Value": ["1015"]}
+    assert out["00201206"] == {"vr": "IS", "Value": [2]}
+    assert "00101010" not in out  # PatientAge: only with includefield
 
 
 STUDIES = Resource(Level.STUDY)
@@ -135,8 +138,123 @@ def test_default_attributes_per_resource() -> None:
     assert 0x00100010 in tags(SERIES) and 0x00100010 not in tags(SERIES_IN_STUDY)
     assert 0x0020000D in tags(SERIES_IN_STUDY)
     assert 0x00080060 in tags(INSTANCES_IN_STUDY) and 0x00080060 not in tags(INSTANCES_IN_SERIES)
-    assert 0x00201209 in tags(SERIES, include_all=True) and 0x00201209 not in tags(SERIES)
+    # NumberOfSeriesRelatedInstances is a PS3.18 default now (Azure v2: only with includefield=all)
+    assert 0x00201209 in tags(SERIES) and 0x00201209 in tags(SERIES_IN_STUDY)
+    assert 0x00080021 in tags(SERIES, include_all=True) and 0x00080021 not in tags(SERIES)  # SeriesDate
     assert 0x00200013 in tags(INSTANCES, include_all=True)
+
+
+def keywords(tags: set[int]) -> set[str]:
+    return {keyword_for_tag(tag) for tag in tags}
+
+
+#: PS3.18 Tables 10.6.3-3, -4 and -5 (Azure v2's minimal defaults are a subset of each).
+PS318_STUDY = {
+    "SpecificCharacterSet", "StudyDate", "StudyTime", "AccessionNumber", "InstanceAvailability",
+    "ModalitiesInStudy", "ReferringPhysicianName", "TimezoneOffsetFromUTC", "RetrieveURL", "PatientName",
+    "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID",
+    "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances",
+}  # fmt: skip
+PS318_SERIES = {
+    "SpecificCharacterSet", "Modality", "TimezoneOffsetFromUTC", "SeriesDescription", "RetrieveURL",
+    "SeriesInstanceUID", "SeriesNumber", "NumberOfSeriesRelatedInstances", "PerformedProcedureStepStartDate",
+    "PerformedProcedureStepStartTime", "RequestAttributesSequence",
+}  # fmt: skip
+PS318_INSTANCE = {
+    "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "InstanceAvailability", "TimezoneOffsetFromUTC",
+    "RetrieveURL", "InstanceNumber", "Rows", "Columns", "BitsAllocated", "NumberOfFrames",
+}  # fmt: skip
+AZURE_STUDY = {
+    "StudyDate", "AccessionNumber", "StudyDescription", "ReferringPhysicianName", "PatientName", "PatientID",
+    "PatientBirthDate", "StudyInstanceUID",
+}  # fmt: skip
+AZURE_SERIES = {"Modality", "ManufacturerModelName", "SeriesInstanceUID", "PerformedProcedureStepStartDate"}
+#: The series' own count is on the series documents only: instance results do not carry it.
+SERIES_FOR_INSTANCES = PS318_SERIES - {"NumberOfSeriesRelatedInstances", "RetrieveURL"}
+
+
+@pytest.mark.parametrize(
+    ("resource", "expected"),
+    [
+        (STUDIES, PS318_STUDY | AZURE_STUDY),
+        (SERIES, PS318_SERIES | AZURE_SERIES | PS318_STUDY | AZURE_STUDY),
+        (SERIES_IN_STUDY, PS318_SERIES | AZURE_SERIES | {"StudyInstanceUID"}),
+        (
+            INSTANCES,
+            PS318_INSTANCE | SERIES_FOR_INSTANCES | AZURE_SERIES | PS318_STUDY | AZURE_STUDY,
+        ),
+        (INSTANCES_IN_STUDY, PS318_INSTANCE | SERIES_FOR_INSTANCES | AZURE_SERIES | {"StudyInstanceUID"}),
+        (INSTANCES_IN_SERIES, PS318_INSTANCE | {"StudyInstanceUID", "SeriesInstanceUID"}),
+    ],
+    ids=["studies", "series", "study-series", "instances", "study-instances", "series-instances"],
+)
+def test_defaults_are_the_ps318_required_attributes(resource: Resource, expected: set[str]) -> None:
+    assert keywords(resource.defaults(False)) == expected
+    assert keywords(parse_search(resource, []).include) == expected
+
+
+@pytest.mark.parametrize(
+    ("resource", "extra"),
+    [
+        (STUDIES, {"PatientAge", "PatientWeight", "IssuerOfPatientID", "ProcedureCodeSequence"}),
+        (SERIES_IN_STUDY, {"SeriesDate", "SeriesTime", "Laterality"}),
+        (INSTANCES_IN_SERIES, set()),
+    ],
+)
+def test_includefield_all_adds_the_rest_of_the_level(resource: Resource, extra: set[str]) -> None:
+    defaults = keywords(resource.defaults(False))
+    everything = keywords(parse_search(resource, [("includefield", "all")]).include)
+    assert extra <= everything - defaults
+    assert defaults <= everything
+    named = keywords(parse_search(resource, [("includefield", "PatientAge,SeriesTime")]).include)
+    assert named == defaults | {"PatientAge", "SeriesTime"}
+
+
+def test_retrieve_url_and_instance_availability_per_level() -> None:
+    attrs = {
+        "0020000D": {"vr": "UI", "Value": ["1.2.1"]},
+        "0020000E": {"vr": "UI", "Value": ["1.2.2"]},
+        "00080018": {"vr": "UI", "Value": ["1.2.3"]},
+        "00080056": {"vr": "CS", "Value": ["NEARLINE"]},  # the source archive's value is not ours
+    }
+    record = Record(attrs=attrs, number_of_series_instances=4)
+    base = "https://dicom.example/v2/"
+    urls = {}
+    for resource in (STUDIES, SERIES, INSTANCES):
+        search = parse_search(resource, [])
+        url = retrieve_url(record, search.query, base)
+        out = result_dataset(record, search.include, level=resource.level, retrieve_url=url)
+        urls[resource.level] = out["00081190"]
+        assert out["00080056"] == {"vr": "CS", "Value": ["ONLINE"]}  # /series: with the study's attributes
+    assert urls == {
+        Level.STUDY: {"vr": "UR", "Value": ["https://dicom.example/v2/studies/1.2.1"]},
+        Level.SERIES: {"vr": "UR", "Value": ["https://dicom.example/v2/studies/1.2.1/series/1.2.2"]},
+        Level.INSTANCE: {
+            "vr": "UR",
+            "Value": ["https://dicom.example/v2/studies/1.2.1/series/1.2.2/instances/1.2.3"],
+        },
+    }
+
+
+def test_series_results_count_their_instances_and_instance_results_omit_that_count() -> None:
+    record = Record(attrs={"0020000E": {"vr": "UI", "Value": ["1.2.2"]}}, number_of_series_instances=4)
+    include = frozenset({0x00201209, 0x00081190})
+    assert result_dataset(record, include, level=Level.SERIES) == {"00201209": {"vr": "IS", "Value": [4]}}
+    assert result_dataset(record, include, level=Level.INSTANCE) == {}  # no base URL: no RetrieveURL either
+
+
+def test_retrieve_url_uses_the_path_uids_when_the_record_lacks_them() -> None:
+    search = parse_search(SERIES_IN_STUDY, [], study_instance_uid="1.2.1")
+    record = Record(attrs={"0020000E": {"vr": "UI", "Value": ["1.2.2"]}})
+    assert retrieve_url(record, search.query, "http://h/v2") == "http://h/v2/studies/1.2.1/series/1.2.2"
+    assert retrieve_url(Record(attrs={}), parse_search(STUDIES, []).query, "http://h/v2") is None
+
+
+def test_missing_values_are_omitted() -> None:
+    record = Record(attrs={"0020000D": {"vr": "UI", "Value": ["1.2.1"]}})
+    out = result_dataset(record, parse_search(STUDIES, []).include, level=Level.STUDY)
+    assert set(out) == {"0020000D", "00080056", "00080061", "00201206", "00201208"}
+    assert out["00080061"] == {"vr": "CS"}
 
 
 class TestCaps:
