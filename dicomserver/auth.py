@@ -85,6 +85,10 @@ class Principal:
 
     subject: str
     roles: frozenset[str]
+    #: The token's ``oid``: the caller's object id in the tenant (audit records name the caller by it).
+    object_id: str | None = None
+    #: The client application that asked for the token: ``azp`` (v2 tokens) or ``appid`` (v1).
+    app_id: str | None = None
 
 
 class Authenticator(Protocol):
@@ -317,7 +321,13 @@ class JwtAuthenticator:
         roles = claims.get("roles") or []
         if not isinstance(roles, list):
             roles = [roles]
-        principal = Principal(str(claims.get("oid") or claims.get("sub") or "unknown"), frozenset(map(str, roles)))
+        object_id = _claim(claims, "oid")
+        principal = Principal(
+            object_id or _claim(claims, "sub") or "unknown",
+            frozenset(map(str, roles)),
+            object_id=object_id,
+            app_id=_claim(claims, "azp") or _claim(claims, "appid"),
+        )
         self.authorize(principal, action)
         return principal
 
@@ -329,6 +339,12 @@ class JwtAuthenticator:
             return
         needed = "DICOM Data Owner" if action is not Action.READ else "DICOM Data Reader or Owner"
         raise Forbidden(f"The caller lacks the app role for {action.value}: {needed} is required.")
+
+
+def _claim(claims: dict[str, Any], name: str) -> str | None:
+    """A string claim, or None when absent or not a non-empty string."""
+    value = claims.get(name)
+    return value if isinstance(value, str) and value else None
 
 
 def _bearer(authorization: str | None) -> str:

@@ -54,6 +54,10 @@ SETTING_NAMES: tuple[str, ...] = (
     "FHIR_BEARER_TOKEN",
     "FHIR_PATIENT_IDENTIFIER_SYSTEM",
     "AZURE_CLIENT_ID",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "DICOM_TELEMETRY_CONSOLE",
+    "DICOM_TELEMETRY_FILE",
+    "DICOM_AUDIT_FILE",
 )
 
 
@@ -142,6 +146,15 @@ class Settings:
     fhir_bearer_token: str | None = None
     #: Identifier system of Patient.identifier when the instance has no IssuerOfPatientID.
     fhir_patient_identifier_system: str = "urn:dicomserver:patient-id"
+    #: Application Insights connection string (set by the platform in Azure): request spans and audit
+    #: records are exported there through the Azure Monitor OpenTelemetry distro (dicomserver/telemetry.py).
+    appinsights_connection_string: str | None = None
+    #: Print every request span to stdout (OpenTelemetry's ConsoleSpanExporter; local use).
+    telemetry_console: bool = False
+    #: Append every request span, one JSON object a line, to this file (local use and tests).
+    telemetry_file: str | None = None
+    #: Append every audit record, one JSON object a line, to this file (dicomserver/audit.py).
+    audit_file: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -205,6 +218,10 @@ class Settings:
             fhir_patient_identifier_system=env.get(
                 "FHIR_PATIENT_IDENTIFIER_SYSTEM", defaults.fhir_patient_identifier_system
             ),
+            appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
+            telemetry_console=_flag(env.get("DICOM_TELEMETRY_CONSOLE")),
+            telemetry_file=env.get("DICOM_TELEMETRY_FILE") or None,
+            audit_file=env.get("DICOM_AUDIT_FILE") or None,
         )
 
 

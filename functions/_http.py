@@ -8,23 +8,28 @@ the handler a :class:`DicomWebRequest`, turns what the core returns into a
 response (:func:`respond`) and every :class:`DicomServerError` into a
 DICOM-style error body (:func:`error_response`, the only place that does).
 The storage round trips a request made are returned in ``x-dicom-storage-ops``
-and logged when its body ends.
+and logged when its body ends, with the request's span (dicomserver/telemetry.py)
+and audit record (dicomserver/audit.py); ``x-correlation-id`` names the request.
 """
 
 import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
+from opentelemetry import trace as otel_trace
+from opentelemetry.sdk.trace import SpanProcessor
 
-from dicomserver import opcount
-from dicomserver.auth import Action
+from dicomserver import audit, opcount, telemetry
+from dicomserver.auth import Action, Principal
 from dicomserver.errors import DicomServerError
 from dicomserver.mediatypes import APPLICATION_DICOM_JSON
+from dicomserver.settings import Settings
 from dicomserver.stow import StoreResponse
 from dicomserver.transcode import DecodeBudget
 from dicomserver.urls import DicomWebUrl
@@ -152,52 +157,161 @@ async def handle(req: Request, call: Callable[[Services], Awaitable[Response]], 
 
     Errors become responses here and nowhere else.  The storage round trips
     the request made before its response starts are returned in the
-    ``x-dicom-storage-ops`` header; the log line at its end has them all.
+    ``x-dicom-storage-ops`` header, its correlation id in ``x-correlation-id``.
+    When the response ends (a streamed body: when its last chunk is sent) the
+    request gets its log line with every round trip, its span
+    (:mod:`dicomserver.telemetry`) and its audit record (:mod:`dicomserver.audit`).
     """
-    ops = opcount.start()
-    started = time.perf_counter()
+    exchange = _Exchange(req, action)
     try:
-        # In a worker thread: authentication may fetch the JWKS (dicomserver/auth.py).
-        await asyncio.to_thread(authenticator().authenticate, req.headers.get("authorization"), action)
+        # In a worker thread: authentication may fetch the JWKS (dicomserver/auth.py), and the first
+        # request of the process sets telemetry up.
+        exchange.principal = await asyncio.to_thread(_authenticate, req.headers.get("authorization"), action)
         response = await call(services())
     except DicomServerError as exc:
         if exc.status >= 500:
             log.warning("request failed status=%s: %s", exc.status, exc.message)
         response = error_response(exc)
-    response.headers[opcount.HEADER] = ops.header_value()
+    except Exception:
+        exchange.finish(500)  # the worker answers 500; the request is still logged, traced and audited
+        raise
+    response.headers[opcount.HEADER] = exchange.ops.header_value()
+    response.headers[audit.CORRELATION_HEADER] = exchange.correlation_id
     if isinstance(response, StreamingResponse):
-        response.body_iterator = _logged(response.body_iterator, req, response.status_code, ops, started)
+        response.body_iterator = _finished_after(response.body_iterator, exchange, response.status_code)
     else:
-        _log_operations(req, response.status_code, ops, started)
+        exchange.finish(response.status_code)
     return response
 
 
-def _log_operations(req: Request, status: int, ops: opcount.Operations, started: float) -> None:
-    log.info(
-        "request method=%s route=%s status=%d blob_ops=%d index_ops=%d queue_ops=%d request_charge=%.2f "
-        "elapsed_ms=%.1f",
-        req.method,
-        _route_shape(req.url.path),
-        status,
-        ops.blob,
-        ops.index,
-        ops.queue,
-        ops.request_charge,
-        (time.perf_counter() - started) * 1000,
-    )
+def _authenticate(authorization: str | None, action: Action) -> Principal:
+    telemetry.tracer(_configure_azure_monitor)  # once per process; never raises
+    return authenticator().authenticate(authorization, action)
 
 
-async def _logged(
-    body: AsyncIterator[bytes], req: Request, status: int, ops: opcount.Operations, started: float
-) -> AsyncIterator[bytes]:
+class _Exchange:
+    """One request on its way through :func:`handle`: what its log line, span and audit record need."""
+
+    def __init__(self, req: Request, action: Action) -> None:
+        self.req = req
+        self.action = action
+        self.ops = opcount.start()
+        self.started = time.perf_counter()
+        self.start_time_ns = time.time_ns()
+        self.received = datetime.now(UTC)
+        self.correlation_id = audit.correlation_id(req.headers)
+        self.principal: Principal | None = None
+        self._finished = False
+
+    def finish(self, status: int) -> None:
+        """Log, trace and audit the request (once; each step on its own, none can raise)."""
+        if self._finished:
+            return
+        self._finished = True
+        req = self.req
+        route = telemetry.route_shape(req.url.path)
+        elapsed_ms = (time.perf_counter() - self.started) * 1000
+        log.info(
+            "request method=%s route=%s status=%d blob_ops=%d index_ops=%d queue_ops=%d request_charge=%.2f "
+            "elapsed_ms=%.1f correlation_id=%s",
+            req.method,
+            route,
+            status,
+            self.ops.blob,
+            self.ops.index,
+            self.ops.queue,
+            self.ops.request_charge,
+            elapsed_ms,
+            self.correlation_id,
+        )
+        span = None
+        try:
+            tracer = telemetry.current_tracer()
+            if tracer is not None:
+                attributes = telemetry.request_attributes(
+                    method=req.method,
+                    route=route,
+                    status=status,
+                    action=self.action.value,
+                    correlation_id=self.correlation_id,
+                    ops=self.ops,
+                    elapsed_ms=elapsed_ms,
+                )
+                span = telemetry.finish_request_span(
+                    tracer, headers=req.headers, start_time_ns=self.start_time_ns, attributes=attributes
+                )
+        except Exception as exc:  # noqa: BLE001 - telemetry must never fail a request
+            log.warning("request span not recorded (%s: %s)", type(exc).__name__, exc)
+        try:
+            authorization = req.headers.get("authorization")
+            record = audit.build(
+                method=req.method,
+                path=req.url.path,
+                action=self.action,
+                status=status,
+                caller=audit.caller_of(self.principal, status, authorization),
+                correlation=self.correlation_id,
+                received=self.received,
+            )
+        except Exception as exc:  # noqa: BLE001 - auditing must never fail a request
+            log.warning("audit record not built (%s: %s)", type(exc).__name__, exc)
+            return
+        if span is None:
+            audit.emit(record)
+        else:
+            with otel_trace.use_span(span, end_on_exit=False):  # the record gets the span's operation id
+                audit.emit(record)
+
+
+async def _finished_after(body: AsyncIterator[bytes], exchange: _Exchange, status: int) -> AsyncIterator[bytes]:
     try:
         async for chunk in body:
             yield chunk
     finally:
-        _log_operations(req, status, ops, started)
+        exchange.finish(status)
 
 
-def _route_shape(path: str) -> str:
-    """The path with UIDs replaced by ``{uid}`` (no identifiers in logs beyond what routes need)."""
-    segments = path.split("/")
-    return "/".join("{uid}" if s and s[0].isdigit() else s for s in segments)
+#: The Azure Monitor distro's automatic instrumentations, all kept off: the URLs they record carry UIDs,
+#: blob names and FHIR search values (azure-monitor-opentelemetry 1.8's list; tests/unit/test_telemetry.py
+#: fails when a new version adds one).
+AZURE_MONITOR_INSTRUMENTATIONS = (
+    "azure_sdk",
+    "django",
+    "fastapi",
+    "flask",
+    "httpx",
+    "httpx2",
+    "psycopg2",
+    "requests",
+    "urllib",
+    "urllib3",
+)
+
+
+def _configure_azure_monitor(settings: Settings, span_processors: Sequence[SpanProcessor]) -> None:
+    """Send request spans and audit records to Application Insights (:data:`telemetry.AzureMonitor`).
+
+    In Azure the managed identity (``AZURE_CLIENT_ID``) authenticates the exporter: the Application
+    Insights resource accepts Entra tokens only.  Only the ``dicomserver.audit`` logger is exported (the
+    worker already forwards the other logs to the Functions host); those records stop propagating to the
+    root logger so that the host does not send them a second time, sampled.
+    """
+    from azure.monitor.opentelemetry import configure_azure_monitor
+
+    options: dict[str, Any] = {}
+    if settings.running_in_azure:
+        from azure.identity import ManagedIdentityCredential
+
+        options["credential"] = ManagedIdentityCredential(client_id=settings.managed_identity_client_id)
+    # Without a credential the exporter reads APPLICATIONINSIGHTS_AUTHENTICATION_STRING, as the host does.
+    configure_azure_monitor(
+        connection_string=settings.appinsights_connection_string,
+        logger_name=audit.LOGGER_NAME,
+        instrumentation_options={name: {"enabled": False} for name in AZURE_MONITOR_INSTRUMENTATIONS},
+        span_processors=list(span_processors),
+        enable_live_metrics=False,
+        enable_performance_counters=False,
+        browser_sdk_loader_config={"enabled": False},
+        **options,
+    )
+    logging.getLogger(audit.LOGGER_NAME).propagate = False

@@ -235,5 +235,12 @@ output DICOM_EVENTS_TOPIC_NAME string = events.outputs.name
 output DICOM_EVENTS_TOPIC_ENDPOINT string = events.outputs.endpoint
 output DICOM_EVENTS_DEADLETTER_ENDPOINT string = events.outputs.deadLetterEndpoint
 
+// Telemetry and audit: request spans in Application Insights, audit records through the DicomAuditLogs function
+// of the workspace (az monitor log-analytics query --workspace LOG_ANALYTICS_WORKSPACE_ID --analytics-query DicomAuditLogs).
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName
+output LOG_ANALYTICS_WORKSPACE_NAME string = monitoring.outputs.workspaceName
+output LOG_ANALYTICS_WORKSPACE_ID string = monitoring.outputs.workspaceCustomerId
+output DICOM_AUDIT_FUNCTION string = monitoring.outputs.auditFunctionName
+
 output PRIVATE_NETWORKING bool = privateNetworking
 output VNET_NAME string = privateNetworking ? network.outputs.vnetName : ''

@@ -179,6 +179,8 @@ resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
     FHIR_URL: fhirUrl
     PYTHON_ENABLE_INIT_INDEXING: '1'
     FUNCTIONS_REQUEST_BODY_SIZE_LIMIT: '4294967296'
+    // The host's telemetry, and the app's request spans and audit records (dicomserver/telemetry.py, audit.py):
+    // the Azure Monitor distro in the worker authenticates with the identity AZURE_CLIENT_ID names.
     APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
   }

@@ -495,3 +495,48 @@ def test_main_outputs_what_an_events_subscriber_needs() -> None:
         "DICOM_EVENTS_DEADLETTER_ENDPOINT",
     } <= set(outputs)
     assert set(module("events.bicep")["outputs"]) >= {"id", "name", "endpoint", "deadLetterEndpoint"}
+
+
+# -- Telemetry and audit: Application Insights with the app identity, DicomAuditLogs over AppTraces -----------
+
+
+def accessor(*names: str) -> dict[str, Any]:
+    """How the parser shows `a.b.c`."""
+    rest: Any = names[1] if len(names) == 2 else accessor(*names[1:])
+    return {"operator": {"type": "property_accessor", "operands": {"operand_1": names[0], "operand_2": rest}}}
+
+
+def test_the_app_exports_telemetry_with_its_identity_to_the_monitoring_module() -> None:
+    settings = app_settings()
+    # dicomserver/telemetry.py is on when the connection string is set; the exporter authenticates as AZURE_CLIENT_ID
+    assert settings["APPLICATIONINSIGHTS_CONNECTION_STRING"] == "appInsightsConnectionString"
+    assert settings["AZURE_CLIENT_ID"] == "identityClientId"
+    assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identityClientId};Authorization=AAD"
+    assert {"APPLICATIONINSIGHTS_CONNECTION_STRING", "AZURE_CLIENT_ID"} <= set(SETTING_NAMES)
+    params = parsed(INFRA / "main.bicep")["modules"]["functionapp"]["config"]["params"]
+    assert params["appInsightsConnectionString"] == accessor("monitoring", "outputs", "connectionString")
+    app_insights = module("monitoring.bicep")["resources"]["appInsights"]["config"]["properties"]
+    assert app_insights["DisableLocalAuth"] is True  # hence the identity and Monitoring Metrics Publisher
+    # local-only destinations are not deployed
+    assert not {"DICOM_TELEMETRY_CONSOLE", "DICOM_TELEMETRY_FILE", "DICOM_AUDIT_FILE"} & set(settings)
+
+
+def test_dicom_audit_logs_is_a_workspace_function_over_the_audit_logger() -> None:
+    from dataclasses import fields
+
+    from dicomserver.audit import LOGGER_NAME, AuditRecord
+
+    resources = module("monitoring.bicep")["resources"]
+    saved = resources["auditLogs"]
+    assert saved["type"] == "Microsoft.OperationalInsights/workspaces/savedSearches"
+    config = saved["config"]
+    assert config["parent"] == "logs" and resources["logs"]["type"] == "Microsoft.OperationalInsights/workspaces"
+    assert config["name"] == config["properties"]["functionAlias"] == "DicomAuditLogs"
+    query = config["properties"]["query"]
+    assert query.lstrip().startswith("AppTraces")
+    assert f'tostring(Properties.logger_name) == "{LOGGER_NAME}"' in query
+    for field in fields(AuditRecord):  # every field of a record becomes a column
+        assert f"Audit.{field.name})" in query, field.name
+    outputs = parsed(INFRA / "main.bicep")["outputs"]
+    assert outputs["DICOM_AUDIT_FUNCTION"]["value"] == accessor("monitoring", "outputs", "auditFunctionName")
+    assert outputs["LOG_ANALYTICS_WORKSPACE_ID"]["value"] == accessor("monitoring", "outputs", "workspaceCustomerId")
