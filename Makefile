@@ -6,7 +6,7 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv node_modules run test test-unit test-integration test-e2e lint token bench clean shellcheck shellcheck-installed checkov checkov-venv tools
+.PHONY: venv node_modules run test test-unit test-integration test-e2e lint token bench clean shellcheck shellcheck-installed checkov checkov-venv tools chromium-installed ohif-installed
 ROLE ?= owner
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -83,3 +83,15 @@ checkov: checkov-venv
 tools: checkov-venv shellcheck-installed
 
 test test-unit: tools
+
+# The OHIF viewer (scripts/ohif.py): the pinned prebuilt @ohif/app, fetched once with npm pack into
+# .local/ohif/. make run serves it on :3000; the browser test (tests/e2e/test_browser.py) drives it in
+# Debian's Chromium, installed when missing (CI runs as root; elsewhere through sudo).
+ohif-installed: $(VENV)/.installed
+	@$(PY) -m scripts.ohif install --quiet
+
+chromium-installed:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+run: ohif-installed
+test test-e2e: chromium-installed ohif-installed

@@ -3,7 +3,10 @@
 Ports (override with environment variables): Azurite blob 10000 / queue 10001
 (``AZURITE_BLOB_PORT``, ``AZURITE_QUEUE_PORT``), Cosmos DB stand-in 8081
 (``COSMOS_PORT``), FHIR 8090 (``FHIR_PORT``), Functions host 7071
-(``FUNCTIONS_HTTP_PORT``).  Data lives in ``.local/`` (``LOCAL_DATA_DIR``), kept across runs:
+(``FUNCTIONS_HTTP_PORT``), OHIF viewer 3000 (``OHIF_PORT``: ``scripts/ohif.py`` serves the pinned
+build there, pointed at the host, whose ``DICOM_CORS_ORIGINS`` gets the viewer's origin; in
+``DICOM_AUTH_MODE=local`` it sends a token of ``OHIF_TOKEN_ROLE``, ``reader`` unless set, minted
+per page load).  Data lives in ``.local/`` (``LOCAL_DATA_DIR``), kept across runs:
 Azurite's, the FHIR server's and the Cosmos stand-in's, whose documents are saved to
 ``cosmos/index.json`` when it stops (and every 30 s when something changed) and loaded when it
 starts.  Only when that snapshot is missing, corrupt or older than the last writes (the stand-in
@@ -21,10 +24,12 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
-from scripts import devstack
+from scripts import devstack, ohif
 from scripts.fhirserver import fhir_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +83,25 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, request_stop)
 
 
+def _start_viewer(port: int, dicomweb: str, env: dict[str, str]) -> ExitStack | None:
+    """The OHIF viewer on ``port`` (in a thread), or None with the reason printed when it cannot run.
+
+    The service runs without it rather than not at all: the viewer is a convenience.
+    """
+    token: Callable[[], str | None] = lambda: None  # noqa: E731
+    if env["DICOM_AUTH_MODE"] == "local":
+        token = ohif.local_token_provider(env, os.environ.get("OHIF_TOKEN_ROLE", "reader"))
+    stack = ExitStack()
+    try:
+        if devstack.port_in_use(port):
+            raise OSError(f"port {port} is already in use (OHIF_PORT picks another)")
+        stack.enter_context(ohif.serve(port, dicomweb, token, dist=ohif.install()))
+    except (ohif.OhifError, OSError) as exc:
+        print(f"no OHIF viewer: {exc}", file=sys.stderr, flush=True)
+        return None
+    return stack
+
+
 def main() -> int:
     blob, queue, cosmos = (
         _port("AZURITE_BLOB_PORT", 10000),
@@ -85,6 +109,8 @@ def main() -> int:
         _port("COSMOS_PORT", 8081),
     )
     fhir_port, http_port = _port("FHIR_PORT", 8090), _port("FUNCTIONS_HTTP_PORT", 7071)
+    viewer_port = _port("OHIF_PORT", ohif.DEFAULT_PORT)
+    viewer_origin = f"http://127.0.0.1:{viewer_port}"
     for port, what in ((http_port, "the Functions host"), (fhir_port, "the FHIR server")):
         if devstack.port_in_use(port):
             print(f"port {port} (for {what}) is already in use: is another `make run` still running?", file=sys.stderr)
@@ -107,6 +133,10 @@ def main() -> int:
                     "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", REQUEST_BODY_SIZE_LIMIT
                 ),
                 "DICOM_AUTH_MODE": os.environ.get("DICOM_AUTH_MODE", "local"),
+                # The viewer calls the host from its own origin (and any origins already set).
+                "DICOM_CORS_ORIGINS": ",".join(
+                    dict.fromkeys(o for o in [*os.environ.get("DICOM_CORS_ORIGINS", "").split(","), viewer_origin] if o)
+                ),
                 # One Python worker per core (at most 4), as a Functions host with this setting runs them.
                 "FUNCTIONS_WORKER_PROCESS_COUNT": os.environ.get(
                     "FUNCTIONS_WORKER_PROCESS_COUNT", str(min(4, os.cpu_count() or 1))
@@ -128,9 +158,13 @@ def main() -> int:
                 env=env,
                 start_new_session=True,
             )
+            viewer: ExitStack | None = None
             try:
                 devstack.wait_for_port("127.0.0.1", http_port, 120, host)
+                viewer = _start_viewer(viewer_port, f"http://127.0.0.1:{http_port}/v2", env)
                 print(f"\nDICOMweb base URL: http://127.0.0.1:{http_port}/v2   (Ctrl-C stops everything)", flush=True)
+                if viewer is not None:
+                    print(f"OHIF viewer:       {viewer_origin}", flush=True)
                 if env["DICOM_AUTH_MODE"] == "local":
                     print(
                         "Calls need a token:  TOKEN=$(make -s token)   (make -s token ROLE=reader for a reader)",
@@ -144,6 +178,8 @@ def main() -> int:
                 print(f"the local Functions host exited with code {code}; stopping", file=sys.stderr, flush=True)
                 return 1
             finally:
+                if viewer is not None:
+                    viewer.close()
                 devstack.stop(host)
     except KeyboardInterrupt:
         print("\nstopped", flush=True)

@@ -24,7 +24,9 @@ from typing import Any
 ORIGINS_SETTING = "DICOM_CORS_ORIGINS"
 CREDENTIALS_SETTING = "DICOM_CORS_CREDENTIALS"
 ALLOWED_METHODS = "GET, HEAD, POST, PUT, DELETE, OPTIONS"
-EXPOSED_HEADERS = "ETag, Content-Location, Content-Range, Content-Length, Warning, x-dicom-storage-ops, x-correlation-id"
+EXPOSED_HEADERS = (
+    "ETag, Content-Location, Content-Range, Content-Length, Warning, x-dicom-storage-ops, x-correlation-id"
+)
 MAX_AGE = "3600"
 
 
