@@ -351,3 +351,26 @@ def test_entra_sign_in_sends_the_user_to_the_authorize_endpoint(browser_context:
     assert query["response_type"] == ["code"]
     assert query["code_challenge_method"] == ["S256"]
     assert "api://dicom-api/user_impersonation" in query["scope"][0].split()
+
+
+def test_a_100_slice_series_shows_its_first_image_and_the_time_it_took_is_reported(
+    viewer: Viewer, page: Watched, record_property: Any, auth_key_dir: Path
+) -> None:
+    """The metadata of a CT series of 100 slices, in the browser: measured (printed), never asserted as a time.
+
+    Runs last in this module: it adds a study the study-list test does not expect.
+    """
+    study = ct_series(100)
+    env = {**os.environ, "DICOM_AUTH_MODE": "local", "DICOM_AUTH_LOCAL_KEY_DIR": str(auth_key_dir)}
+    tokens = ohif.local_token_provider(env, role="owner")
+    for start in range(0, 100, 25):
+        response = stow(viewer.dicomweb, list(study.parts[start : start + 25]),
+                        headers={"Authorization": f"Bearer {tokens()}"})
+        assert response.status_code == 200, response.text
+    started = time.monotonic()
+    page.page.goto(f"{viewer.url}/viewer/{ohif.SOURCE_NAME}?StudyInstanceUIDs={study.uid}")
+    page.wait_for(CANVAS_STATS, "the 100-slice series: its first image")
+    elapsed = time.monotonic() - started
+    record_property("first_image_seconds_100_slices", round(elapsed, 2))
+    print(f"\n100-slice CT series: first image in the viewport {elapsed:.2f} s after navigation")
+    page.assert_clean()
