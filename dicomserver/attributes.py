@@ -166,16 +166,57 @@ STUDY_KEYS = (
     "StudyDate",
     "StudyDescription",
     "ModalitiesInStudy",
+    # PS3.18 Table 10.6.1-5 keys beyond Azure's list:
+    "StudyTime",
+    "StudyID",
 )
-SERIES_KEYS = ("SeriesInstanceUID", "Modality", "PerformedProcedureStepStartDate", "ManufacturerModelName")
-INSTANCE_KEYS = ("SOPInstanceUID",)
+SERIES_KEYS = (
+    "SeriesInstanceUID",
+    "Modality",
+    "PerformedProcedureStepStartDate",
+    "ManufacturerModelName",
+    # PS3.18 Table 10.6.1-5 keys beyond Azure's list:
+    "SeriesNumber",
+    "SeriesDescription",
+    "PerformedProcedureStepStartTime",
+)
+INSTANCE_KEYS = ("SOPInstanceUID", "SOPClassUID", "InstanceNumber")
 
 #: Attributes matched as person names (case- and accent-insensitive, fuzzy-capable).
 PERSON_NAME_ATTRIBUTES = frozenset({"PatientName", "ReferringPhysicianName"})
 #: Attributes matched by inclusive date range.
 DATE_ATTRIBUTES = frozenset({"StudyDate", "PatientBirthDate", "PerformedProcedureStepStartDate"})
+#: Attributes matched by inclusive time range (kept as ``HHMMSS.ffffff``).
+TIME_ATTRIBUTES = frozenset({"StudyTime", "PerformedProcedureStepStartTime"})
+#: Integer String attributes: kept as numbers, matched by numeric equality.
+NUMBER_ATTRIBUTES = frozenset({"SeriesNumber", "InstanceNumber"})
 #: Attributes matched as UIDs (exact, comma-separated list allowed).
-UID_ATTRIBUTES = frozenset({"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"})
+UID_ATTRIBUTES = frozenset({"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"})
+
+#: ``orderby`` keys per result level (each has a composite index with ``sortKey``, see the index).
+ORDER_KEYS: dict[Level, tuple[str, ...]] = {
+    Level.STUDY: (
+        "StudyDate",
+        "StudyTime",
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "AccessionNumber",
+        "ReferringPhysicianName",
+        "StudyDescription",
+        "StudyID",
+        "StudyInstanceUID",
+    ),
+    Level.SERIES: (
+        "SeriesNumber",
+        "Modality",
+        "SeriesDescription",
+        "PerformedProcedureStepStartDate",
+        "PerformedProcedureStepStartTime",
+        "SeriesInstanceUID",
+    ),
+    Level.INSTANCE: ("InstanceNumber", "SOPClassUID", "SOPInstanceUID"),
+}
 
 
 def all_index_tags() -> tuple[int, ...]:

@@ -6,13 +6,19 @@ the index turns that into Cosmos SQL (:mod:`dicomserver.stores.azure.index`).
 
 Rules, as in Azure v2 unless marked "PS3.18":
 
-* known parameters (``limit``, ``offset``, ``includefield``,
+* known parameters (``limit``, ``offset``, ``includefield``, ``orderby``,
   ``fuzzymatching``, and PS3.18's ``accept`` and ``charset``) are case-insensitive; every other key is an attribute,
   given as a keyword or an 8-hex-digit tag, and must be searchable at the
   resource (:data:`SEARCHABLE`), else 400;
 * a repeated attribute or an empty value is a 400;
 * dates (StudyDate, PatientBirthDate, PerformedProcedureStepStartDate)
   match exactly or by inclusive range ``from-to``, either end open but not both;
+  times (StudyTime, PerformedProcedureStepStartTime) likewise, to the precision given
+  (``10`` is 10:00:00-10:59:59.999999); IS values (SeriesNumber, InstanceNumber) by
+  numeric equality.  PS3.18 Table 10.6.1-5's keys StudyTime, StudyID, SeriesNumber,
+  SeriesDescription, PerformedProcedureStepStartTime, SOPClassUID and InstanceNumber
+  match only instances stored since they became searchable (older index documents lack them);
+  RequestAttributesSequence keys are not searchable;
 * person names match ignoring case and accents; with ``fuzzymatching=true``
   every word of the value must be the prefix of a word of the name;
 * other strings match ignoring case;
@@ -31,7 +37,12 @@ Rules, as in Azure v2 unless marked "PS3.18":
   the level's indexed attributes;
 * ``limit`` is 1-200 (default 100); ``offset`` ≥ 0; results are in the order
   the index received them (oldest first), so offset paging never repeats or
-  skips a result while data is being added (Azure pages newest-first and can).
+  skips a result while data is being added (Azure pages newest-first and can);
+* ``orderby=[-]Keyword`` (as dcm4chee; one attribute of the result level, see
+  :data:`dicomserver.attributes.ORDER_KEYS`, else 400) sorts by that attribute, ``-``
+  descending, ties in arrival order (reversed when descending); documents without the
+  attribute come first ascending, last descending;
+* ``.../count`` (as dcm4chee) answers ``{"count": N}`` for the same filters.
 """
 
 from __future__ import annotations
@@ -51,6 +62,8 @@ from .attributes import (
     INSTANCE_ALL_EXTRA,
     INSTANCE_DEFAULT,
     INSTANCE_KEYS,
+    NUMBER_ATTRIBUTES,
+    ORDER_KEYS,
     PERSON_NAME_ATTRIBUTES,
     SERIES_ALL_EXTRA,
     SERIES_DEFAULT,
@@ -58,12 +71,13 @@ from .attributes import (
     STUDY_ALL_EXTRA,
     STUDY_DEFAULT,
     STUDY_KEYS,
+    TIME_ATTRIBUTES,
     UID_ATTRIBUTES,
 )
 from .dicomjson import keyword_tag, tag_key
 from .errors import BadRequest
 from .identifiers import Level, is_valid_uid
-from .matching import fold_person_name, fold_text, person_name_words
+from .matching import fold_number, fold_person_name, fold_text, fold_time, person_name_words
 from .stores import IndexStore
 from .stores.model import Match, MatchKind, Record, SearchQuery
 from .urls import DicomWebUrl
@@ -207,6 +221,27 @@ def _date_match(keyword: str, value: str) -> Match:
     return Match(keyword, MatchKind.RANGE, (low_v, high_v))
 
 
+def _time_match(keyword: str, value: str) -> Match:
+    """TM: exact (to the precision given: ``10`` is 10:00-10:59:59.999999) or inclusive range ``from-to``."""
+
+    def parse(text: str, upper: bool) -> str:
+        folded = fold_time(text, upper=upper)
+        if folded is None:
+            raise BadRequest(f"The {keyword} value '{text}' is not a time in the form HHMMSS.FFFFFF.")
+        return folded
+
+    if "-" not in value:
+        return Match(keyword, MatchKind.RANGE, (parse(value, False), parse(value, True)))
+    low, _, high = value.partition("-")
+    if not low and not high:
+        raise BadRequest(f"The {keyword} range '{value}' has no start and no end.")
+    low_v = parse(low, False) if low else ""
+    high_v = parse(high, True) if high else ""
+    if low_v and high_v and low_v > high_v:
+        raise BadRequest(f"The {keyword} range '{value}' starts after it ends.")
+    return Match(keyword, MatchKind.RANGE, (low_v, high_v))
+
+
 def _wildcard_regex(folded: str) -> str:
     """Anchored regular expression for a folded value with ``*`` / ``?`` wildcards.
 
@@ -230,6 +265,13 @@ def _match(keyword: str, value: str, fuzzy: bool) -> Match:
         return Match(keyword, MatchKind.ANY_OF if len(uids) > 1 else MatchKind.EXACT, uids)
     if keyword in DATE_ATTRIBUTES:
         return _date_match(keyword, value)
+    if keyword in TIME_ATTRIBUTES:
+        return _time_match(keyword, value)
+    if keyword in NUMBER_ATTRIBUTES:
+        number = fold_number(value)
+        if number is None:
+            raise BadRequest(f"The {keyword} value '{value}' is not an integer.")
+        return Match(keyword, MatchKind.NUMBER, (str(number),))
     wildcard = "*" in value or "?" in value
     if keyword in PERSON_NAME_ATTRIBUTES:
         if wildcard:  # "*" and "?" are not name separators, so folding keeps them
@@ -260,12 +302,27 @@ def _int_param(name: str, value: str, low: int, high: int | None) -> int:
     return number
 
 
+def _order_by(resource: Resource, value: str) -> tuple[str, bool]:
+    """One ``orderby`` key: an attribute of the result level, ``-`` prefixed for descending."""
+    names = [v.strip() for v in value.split(",")]
+    if len(names) != 1 or not names[0]:
+        raise BadRequest("The orderby parameter takes one attribute (optionally prefixed with '-').")
+    name = names[0]
+    descending = name.startswith("-")
+    keyword = _keyword(name.removeprefix("-").removeprefix("+").strip())
+    if keyword not in ORDER_KEYS[resource.level]:
+        supported = ", ".join(ORDER_KEYS[resource.level])
+        raise BadRequest(f"The orderby attribute '{name}' is not supported here; use one of: {supported}.")
+    return keyword, descending
+
+
 def parse_search(
     resource: Resource,
     params: Iterable[tuple[str, str]],
     *,
     study_instance_uid: str | None = None,
     series_instance_uid: str | None = None,
+    count_only: bool = False,
 ) -> Search:
     """Parse the query parameters of a QIDO request.
 
@@ -280,9 +337,10 @@ def parse_search(
     include_all = False
     filters: dict[str, str] = {}
     seen_known: set[str] = set()
+    order_by: tuple[tuple[str, bool], ...] = ()
     for name, value in params:
         lower = name.lower()
-        if lower in ("limit", "offset", "fuzzymatching"):
+        if lower in ("limit", "offset", "fuzzymatching", "orderby"):
             if lower in seen_known:
                 raise BadRequest(f"The query parameter '{name}' is repeated.")
             seen_known.add(lower)
@@ -294,6 +352,8 @@ def parse_search(
             limit = _int_param("limit", value, 1, MAX_LIMIT)
         elif lower == "offset":
             offset = _int_param("offset", value, 0, MAX_OFFSET)
+        elif lower == "orderby":
+            order_by = (_order_by(resource, value),)
         elif lower in ("accept", "charset"):
             continue  # PS3.18 §8.3.3.1 request parameters, negotiated by the adapter (dicomserver.negotiation)
         elif lower == "includefield":
@@ -331,6 +391,8 @@ def parse_search(
         series_instance_uid=series_instance_uid,
         limit=limit,
         offset=offset,
+        order_by=order_by,
+        count_only=count_only,
     )
     return Search(query, frozenset(returned))
 
@@ -482,4 +544,61 @@ async def search_for_instances(
         series_instance_uid=series_instance_uid,
         accept=accept,
         base_url=base_url,
+    )
+
+
+async def count(
+    *,
+    index: IndexStore,
+    resource: Resource,
+    params: Iterable[tuple[str, str]],
+    study_instance_uid: str | None = None,
+    series_instance_uid: str | None = None,
+) -> dict[str, int]:
+    """The number of results a search at ``resource`` has (as dcm4chee's ``/count``): ``{"count": N}``.
+
+    The parameters are a search's; ``limit``, ``offset``, ``orderby`` and ``includefield`` are checked
+    but have no effect.
+    """
+    parsed = parse_search(
+        resource,
+        params,
+        study_instance_uid=study_instance_uid,
+        series_instance_uid=series_instance_uid,
+        count_only=True,
+    )
+    page = await asyncio.to_thread(index.search, parsed.query)
+    return {"count": page.count or 0}
+
+
+async def search_for_studies_count(*, index: IndexStore, params: Iterable[tuple[str, str]]) -> dict[str, int]:
+    """``GET /studies/count``."""
+    return await count(index=index, resource=Resource(Level.STUDY), params=params)
+
+
+async def search_for_series_count(
+    *, index: IndexStore, params: Iterable[tuple[str, str]], study_instance_uid: str | None = None
+) -> dict[str, int]:
+    """``GET /series/count`` or ``GET /studies/{study}/series/count``."""
+    resource = Resource(Level.SERIES, study_in_path=study_instance_uid is not None)
+    return await count(index=index, resource=resource, params=params, study_instance_uid=study_instance_uid)
+
+
+async def search_for_instances_count(
+    *,
+    index: IndexStore,
+    params: Iterable[tuple[str, str]],
+    study_instance_uid: str | None = None,
+    series_instance_uid: str | None = None,
+) -> dict[str, int]:
+    """``GET /instances/count``, ``/studies/{s}/instances/count`` or ``/studies/{s}/series/{se}/instances/count``."""
+    resource = Resource(
+        Level.INSTANCE, study_in_path=study_instance_uid is not None, series_in_path=series_instance_uid is not None
+    )
+    return await count(
+        index=index,
+        resource=resource,
+        params=params,
+        study_instance_uid=study_instance_uid,
+        series_instance_uid=series_instance_uid,
     )

@@ -55,6 +55,8 @@ class DicomWebUrl:
                     break
                 i += 1
                 continue
+            if segments[i + 1] == "count" and i + 2 == len(segments):
+                break  # ``.../studies/count``: the count of a search (dicomserver.qido), not a UID
             uids[level] = parse_path_uid(segments[i + 1], f"{level} instance UID")
             i += 2
             end = i

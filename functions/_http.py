@@ -88,7 +88,7 @@ class DicomWebRequest:
 
 
 #: What a handler may return; :func:`respond` turns each into a response.
-Result = Response | Retrieved | StoreResponse | list[dict[str, Any]] | None
+Result = Response | Retrieved | StoreResponse | list[dict[str, Any]] | dict[str, Any] | None
 Handler = Callable[[DicomWebRequest], Awaitable[Result]]
 
 
@@ -100,6 +100,8 @@ def respond(result: Result) -> Response:
         return StreamingResponse(
             result.body, status_code=result.status, media_type=result.media_type, headers=result.headers
         )
+    if isinstance(result, dict):  # e.g. a QIDO count: plain JSON
+        return plain_json(result)
     if isinstance(result, StoreResponse):
         return Response(json.dumps(result.body), status_code=result.status, media_type=APPLICATION_DICOM_JSON)
     if result is None or not result:

@@ -1,7 +1,10 @@
 """QIDO-RS (PS3.18 §10.6): GET /v2/studies, /v2/series, /v2/instances and their study/series-scoped forms.
 
 Each function is :mod:`dicomserver.qido`'s function of the same name (an empty result is a 204).
+The ``.../count`` forms (as dcm4chee) answer ``{"count": N}``; their literal last segment ranks
+before a UID parameter in the host's routing (``studies/count`` is not ``studies/{study}``).
 """
+
 
 from typing import Any
 
@@ -67,6 +70,58 @@ async def search_for_instances_in_series(r: DicomWebRequest) -> Found:
         params=r.params,
         accept=r.accept,
         base_url=r.url.base,
+        study_instance_uid=r.url.require_series().study,
+        series_instance_uid=r.url.series,
+    )
+
+
+# -- counts -------------------------------------------------------------------------------------
+
+
+
+Counted = dict[str, int]
+
+
+@bp.route(route="v2/studies/count", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def search_for_studies_count(r: DicomWebRequest) -> Counted:
+    return await qido.search_for_studies_count(index=r.svc.index, params=r.params)
+
+
+@bp.route(route="v2/series/count", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def search_for_series_count(r: DicomWebRequest) -> Counted:
+    return await qido.search_for_series_count(index=r.svc.index, params=r.params)
+
+
+@bp.route(route="v2/studies/{study}/series/count", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def search_for_series_count_in_study(r: DicomWebRequest) -> Counted:
+    return await qido.search_for_series_count(
+        index=r.svc.index, params=r.params, study_instance_uid=r.url.require_study().study
+    )
+
+
+@bp.route(route="v2/instances/count", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def search_for_instances_count(r: DicomWebRequest) -> Counted:
+    return await qido.search_for_instances_count(index=r.svc.index, params=r.params)
+
+
+@bp.route(route="v2/studies/{study}/instances/count", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def search_for_instances_count_in_study(r: DicomWebRequest) -> Counted:
+    return await qido.search_for_instances_count(
+        index=r.svc.index, params=r.params, study_instance_uid=r.url.require_study().study
+    )
+
+
+@bp.route(route="v2/studies/{study}/series/{series}/instances/count", methods=["GET"], auth_level=ANONYMOUS)
+@dicomweb(Action.READ)
+async def search_for_instances_count_in_series(r: DicomWebRequest) -> Counted:
+    return await qido.search_for_instances_count(
+        index=r.svc.index,
+        params=r.params,
         study_instance_uid=r.url.require_series().study,
         series_instance_uid=r.url.series,
     )

@@ -61,6 +61,7 @@ class MatchKind(Enum):
     FUZZY_PERSON_NAME = "fuzzy_person_name"  # each query word prefixes a name word
     CONTAINS = "contains"  # multi-valued attribute holds the value (ModalitiesInStudy)
     WILDCARD = "wildcard"  # PS3.18 §8.3.4.1 "*" and "?" (values = (regex,))
+    NUMBER = "number"  # numeric equality of an IS value (values = (str(int),))
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,11 @@ class SearchQuery:
     partition: str = DEFAULT_PARTITION
     limit: int = 100
     offset: int = 0
+    #: ``orderby``: ``(keyword, descending)`` of one attribute of the result level; ties (and
+    #: everything when empty) in arrival order (``sortKey``), reversed when descending.
+    order_by: tuple[tuple[str, bool], ...] = ()
+    #: Count the matches (``QueryPage.count``) instead of returning a page.
+    count_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +114,8 @@ class QueryPage:
 
     items: list[Record] = field(default_factory=list)
     request_charge: float = 0.0
+    #: The number of matches, for a ``count_only`` query.
+    count: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

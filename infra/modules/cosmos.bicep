@@ -88,6 +88,208 @@ resource studiesContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/co
             path: '/"_etag"/?'
           }
         ]
+        compositeIndexes: [
+          [
+            {
+              path: '/q/StudyDate'
+              order: 'ascending'
+            }
+            {
+              path: '/sortKey'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/q/StudyDate'
+              order: 'descending'
+            }
+            {
+              path: '/sortKey'
+              order: 'descending'
+            }
+          ]
+          [
+            {
+              path: '/q/StudyTime'
+              order: 'ascending'
+            }
+            {
+              path: '/sortKey'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/q/StudyTime'
+              order: 'descending'
+            }
+            {
+              path: '/sortKey'
+              order: 'descending'
+            }
+          ]
+          [
+            {
+              path: '/q/PatientName'
+              order: 'ascending'
+            }
+            {
+              path: '/sortKey'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/q/PatientName'
+              order: 'descending'
+            }
+            {
+              path: '/sortKey'
+              order: 'descending'
+            }
+          ]
+          [
+            {
+              path: '/q/PatientID'
+              order: 'ascending'
+            }
+            {
+              path: '/sortKey'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/q/PatientID'
+              order: 'descending'
+            }
+            {
+              path: '/sortKey'
+              order: 'descending'
+            }
+          ]
+          [
+            {
+              path: '/q/PatientBirthDate'
+              order: 'ascending'
+            }
+            {
+              path: '/sortKey'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/q/PatientBirthDate'
+              order: 'descending'
+            }
+            {
+              path: '/sortKey'
+              order: 'descending'
+            }
+          ]
+          [
+            {
+              path: '/q/AccessionNumber'
+              order: 'ascending'
+            }
+            {
+              path: '/sortKey'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/q/AccessionNumber'
+              order: 'descending'
+            }
+            {
+              path: '/sortKey'
+              order: 'descending'
+            }
+          ]
+          [
+            {
+              path: '/q/ReferringPhysicianName'
+              order: 'ascending'
+            }
+            {
+              path: '/sortKey'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/q/ReferringPhysicianName'
+              order: 'descending'
+            }
+            {
+              path: '/sortKey'
+              order: 'descending'
+            }
+          ]
+          [
+            {
+              path: '/q/StudyDescription'
+              order: 'ascending'
+            }
+            {
+              path: '/sortKey'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/q/StudyDescription'
+              order: 'descending'
+            }
+            {
+              path: '/sortKey'
+              order: 'descending'
+            }
+          ]
+          [
+            {
+              path: '/q/StudyID'
+              order: 'ascending'
+            }
+            {
+              path: '/sortKey'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/q/StudyID'
+              order: 'descending'
+            }
+            {
+              path: '/sortKey'
+              order: 'descending'
+            }
+          ]
+          [
+            {
+              path: '/StudyInstanceUID'
+              order: 'ascending'
+            }
+            {
+              path: '/sortKey'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/StudyInstanceUID'
+              order: 'descending'
+            }
+            {
+              path: '/sortKey'
+              order: 'descending'
+            }
+          ]
+        ]
       }
     }
   }
@@ -120,6 +322,128 @@ resource seriesContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/con
           {
             path: '/"_etag"/?'
           }
+        ]
+        compositeIndexes: [
+          [
+            {
+              path: '/q/SeriesNumber'
+              order: 'ascending'
+            }
+            {
+              path: '/sortKey'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/q/SeriesNumber'
+              order: 'descending'
+            }
+            {
+              path: '/sortKey'
+              order: 'descending'
+            }
+          ]
+          [
+            {
+              path: '/q/Modality'
+              order: 'ascending'
+            }
+            {
+              path: '/sortKey'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/q/Modality'
+              order: 'descending'
+            }
+            {
+              path: '/sortKey'
+              order: 'descending'
+            }
+          ]
+          [
+            {
+              path: '/q/SeriesDescription'
+              order: 'ascending'
+            }
+            {
+              path: '/sortKey'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/q/SeriesDescription'
+              order: 'descending'
+            }
+            {
+              path: '/sortKey'
+              order: 'descending'
+            }
+          ]
+          [
+            {
+              path: '/q/PerformedProcedureStepStartDate'
+              order: 'ascending'
+            }
+            {
+              path: '/sortKey'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/q/PerformedProcedureStepStartDate'
+              order: 'descending'
+            }
+            {
+              path: '/sortKey'
+              order: 'descending'
+            }
+          ]
+          [
+            {
+              path: '/q/PerformedProcedureStepStartTime'
+              order: 'ascending'
+            }
+            {
+              path: '/sortKey'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/q/PerformedProcedureStepStartTime'
+              order: 'descending'
+            }
+            {
+              path: '/sortKey'
+              order: 'descending'
+            }
+          ]
+          [
+            {
+              path: '/SeriesInstanceUID'
+              order: 'ascending'
+            }
+            {
+              path: '/sortKey'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/SeriesInstanceUID'
+              order: 'descending'
+            }
+            {
+              path: '/sortKey'
+              order: 'descending'
+            }
+          ]
         ]
       }
     }
@@ -162,6 +486,68 @@ resource instancesContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/
           {
             path: '/"_etag"/?'
           }
+        ]
+        compositeIndexes: [
+          [
+            {
+              path: '/q/InstanceNumber'
+              order: 'ascending'
+            }
+            {
+              path: '/sortKey'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/q/InstanceNumber'
+              order: 'descending'
+            }
+            {
+              path: '/sortKey'
+              order: 'descending'
+            }
+          ]
+          [
+            {
+              path: '/SOPClassUID'
+              order: 'ascending'
+            }
+            {
+              path: '/sortKey'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/SOPClassUID'
+              order: 'descending'
+            }
+            {
+              path: '/sortKey'
+              order: 'descending'
+            }
+          ]
+          [
+            {
+              path: '/SOPInstanceUID'
+              order: 'ascending'
+            }
+            {
+              path: '/sortKey'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/SOPInstanceUID'
+              order: 'descending'
+            }
+            {
+              path: '/sortKey'
+              order: 'descending'
+            }
+          ]
         ]
       }
     }

@@ -50,3 +50,17 @@ def test_hostile_values_only_ever_reach_parameters() -> None:
         text, params = sql(match)
         assert "OR 1=1" not in text and "'" not in text
         assert any("x'" in str(p["value"]) for p in params)  # the value, quote and all, is a parameter
+
+
+def test_numbers_and_order_by() -> None:
+    from dicomserver.stores.azure.index import _order_by
+    from dicomserver.stores.model import SearchQuery
+
+    assert sql(Match("InstanceNumber", MatchKind.NUMBER, ("7",))) == (
+        "c.q.InstanceNumber = @p0",
+        [{"name": "@p0", "value": 7}],
+    )
+    assert sql(Match("SOPClassUID", MatchKind.EXACT, ("1.2",)))[0] == "c.SOPClassUID = @p0"
+    assert _order_by(SearchQuery(Level.STUDY)) == "ORDER BY c.sortKey ASC"
+    desc = SearchQuery(Level.STUDY, order_by=(("StudyDate", True),))
+    assert _order_by(desc) == "ORDER BY c.q.StudyDate DESC, c.sortKey DESC"

@@ -278,3 +278,54 @@ class TestCaps:
     def test_an_overlong_value_is_a_400(self) -> None:
         with pytest.raises(BadRequest, match="longer than"):
             parse_search(STUDIES, [("PatientID", "x" * 5000)])
+
+
+def test_new_table_10_6_1_5_keys_parse() -> None:
+    from dicomserver.identifiers import Level as L
+    from dicomserver.qido import Resource as R
+    from dicomserver.qido import parse_search as parse
+    from dicomserver.stores.model import MatchKind as K
+
+    q = parse(
+        R(L.INSTANCE),
+        [
+            ("StudyTime", "0800-10"),
+            ("StudyID", "S*"),
+            ("SeriesNumber", "07"),
+            ("SeriesDescription", "ax"),
+            ("PerformedProcedureStepStartTime", "0930"),
+            ("SOPClassUID", "1.2,1.3"),
+            ("InstanceNumber", "3"),
+        ],
+    ).query
+    study = {m.keyword: m for m in q.study_matches}
+    assert study["StudyTime"].values == ("080000.000000", "105959.999999")
+    assert study["StudyID"].kind is K.WILDCARD
+    series = {m.keyword: m for m in q.series_matches}
+    assert (series["SeriesNumber"].kind, series["SeriesNumber"].values) == (K.NUMBER, ("7",))
+    assert series["PerformedProcedureStepStartTime"].values == ("093000.000000", "093059.999999")
+    instance = {m.keyword: m for m in q.instance_matches}
+    assert instance["SOPClassUID"].kind is K.ANY_OF and instance["InstanceNumber"].values == ("3",)
+    for bad in [("StudyTime", "2500"), ("StudyTime", "11-10"), ("SeriesNumber", "x"), ("InstanceNumber", "1.5")]:
+        with pytest.raises(BadRequest):
+            parse(R(L.INSTANCE), [bad])
+
+
+def test_orderby_and_count_parse() -> None:
+    from dicomserver.identifiers import Level as L
+    from dicomserver.qido import Resource as R
+    from dicomserver.qido import parse_search as parse
+
+    assert parse(R(L.STUDY), [("OrderBy", "-StudyDate")]).query.order_by == (("StudyDate", True),)
+    assert parse(R(L.SERIES), [("orderby", "00200011")]).query.order_by == (("SeriesNumber", False),)
+    assert parse(R(L.STUDY), [], count_only=True).query.count_only
+    for resource, bad in [
+        (R(L.STUDY), "SeriesNumber"),
+        (R(L.STUDY), "a,b"),
+        (R(L.INSTANCE), "StudyDate"),
+        (R(L.STUDY), ""),
+    ]:
+        with pytest.raises(BadRequest):
+            parse(resource, [("orderby", bad)])
+    with pytest.raises(BadRequest):
+        parse(R(L.STUDY), [("orderby", "StudyDate"), ("orderby", "StudyTime")])

@@ -71,3 +71,11 @@ def test_a_partition_other_than_the_default_is_in_the_url() -> None:
 def test_parsed_and_built_urls_round_trip() -> None:
     built = DicomWebUrl.of_instance(BASE, KEY)
     assert DicomWebUrl.parse(built.url, BASE) == built
+
+
+def test_a_trailing_count_is_the_count_of_a_search_not_a_uid() -> None:
+    assert DicomWebUrl.parse("/v2/studies/count").study is None
+    in_series = DicomWebUrl.parse("/v2/studies/1.2/series/3.4/instances/count")
+    assert (in_series.study, in_series.series, in_series.tail) == ("1.2", "3.4", "instances/count")
+    with pytest.raises(BadRequest):
+        DicomWebUrl.parse("/v2/studies/count/series")  # only as the last segment

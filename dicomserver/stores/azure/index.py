@@ -129,11 +129,20 @@ from azure.core.exceptions import AzureError
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
-from ...attributes import LEVEL_ATTRIBUTES, PERSON_NAME_ATTRIBUTES, SERIES_KEYS, STUDY_KEYS
+from ...attributes import (
+    INSTANCE_KEYS,
+    LEVEL_ATTRIBUTES,
+    NUMBER_ATTRIBUTES,
+    ORDER_KEYS,
+    PERSON_NAME_ATTRIBUTES,
+    SERIES_KEYS,
+    STUDY_KEYS,
+    TIME_ATTRIBUTES,
+)
 from ...dicomjson import first_value, keyword_key, select, tag_key
 from ...errors import DependencyUnavailable
 from ...identifiers import InstanceKey, Level, SeriesKey, StudyKey
-from ...matching import fold_person_name, fold_text, person_name_words
+from ...matching import fold_number, fold_person_name, fold_text, fold_time, person_name_words
 from .. import ChangeFeed
 from ..model import (
     INLINE_METADATA_LIMIT,
@@ -162,21 +171,37 @@ INSTANCES_CONTAINER = "instances"
 PARTITION_KEY_PATH = "/pk"
 
 
-def _policy(*excluded: str) -> dict[str, Any]:
+#: Search keywords whose value lives at the top of a document rather than in ``q``.
+_TOP_LEVEL_FIELDS = {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "ModalitiesInStudy"}
+
+
+def _path(keyword: str) -> str:
+    """The document path of a search keyword's value (``/q/StudyDate``, ``/StudyInstanceUID``)."""
+    return f"/{keyword}" if keyword in _TOP_LEVEL_FIELDS else f"/q/{keyword}"
+
+
+def _policy(level: Level, *excluded: str) -> dict[str, Any]:
     return {
         "indexingMode": "consistent",
         "automatic": True,
         "includedPaths": [{"path": "/*"}],
         "excludedPaths": [{"path": path} for path in (*excluded, '/"_etag"/?')],
+        # ``orderby``: ORDER BY <key> ASC|DESC, sortKey ASC|DESC.  Cosmos serves DESC, DESC from the
+        # ascending index read backwards; the local stand-in needs the descending one spelled out.
+        "compositeIndexes": [
+            [{"path": _path(keyword), "order": order}, {"path": "/sortKey", "order": order}]
+            for keyword in ORDER_KEYS[level]
+            for order in ("ascending", "descending")
+        ],
     }
 
 
 #: Indexing policy of each container (infra/modules/cosmos.bicep uses the same; a test checks it).
 INDEXING_POLICIES: dict[str, dict[str, Any]] = {
-    STUDIES_CONTAINER: _policy("/attrs/*"),
-    SERIES_CONTAINER: _policy("/attrs/*"),
+    STUDIES_CONTAINER: _policy(Level.STUDY, "/attrs/*"),
+    SERIES_CONTAINER: _policy(Level.SERIES, "/attrs/*"),
     # attrs are searched through q; metadata and the frame and bulk data tables are only read by id
-    INSTANCES_CONTAINER: _policy("/attrs/*", "/metadata/?", "/frames/*", "/bulkdata/*"),
+    INSTANCES_CONTAINER: _policy(Level.INSTANCE, "/attrs/*", "/metadata/?", "/frames/*", "/bulkdata/*"),
 }
 
 #: Attempts of a read when the Cosmos SDK trips over its own shared state (see ``_call``).
@@ -185,9 +210,6 @@ _SDK_RACE_ATTEMPTS = 3
 _STUDY_BATCH = 50
 #: Attempts of a patch-or-create when creators race (each loser patches the winner's document).
 _ATTEMPTS = 8
-
-#: Search keywords whose value lives at the top of a document rather than in ``q``.
-_TOP_LEVEL_FIELDS = {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "ModalitiesInStudy"}
 
 #: What instance queries return (never the inline metadata).
 _INSTANCE_FIELDS = (
@@ -209,7 +231,11 @@ def _sort_key(uid: str) -> str:
 
 
 def _search_values(attrs: dict[str, Any], keywords: tuple[str, ...]) -> dict[str, Any]:
-    """Normalised values of ``keywords`` found in DICOM JSON ``attrs``."""
+    """Normalised values of ``keywords`` found in DICOM JSON ``attrs``.
+
+    Times are ``HHMMSS.ffffff`` strings, IS values numbers; an ``orderby`` key the instance
+    lacks is ``null`` (a defined value, so composite-index ORDER BY never leaves the document out).
+    """
     from pydicom.datadict import tag_for_keyword
 
     # Every document carries the word lists (empty when unknown): the emulator
@@ -220,9 +246,15 @@ def _search_values(attrs: dict[str, Any], keywords: tuple[str, ...]) -> dict[str
         if tag is None:
             continue
         value = first_value(attrs.get(tag_key(tag)))
+        if keyword in _ORDER_KEYWORDS:
+            q[keyword] = None
         if value is None:
             continue
-        if keyword in PERSON_NAME_ATTRIBUTES:
+        if keyword in TIME_ATTRIBUTES:
+            q[keyword] = fold_time(str(value))
+        elif keyword in NUMBER_ATTRIBUTES:
+            q[keyword] = fold_number(value)
+        elif keyword in PERSON_NAME_ATTRIBUTES:
             text = value.get("Alphabetic", "") if isinstance(value, dict) else str(value)
             q[keyword] = fold_person_name(text)
             q[keyword + "Words"] = person_name_words(text)
@@ -232,8 +264,10 @@ def _search_values(attrs: dict[str, Any], keywords: tuple[str, ...]) -> dict[str
 
 
 # Normalised into ``q`` (UIDs and ModalitiesInStudy are top-level document fields).
-_STUDY_SEARCH_KEYWORDS = tuple(k for k in STUDY_KEYS if k not in ("StudyInstanceUID", "ModalitiesInStudy"))
-_SERIES_SEARCH_KEYWORDS = tuple(k for k in SERIES_KEYS if k != "SeriesInstanceUID")
+_STUDY_SEARCH_KEYWORDS = tuple(k for k in STUDY_KEYS if k not in _TOP_LEVEL_FIELDS)
+_SERIES_SEARCH_KEYWORDS = tuple(k for k in SERIES_KEYS if k not in _TOP_LEVEL_FIELDS)
+_INSTANCE_SEARCH_KEYWORDS = tuple(k for k in INSTANCE_KEYS if k not in _TOP_LEVEL_FIELDS)
+_ORDER_KEYWORDS = frozenset(k for keys in ORDER_KEYS.values() for k in keys if k not in _TOP_LEVEL_FIELDS)
 
 
 def _modality(attrs: dict[str, Any]) -> str | None:
@@ -327,7 +361,9 @@ class CosmosIndexStore:
             "TransferSyntaxUID": instance.transfer_syntax_uid,
             "size": instance.size,
             "attrs": instance.attrs,
-            "q": _search_values(instance.attrs, _STUDY_SEARCH_KEYWORDS + _SERIES_SEARCH_KEYWORDS),
+            "q": _search_values(
+                instance.attrs, _STUDY_SEARCH_KEYWORDS + _SERIES_SEARCH_KEYWORDS + _INSTANCE_SEARCH_KEYWORDS
+            ),
             "sortKey": instance.sort_key or _sort_key(key.sop_instance_uid),
             "storedAt": instance.stored_at or _now(),
             "frames": instance.frames,
@@ -794,6 +830,16 @@ class CosmosIndexStore:
         start = time.perf_counter()
         charge = _Charge()
         top = query.offset + query.limit
+        if query.count_only:
+            total = self._count_matches(query, charge)
+            log.info(
+                "qido count level=%s count=%d request_charge=%.2f elapsed_ms=%.1f",
+                query.level.value,
+                total,
+                charge.total,
+                (time.perf_counter() - start) * 1000,
+            )
+            return QueryPage(request_charge=charge.total, count=total)
         if query.level is Level.STUDY:
             rows = self._select("study", query.study_matches, query, top, charge)
             page = rows[query.offset : top]
@@ -824,11 +870,58 @@ class CosmosIndexStore:
         # Azure), then the lower level is searched within those studies, batch by batch,
         # in study order, until the page is full.
         rows: list[dict[str, Any]] = []
+        if query.order_by:
+            # Results sorted by an attribute: the first ``top`` of each batch of studies, merged
+            # (every matching study is visited).
+            for batch in self._matching_study_pks(query, charge):
+                rows.extend(self._select(doc_type, own, query, top, charge, pks=batch))
+                rows = _sorted_rows(rows, query)[:top]
+            return rows
         for batch in self._matching_study_pks(query, charge):
             rows.extend(self._select(doc_type, own, query, top - len(rows), charge, pks=batch))
             if len(rows) >= top:
                 break
         return rows
+
+    def _count_matches(self, query: SearchQuery, charge: _Charge) -> int:
+        """How many documents of the query's level match it."""
+        if query.level is Level.STUDY:
+            return self._count("study", query.study_matches, query, charge)
+        doc_type = "series" if query.level is Level.SERIES else "instance"
+        own = query.series_matches + (query.instance_matches if doc_type == "instance" else ())
+        if query.study_instance_uid is not None or not query.study_matches:
+            return self._count(doc_type, own, query, charge)
+        return sum(
+            self._count(doc_type, own, query, charge, pks=batch) for batch in self._matching_study_pks(query, charge)
+        )
+
+    def _count(
+        self,
+        doc_type: str,
+        matches: tuple[Match, ...],
+        query: SearchQuery,
+        charge: _Charge,
+        pks: list[str] | None = None,
+    ) -> int:
+        """``SELECT VALUE COUNT(1)`` of the documents of one type matching ``matches``."""
+        where, params = self._where(doc_type, matches, query, pks)
+        sql = f"SELECT VALUE COUNT(1) FROM c WHERE {where}"
+        pk = params[1]["value"] if query.study_instance_uid is not None else None
+        container = self._container_for(doc_type)
+
+        def run() -> int:
+            if pk is not None:
+                iterator = container.query_items(sql, parameters=params, partition_key=pk)
+            else:
+                iterator = container.query_items(sql, parameters=params, enable_cross_partition_query=True)
+            total = 0
+            for page in iterator.by_page():
+                charge.add(container)
+                counts: list[Any] = list(page)  # SELECT VALUE: numbers, not documents
+                total += sum(int(value) for value in counts)
+            return total
+
+        return self._call("count", run)
 
     def _matching_study_pks(self, query: SearchQuery, charge: _Charge) -> Iterator[list[str]]:
         where, params = self._where("study", query.study_matches, query)
@@ -874,8 +967,8 @@ class CosmosIndexStore:
         """``SELECT TOP top`` documents of one type, oldest first (stable offset paging)."""
         where, params = self._where(doc_type, matches, query, pks)
         params.append({"name": "@top", "value": max(top, 1)})
-        fields = _INSTANCE_FIELDS if doc_type == "instance" else "*"
-        sql = f"SELECT TOP @top {fields} FROM c WHERE {where} ORDER BY c.sortKey ASC"
+        fields = _INSTANCE_FIELDS + ", c.q" if doc_type == "instance" else "*"
+        sql = f"SELECT TOP @top {fields} FROM c WHERE {where} {_order_by(query)}"
         pk = params[1]["value"] if query.study_instance_uid is not None else None
         container = self._container_for(doc_type)
 
@@ -978,6 +1071,40 @@ def _field(keyword: str) -> str:
     return f"c.{keyword}" if keyword in _TOP_LEVEL_FIELDS else f"c.q.{keyword}"
 
 
+def _order_by(query: SearchQuery) -> str:
+    """The ORDER BY clause: arrival order, or ``orderby``'s key with arrival order breaking ties.
+
+    Both fields go the same direction, so one composite index per key (read backwards when
+    descending) serves it (:data:`INDEXING_POLICIES`).
+    """
+    if not query.order_by:
+        return "ORDER BY c.sortKey ASC"
+    keyword, descending = query.order_by[0]
+    direction = "DESC" if descending else "ASC"
+    return f"ORDER BY {_field(keyword)} {direction}, c.sortKey {direction}"
+
+
+def _order_value(row: dict[str, Any], keyword: str) -> tuple[int, float, str]:
+    """A row's ``orderby`` value ranked as Cosmos ranks types (undefined < null < numbers < strings)."""
+    holder = row if keyword in _TOP_LEVEL_FIELDS else row.get("q") or {}
+    if keyword not in holder:
+        return (0, 0.0, "")
+    value = holder[keyword]
+    if value is None:
+        return (1, 0.0, "")
+    if isinstance(value, bool):
+        return (2, float(value), "")
+    if isinstance(value, int | float):
+        return (3, float(value), "")
+    return (4, 0.0, str(value))
+
+
+def _sorted_rows(rows: list[dict[str, Any]], query: SearchQuery) -> list[dict[str, Any]]:
+    """Rows in the query's ``orderby`` order (as Cosmos sorts them), for merging batches."""
+    keyword, descending = query.order_by[0]
+    return sorted(rows, key=lambda r: (_order_value(r, keyword), str(r.get("sortKey") or "")), reverse=descending)
+
+
 def _condition(match: Match, params: list[dict[str, Any]]) -> str:
     """Translate one match into a WHERE fragment, appending its parameters."""
 
@@ -989,6 +1116,8 @@ def _condition(match: Match, params: list[dict[str, Any]]) -> str:
     path = _field(match.keyword)
     if match.kind is MatchKind.EXACT or match.kind is MatchKind.PERSON_NAME:
         return f"{path} = {param(match.values[0])}"
+    if match.kind is MatchKind.NUMBER:
+        return f"{path} = {param(int(match.values[0]))}"
     if match.kind is MatchKind.ANY_OF:
         return f"ARRAY_CONTAINS({param(list(match.values))}, {path})"
     if match.kind is MatchKind.CONTAINS:
