@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from . import negotiation
 from .attributes import (
@@ -77,7 +77,18 @@ from .attributes import (
 from .dicomjson import keyword_tag, tag_key
 from .errors import BadRequest
 from .identifiers import Level, is_valid_uid
-from .matching import fold_number, fold_person_name, fold_text, fold_time, person_name_words
+from .matching import (
+    DECIMAL_VRS,
+    INTEGER_VRS,
+    SEARCHABLE_VRS,
+    fold_decimal,
+    fold_number,
+    fold_person_name,
+    fold_text,
+    fold_time,
+    person_name_words,
+)
+from .settings import search_any_attribute
 from .stores import IndexStore
 from .stores.model import Match, MatchKind, Record, SearchQuery
 from .urls import DicomWebUrl
@@ -186,8 +197,10 @@ class Search:
 
 
 def _keyword(name: str) -> str:
-    """Resolve a keyword or an 8-hex-digit tag to a keyword (400 if unknown)."""
+    """Resolve a keyword or an 8-hex-digit tag to a keyword (400 if unknown or private)."""
     if _TAG_HEX.fullmatch(name):
+        if int(name[:4], 16) % 2:
+            raise BadRequest(f"The attribute '{name}' is a private tag: private attributes are not searchable.")
         keyword = keyword_for_tag(int(name, 16))
         if not keyword:
             raise BadRequest(f"The attribute '{name}' is not a known DICOM tag.")
@@ -291,6 +304,61 @@ def _match(keyword: str, value: str, fuzzy: bool) -> Match:
     return Match(keyword, MatchKind.EXACT, (fold_text(value),))
 
 
+def _any_vr(keyword: str) -> str:
+    """The dictionary VR of ``keyword`` when any-attribute search supports it, else 400."""
+    tag = int(tag_for_keyword(keyword) or 0)
+    try:
+        vrs = [vr.strip() for vr in dictionary_VR(tag).split(" or ")]
+    except KeyError:
+        vrs = []
+    if not vrs or any(vr not in SEARCHABLE_VRS for vr in vrs):
+        shown = " or ".join(vrs) or "unknown"
+        raise BadRequest(f"The attribute '{keyword}' (VR {shown}) is not searchable (sequence or binary value).")
+    return vrs[0]
+
+
+def _any_match(keyword: str, value: str) -> Match:
+    """A match on an attribute outside the core keys, by its VR; ``Match.keyword`` is its 8-hex tag.
+
+    Same rules as the core keys: UID lists, DA/TM ranges (DT: ``from-to`` by prefix), numbers
+    compared numerically (IS, DS and the binary number VRs), PN ignoring case and accents, other
+    strings ignoring case, ``*``/``?`` wildcards in strings and names.  No fuzzy matching.
+    """
+    vr = _any_vr(keyword)
+    tag = f"{int(tag_for_keyword(keyword) or 0):08X}"
+    wildcard = "*" in value or "?" in value
+    if vr == "UI":
+        uids = tuple(u.strip() for u in value.replace("\\", ",").split(","))
+        for uid in uids:
+            if not is_valid_uid(uid):
+                raise BadRequest(f"The {keyword} value '{uid}' is not a valid UID.")
+        return Match(tag, MatchKind.ANY_OF if len(uids) > 1 else MatchKind.EXACT, uids)
+    if vr == "DA":
+        return Match(tag, MatchKind.RANGE, _date_match(keyword, value).values)
+    if vr == "TM":
+        return Match(tag, MatchKind.RANGE, _time_match(keyword, value).values)
+    if vr == "DT":
+        low, sep, high = value.partition("-")
+        for part in (low, high):
+            if part and not re.fullmatch(r"\d{4,14}(\.\d{1,6})?", part):
+                raise BadRequest(f"The {keyword} value '{part}' is not a date-time (YYYYMMDDHHMMSS.FFFFFF).")
+        if not sep:
+            return Match(tag, MatchKind.RANGE, (low, low + "\uffff"))
+        if not low and not high:
+            raise BadRequest(f"The {keyword} range '{value}' has no start and no end.")
+        return Match(tag, MatchKind.RANGE, (low, high + "\uffff" if high else ""))
+    if vr in INTEGER_VRS or vr in DECIMAL_VRS:
+        number = fold_number(value) if vr in INTEGER_VRS else fold_decimal(value)
+        if number is None:
+            kind = "an integer" if vr in INTEGER_VRS else "a number"
+            raise BadRequest(f"The {keyword} value '{value}' is not {kind}.")
+        return Match(tag, MatchKind.NUMBER, (str(number),))
+    fold = fold_person_name if vr == "PN" else fold_text
+    if wildcard:
+        return Match(tag, MatchKind.WILDCARD, (_wildcard_regex(fold(value)),))
+    return Match(tag, MatchKind.PERSON_NAME if vr == "PN" else MatchKind.EXACT, (fold(value),))
+
+
 def _int_param(name: str, value: str, low: int, high: int | None) -> int:
     try:
         number = int(value)
@@ -323,14 +391,20 @@ def parse_search(
     study_instance_uid: str | None = None,
     series_instance_uid: str | None = None,
     count_only: bool = False,
+    any_attribute: bool | None = None,
 ) -> Search:
     """Parse the query parameters of a QIDO request.
+
+    ``any_attribute`` (default: the ``DICOM_SEARCH_ANY_ATTRIBUTE`` setting) lets keys outside the
+    core keys (:data:`SEARCHABLE`) match (:func:`_any_match`); a core key keeps its own rules.
 
     Raises
     ------
     BadRequest
         Naming the offending parameter or value.
     """
+    if any_attribute is None:
+        any_attribute = search_any_attribute()
     fuzzy = False
     limit, offset = DEFAULT_LIMIT, 0
     include: set[int] = set()
@@ -372,14 +446,18 @@ def parse_search(
                 raise BadRequest(f"The query attribute '{name}' has an empty value.")
             if len(value) > MAX_VALUE_LENGTH:
                 raise BadRequest(f"The query attribute '{name}' is longer than {MAX_VALUE_LENGTH} characters.")
-            if keyword not in resource.searchable:
+            if keyword not in resource.searchable and (not any_attribute or keyword in _KEY_LEVEL):
                 raise BadRequest(f"The attribute '{name}' is not searchable at this resource ({resource.level.value}).")
             filters[keyword] = value
     if include_all and include:
         raise BadRequest("includefield=all cannot be combined with other includefield values.")
     by_level: dict[Level, list[Match]] = {level: [] for level in Level}
+    others: list[Match] = []
     for keyword, value in filters.items():
-        by_level[_KEY_LEVEL[keyword]].append(_match(keyword, value, fuzzy))
+        if keyword in _KEY_LEVEL:
+            by_level[_KEY_LEVEL[keyword]].append(_match(keyword, value, fuzzy))
+        else:
+            others.append(_any_match(keyword, value))
     returned = resource.defaults(include_all) | include
     returned |= {int(tag_for_keyword(keyword) or 0) for keyword in filters}
     query = SearchQuery(
@@ -387,6 +465,7 @@ def parse_search(
         study_matches=tuple(by_level[Level.STUDY]),
         series_matches=tuple(by_level[Level.SERIES]),
         instance_matches=tuple(by_level[Level.INSTANCE]),
+        attribute_matches=tuple(others),
         study_instance_uid=study_instance_uid,
         series_instance_uid=series_instance_uid,
         limit=limit,

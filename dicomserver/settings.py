@@ -58,6 +58,7 @@ SETTING_NAMES: tuple[str, ...] = (
     "DICOM_TELEMETRY_CONSOLE",
     "DICOM_TELEMETRY_FILE",
     "DICOM_AUDIT_FILE",
+    "DICOM_SEARCH_ANY_ATTRIBUTE",
 )
 
 
@@ -155,6 +156,9 @@ class Settings:
     telemetry_file: str | None = None
     #: Append every audit record, one JSON object a line, to this file (dicomserver/audit.py).
     audit_file: str | None = None
+    #: QIDO on any top-level attribute (not only the core keys): every instance document keeps the
+    #: normalised values of its simple-VR attributes (``x``); off, undeclared keys are a 400.
+    search_any_attribute: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -222,7 +226,14 @@ class Settings:
             telemetry_console=_flag(env.get("DICOM_TELEMETRY_CONSOLE")),
             telemetry_file=env.get("DICOM_TELEMETRY_FILE") or None,
             audit_file=env.get("DICOM_AUDIT_FILE") or None,
+            search_any_attribute=search_any_attribute(env),
         )
+
+
+def search_any_attribute(environ: Mapping[str, str] | None = None) -> bool:
+    """``DICOM_SEARCH_ANY_ATTRIBUTE`` (default true), read from ``environ`` (default: ``os.environ``)."""
+    env = os.environ if environ is None else environ
+    return _flag(env.get("DICOM_SEARCH_ANY_ATTRIBUTE"), True)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:

@@ -85,6 +85,9 @@ class SearchQuery:
     study_matches: tuple[Match, ...] = ()
     series_matches: tuple[Match, ...] = ()
     instance_matches: tuple[Match, ...] = ()
+    #: Matches on attributes outside the core keys (``keyword`` is the 8-hex tag): tested on the
+    #: instances' ``x`` values; a study or series matches when one of its instances does.
+    attribute_matches: tuple[Match, ...] = ()
     study_instance_uid: str | None = None
     series_instance_uid: str | None = None
     partition: str = DEFAULT_PARTITION

@@ -64,3 +64,14 @@ def test_numbers_and_order_by() -> None:
     assert _order_by(SearchQuery(Level.STUDY)) == "ORDER BY c.sortKey ASC"
     desc = SearchQuery(Level.STUDY, order_by=(("StudyDate", True),))
     assert _order_by(desc) == "ORDER BY c.q.StudyDate DESC, c.sortKey DESC"
+
+
+def test_any_attribute_matches_test_every_value_of_x() -> None:
+    assert sql(Match("00181030", MatchKind.EXACT, ("head",))) == (
+        'EXISTS(SELECT VALUE v FROM v IN c.x["00181030"] WHERE v = @p0)',
+        [{"name": "@p0", "value": "head"}],
+    )
+    assert sql(Match("00180050", MatchKind.NUMBER, ("1.25",)))[1] == [{"name": "@p0", "value": 1.25}]
+    text, params = sql(Match("00080022", MatchKind.RANGE, ("20200101", HOSTILE)))
+    assert text == 'EXISTS(SELECT VALUE v FROM v IN c.x["00080022"] WHERE (v >= @p0 AND v <= @p1))'
+    assert params[1]["value"] == HOSTILE

@@ -329,3 +329,53 @@ def test_orderby_and_count_parse() -> None:
             parse(resource, [("orderby", bad)])
     with pytest.raises(BadRequest):
         parse(R(L.STUDY), [("orderby", "StudyDate"), ("orderby", "StudyTime")])
+
+
+def test_any_attribute_parsing() -> None:
+    import pytest as _pytest
+
+    from dicomserver.errors import BadRequest as _BadRequest
+    from dicomserver.identifiers import Level as _Level
+    from dicomserver.matching import any_attribute_values
+    from dicomserver.qido import Resource as _Resource
+    from dicomserver.qido import parse_search as _parse
+    from dicomserver.stores.model import MatchKind as _Kind
+
+    def one(key: str, value: str, level: _Level = _Level.INSTANCE):  # type: ignore[no-untyped-def]
+        (match,) = _parse(_Resource(level), [(key, value)], any_attribute=True).query.attribute_matches
+        return match.keyword, match.kind, match.values
+
+    assert one("ProtocolName", "Head") == ("00181030", _Kind.EXACT, ("head",))
+    assert one("00181030", "He*") == ("00181030", _Kind.WILDCARD, ("^he.*$",))
+    assert one("SliceThickness", "5.0", _Level.STUDY) == ("00180050", _Kind.NUMBER, ("5",))
+    assert one("EchoNumbers", "3") == ("00180086", _Kind.NUMBER, ("3",))
+    assert one("AcquisitionDate", "20200101-") == ("00080022", _Kind.RANGE, ("20200101", ""))
+    assert one("AcquisitionTime", "10") == ("00080032", _Kind.RANGE, ("100000.000000", "105959.999999"))
+    assert one("OperatorsName", "Müller^J") == ("00081070", _Kind.PERSON_NAME, ("muller j",))
+    assert one("FrameOfReferenceUID", "1.2,1.3")[1:] == (_Kind.ANY_OF, ("1.2", "1.3"))
+    for key, value in (
+        ("NoSuchKeyword", "x"),  # unknown keyword
+        ("00091001", "x"),  # private tag
+        ("ReferencedImageSequence", "x"),  # SQ
+        ("SliceThickness", "thick"),
+        ("AcquisitionDate", "2020"),
+    ):
+        with _pytest.raises(_BadRequest):
+            _parse(_Resource(_Level.INSTANCE), [(key, value)], any_attribute=True)
+    with _pytest.raises(_BadRequest):  # turned off: undeclared keys are 400 as before
+        _parse(_Resource(_Level.INSTANCE), [("ProtocolName", "Head")], any_attribute=False)
+    # core keys keep their own path
+    assert not _parse(_Resource(_Level.STUDY), [("PatientID", "1")], any_attribute=True).query.attribute_matches
+    x = any_attribute_values(
+        {
+            "00181030": {"vr": "LO", "Value": ["Head "]},
+            "00180050": {"vr": "DS", "Value": [1.25]},
+            "00200013": {"vr": "IS", "Value": [7]},
+            "00081070": {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jo"}]},
+            "00081140": {"vr": "SQ", "Value": [{}]},
+            "7FE00010": {"vr": "OW", "InlineBinary": "AA=="},
+            "00091001": {"vr": "LO", "Value": ["private"]},
+            "00204000": {"vr": "LT", "Value": ["x" * 65]},
+        }
+    )
+    assert x == {"00181030": ["head"], "00180050": [1.25], "00200013": [7], "00081070": ["doe jo"]}

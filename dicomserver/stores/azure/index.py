@@ -117,10 +117,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -128,6 +130,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import AzureError
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError
+from pydicom.datadict import tag_for_keyword
 
 from ...attributes import (
     INSTANCE_KEYS,
@@ -142,7 +145,8 @@ from ...attributes import (
 from ...dicomjson import first_value, keyword_key, select, tag_key
 from ...errors import DependencyUnavailable
 from ...identifiers import InstanceKey, Level, SeriesKey, StudyKey
-from ...matching import fold_number, fold_person_name, fold_text, fold_time, person_name_words
+from ...matching import any_attribute_values, fold_number, fold_person_name, fold_text, fold_time, person_name_words
+from ...settings import search_any_attribute
 from .. import ChangeFeed
 from ..model import (
     INLINE_METADATA_LIMIT,
@@ -270,6 +274,22 @@ _INSTANCE_SEARCH_KEYWORDS = tuple(k for k in INSTANCE_KEYS if k not in _TOP_LEVE
 _ORDER_KEYWORDS = frozenset(k for keys in ORDER_KEYS.values() for k in keys if k not in _TOP_LEVEL_FIELDS)
 
 
+#: Tags of the core keys: searched through ``q`` (or top-level fields), so not repeated in ``x``.
+_CORE_TAGS = frozenset(
+    f"{int(tag_for_keyword(k) or 0):08X}" for k in (*STUDY_KEYS, *SERIES_KEYS, *INSTANCE_KEYS)
+)
+_TAG = re.compile(r"[0-9A-F]{8}")
+
+
+def _any_values(instance: IndexedInstance) -> dict[str, list[Any]]:
+    """The ``x`` map: normalised values of the instance's top-level simple-VR attributes by tag."""
+    try:
+        dataset = json.loads(instance.metadata_json) if instance.metadata_json else instance.attrs
+    except ValueError:
+        dataset = instance.attrs
+    return any_attribute_values(dataset if isinstance(dataset, dict) else {}, _CORE_TAGS)
+
+
 def _modality(attrs: dict[str, Any]) -> str | None:
     value = first_value(attrs.get(_MODALITY))
     return str(value).upper() if value else None
@@ -302,9 +322,17 @@ class CosmosIndexStore:
     """The index on Cosmos DB (or the local stand-in)."""
 
     def __init__(
-        self, client: CosmosClient, database: str, *, emulator: bool = False, changes: ChangeFeed | None = None
+        self,
+        client: CosmosClient,
+        database: str,
+        *,
+        emulator: bool = False,
+        changes: ChangeFeed | None = None,
+        any_attribute: bool | None = None,
     ) -> None:
         self._client = client
+        #: Keep every simple-VR attribute's values (``x``) for any-attribute search (default: the setting).
+        self._any_attribute = search_any_attribute() if any_attribute is None else any_attribute
         #: Where committed creates and deletes are logged (see :meth:`log_changes`).
         self._changes = changes
         self._database_name = database
@@ -369,6 +397,8 @@ class CosmosIndexStore:
             "frames": instance.frames,
             "bulkdata": instance.bulkdata,
         }
+        if self._any_attribute:
+            doc["x"] = _any_values(instance)
         if instance.metadata_json is not None and len(instance.metadata_json) <= INLINE_METADATA_LIMIT:
             doc["metadata"] = instance.metadata_json
         else:
@@ -829,6 +859,7 @@ class CosmosIndexStore:
         """Run a QIDO search; see the module docstring for how levels combine."""
         start = time.perf_counter()
         charge = _Charge()
+        query = self._resolve_attribute_matches(query, charge)
         top = query.offset + query.limit
         if query.count_only:
             total = self._count_matches(query, charge)
@@ -860,6 +891,32 @@ class CosmosIndexStore:
         )
         return QueryPage(items=records, request_charge=charge.total)
 
+    def _resolve_attribute_matches(self, query: SearchQuery, charge: _Charge) -> SearchQuery:
+        """The query with its any-attribute matches made ordinary ones.
+
+        At the instance level they test the instance documents; at the study and series levels a
+        study or series matches when at least one of its instances does: the matching instances'
+        UIDs become a ``StudyInstanceUID``/``SeriesInstanceUID`` list condition.
+        """
+        if not query.attribute_matches:
+            return query
+        if query.level is Level.INSTANCE:
+            return replace(
+                query, instance_matches=query.instance_matches + query.attribute_matches, attribute_matches=()
+            )
+        where, params = self._where("instance", query.attribute_matches, query)
+        sql = f"SELECT c.StudyInstanceUID, c.SeriesInstanceUID FROM c WHERE {where}"
+        pk = params[1]["value"] if query.study_instance_uid is not None else None
+        rows = self._query(self._instances, sql, params, pk, "search")
+        charge.add(self._instances)
+        if query.level is Level.STUDY:
+            uids = tuple(sorted({row["StudyInstanceUID"] for row in rows}))
+            owner = Match("StudyInstanceUID", MatchKind.ANY_OF, uids)
+            return replace(query, study_matches=query.study_matches + (owner,), attribute_matches=())
+        uids = tuple(sorted({row["SeriesInstanceUID"] for row in rows}))
+        owner = Match("SeriesInstanceUID", MatchKind.ANY_OF, uids)
+        return replace(query, series_matches=query.series_matches + (owner,), attribute_matches=())
+
     def _level_rows(self, query: SearchQuery, top: int, charge: _Charge) -> list[dict[str, Any]]:
         """Series or instance documents matching the query, in result order."""
         doc_type = "series" if query.level is Level.SERIES else "instance"
@@ -885,6 +942,7 @@ class CosmosIndexStore:
 
     def _count_matches(self, query: SearchQuery, charge: _Charge) -> int:
         """How many documents of the query's level match it."""
+        query = self._resolve_attribute_matches(query, charge)
         if query.level is Level.STUDY:
             return self._count("study", query.study_matches, query, charge)
         doc_type = "series" if query.level is Level.SERIES else "instance"
@@ -1113,11 +1171,27 @@ def _condition(match: Match, params: list[dict[str, Any]]) -> str:
         params.append({"name": name, "value": value})
         return name
 
-    path = _field(match.keyword)
+    if _TAG.fullmatch(match.keyword):
+        # An any-attribute match: some value of the instance's ``x`` list satisfies it.  The tag
+        # (8 upper-case hex digits, checked just above) is the only text spliced in.
+        inner = _compare(match, "v", param)
+        return f'EXISTS(SELECT VALUE v FROM v IN c.x["{match.keyword}"] WHERE {inner})'
+    return _compare(match, _field(match.keyword), param)
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _compare(match: Match, path: str, param: Callable[[Any], str]) -> str:
+    """The WHERE fragment comparing ``path`` with one match's values."""
     if match.kind is MatchKind.EXACT or match.kind is MatchKind.PERSON_NAME:
         return f"{path} = {param(match.values[0])}"
     if match.kind is MatchKind.NUMBER:
-        return f"{path} = {param(int(match.values[0]))}"
+        return f"{path} = {param(_number(match.values[0]))}"
     if match.kind is MatchKind.ANY_OF:
         return f"ARRAY_CONTAINS({param(list(match.values))}, {path})"
     if match.kind is MatchKind.CONTAINS:
