@@ -384,6 +384,38 @@ def qido(client: httpx.Client, base: str, studies: Sequence[Study], repeat: int)
     return {"mix": percentiles(everything), **out, "ops_per_request": ops.per(len(everything))}
 
 
+#: QIDO on an undeclared attribute beside the same-shaped query on a core one:
+#: key, label, path, the study's attribute it matches (ProtocolName: no core key, one value per study).
+ANY_ATTRIBUTE = (
+    ("instances_by_protocol", "instances?ProtocolName (undeclared)", "/instances", "ProtocolName"),
+    ("instances_by_accession", "instances?AccessionNumber (core)", "/instances", "AccessionNumber"),
+    ("studies_by_protocol", "studies?ProtocolName (undeclared)", "/studies", "ProtocolName"),
+    ("studies_by_accession", "studies?AccessionNumber (core)", "/studies", "AccessionNumber"),
+)
+
+
+def any_attribute(client: httpx.Client, base: str, study: Study, repeat: int) -> dict[str, Any]:
+    """p50/p95 and round trips of :data:`ANY_ATTRIBUTE` for ``study``; a refused query is recorded, not raised."""
+    head = study[0]
+    values = {"ProtocolName": head.protocol, "AccessionNumber": head.accession}
+    out: dict[str, Any] = {}
+    for key, _, path, keyword in ANY_ATTRIBUTE:
+        expected = len(study) if path == "/instances" else 1
+        url = httpx.URL(base + path, params={keyword: values[keyword]})
+        try:
+            out[key] = {**latencies(client, url, DICOM_JSON, repeat), "expected": expected}
+        except (RuntimeError, httpx.HTTPError) as exc:
+            log(f"  note: {path}?{keyword}=... not measured: {str(exc)[:200]}")
+            out[key] = {"error": str(exc)[:300]}
+            continue
+        if not out[key]["results"]:  # the key is ignored or unsupported: timing it would compare nothing
+            log(f"  note: {path}?{keyword} matched nothing (expected {expected}): reported as n/a")
+            out[key]["error"] = "matched nothing"
+        elif out[key]["results"] != expected:
+            log(f"  warning: {path}?{keyword} returned {out[key]['results']} results, expected {expected}")
+    return out
+
+
 def wado(client: httpx.Client, base: str, instances: Sequence[Instance], concurrency: int) -> dict[str, Any]:
     ops = Ops()
     received = [0]
@@ -495,6 +527,80 @@ def cosmos_study_query(env: dict[str, str], patient_id: str, repeat: int) -> dic
         call()
         samples.append((time.perf_counter() - start) * 1000)
     return {"container": container_name, "results": found, **percentiles(samples)}
+
+
+#: Properties Cosmos adds to every document (not the service's bytes).
+COSMOS_SYSTEM = ("_rid", "_self", "_etag", "_attachments", "_ts")
+
+
+def _json_bytes(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def index_size(env: dict[str, str], sample: int) -> dict[str, Any]:
+    """Bytes of the any-attribute ``x`` map in ``sample`` instance documents, read raw with the SDK.
+
+    Each document's size is its compact UTF-8 JSON without the Cosmos system properties; ``x`` bytes
+    are that size minus the size of the same document without ``x`` (so the key and comma count).
+    """
+    try:
+        from dicomserver.stores.azure.index import INSTANCES_CONTAINER as container_name
+    except ImportError:
+        container_name = "instances"
+    try:
+        from dicomserver.matching import any_attribute_values
+    except ImportError:
+        any_attribute_values = None  # type: ignore[assignment]
+    container = _cosmos_client(env).get_database_client(_database_name(env)).get_container_client(container_name)
+    docs = list(
+        container.query_items(
+            "SELECT TOP @n * FROM c",
+            parameters=[{"name": "@n", "value": sample}],
+            enable_cross_partition_query=True,
+        )
+    )
+    if not docs:
+        raise RuntimeError(f"no document in the Cosmos container {container_name!r}")
+    full, bare, keys, values, attrs, metadata = [], [], [], [], [], []
+    build_us: list[float] = []
+    for doc in docs:
+        doc = {k: v for k, v in doc.items() if k not in COSMOS_SYSTEM}
+        x = doc.get("x") or {}
+        full.append(_json_bytes(doc))
+        bare.append(_json_bytes({k: v for k, v in doc.items() if k != "x"}))
+        keys.append(len(x))
+        values.append(sum(len(v) if isinstance(v, list) else 1 for v in x.values()))
+        attrs.append(_json_bytes(doc.get("attrs")) if "attrs" in doc else 0)
+        metadata.append(_json_bytes(doc["metadata"]) if "metadata" in doc else 0)
+        dataset = doc.get("metadata")
+        if isinstance(dataset, str):
+            try:
+                dataset = json.loads(dataset)
+            except ValueError:
+                dataset = None
+        if any_attribute_values is not None and isinstance(dataset, dict):
+            start = time.perf_counter()
+            any_attribute_values(dataset)
+            build_us.append((time.perf_counter() - start) * 1e6)
+    mean = statistics.fmean
+    with_x = sum(1 for k in keys if k)
+    doc_bytes, doc_bytes_bare = mean(full), mean(bare)
+    return {
+        "container": container_name,
+        "documents": len(docs),
+        "with_x": with_x,
+        "setting": env.get("DICOM_SEARCH_ANY_ATTRIBUTE", "(unset: on)"),
+        "doc_bytes": doc_bytes,
+        "doc_bytes_without_x": doc_bytes_bare,
+        "x_bytes": doc_bytes - doc_bytes_bare,
+        "x_share": (doc_bytes - doc_bytes_bare) / doc_bytes if doc_bytes else None,
+        "x_increase": (doc_bytes - doc_bytes_bare) / doc_bytes_bare if doc_bytes_bare else None,
+        "x_tags": mean(keys),
+        "x_values": mean(values),
+        "attrs_bytes": mean(attrs),
+        "metadata_bytes": mean(metadata),
+        "x_build_us": statistics.median(build_us) if build_us else None,
+    }
 
 
 class FeedLog:
@@ -718,12 +824,19 @@ def measure(name: str, base: str, env: dict[str, str] | None, data: Data, scale:
         queried = data.stow["stow_20_c4"]
         if step("qido", lambda: qido(client, base, queried, scale.repeat)):
             out["qido"]["stored_instances"] = stored
+        log(f"[{name}] QIDO on an undeclared attribute (ProtocolName) beside a core one at {stored:,} instances ...")
+        if step("any_attribute", lambda: any_attribute(client, base, queried[0], scale.repeat)):
+            out["any_attribute"]["stored_instances"] = stored
         what = "change feed and QIDO" if env is not None else "QIDO"
         log(f"[{name}] 100 instances by {what} at {stored:,} instances ...")
         if step("reads_100", lambda: feed_reads(client, base, scale.repeat, change_feed=env is not None)):
             out["reads_100"]["stored_instances"] = stored
         if env is not None:
             step("cosmos_study_query", lambda: cosmos_study_query(env, queried[0][0].patient_id, scale.repeat))
+            log(f"[{name}] index size: the x map in a sample of {scale.size_sample} instance documents ...")
+            r = step("index_size", lambda: index_size(env, scale.size_sample))
+            if r:
+                r["stored_instances"] = stored
     if errors:
         out["errors"] = errors
     return out
@@ -792,6 +905,13 @@ def table(results: dict[str, Any]) -> str:
         for p in ("p50_ms", "p95_ms") if key == "studies_by_patient_id" else ("p50_ms",):
             raw = get(floor, "cosmos_study_query", p) if key == "studies_by_patient_id" else None
             row(f"  {label} {p[:3]}", "ms", "qido", key, p, floor_value=raw)
+    stored_a = get(ours, "any_attribute", "stored_instances") or 0
+    for key, label, *_ in ANY_ATTRIBUTE:
+        refused = bool(get(peer, "any_attribute", key, "error"))
+        for p in ("p50_ms", "p95_ms"):
+            row(f"{label} {p[:3]}", "ms", "any_attribute", key, p, peer_na=refused)
+        if get(ours, "any_attribute", key, "error"):  # ours matched nothing: its timing compares nothing
+            rows[-2:] = [(r[0], r[1], None, r[3], r[4]) for r in rows[-2:]]
     stored_r = get(ours, "reads_100", "stored_instances") or 0
     offset = get(ours, "reads_100", "changefeed_100", "offset")
     at = "" if offset is None else f" offset={offset:,}"
@@ -836,6 +956,7 @@ def table(results: dict[str, Any]) -> str:
     op_rows += [
         ("WADO instance c=4", "/inst", ("wado_c4", "ops_per_instance")),
         ("QIDO mix", "/req", ("qido", "ops_per_request")),
+        *((label, "/req", ("any_attribute", key, "ops_per_request")) for key, label, *_ in ANY_ATTRIBUTE),
         ("instances?limit=100 (QIDO)", "/req", ("reads_100", "qido_instances_100", "ops_per_request")),
         ("changefeed?limit=100", "/req", ("reads_100", "changefeed_100", "ops_per_request")),
         ("  ... &includemetadata=false", "/req", ("reads_100", "changefeed_100_nometa", "ops_per_request")),
@@ -845,6 +966,7 @@ def table(results: dict[str, Any]) -> str:
         cells = "".join(f" {'-' if ops is None else fmt(ops.get(k, 0.0)):>10}" for k in OPS_KINDS)
         lines.append(f"{label:{width}} {unit:>6}{cells}")
     lines += ["", *feed_table(ours, width, len(header))]
+    lines += ["", *size_table(ours, width, len(header))]
     lines += [
         "",
         "inst/s: higher is better; ms: lower is better (ratios are ours divided by the other column).",
@@ -853,7 +975,10 @@ def table(results: dict[str, Any]) -> str:
         "the same study query sent raw to the Cosmos stand-in.",
         f"Metadata measured with {stored or 0:,} instances stored, QIDO with {stored_q:,}, the reads of 100 with "
         f"{stored_r:,};",
-        f"'-': not measured or no {OPS_HEADER} header; n/a: Orthanc has no change feed.",
+        f"'-': not measured or no {OPS_HEADER} header; n/a: Orthanc has no change feed,",
+        "or its QIDO refused the key or matched nothing with it.",
+        f"ProtocolName / AccessionNumber at {stored_a:,} instances: one study's value (100 instances, 1 study);",
+        "ProtocolName is no core key (matched in the x map of the instance documents), AccessionNumber is.",
         "changefeed?limit=100 reads the middle of the feed (offset = half its latest sequence number - 50) as a",
         "consumer paging through it does; instances?limit=100 is the QIDO of 100 instances of any study.",
     ]
@@ -908,6 +1033,44 @@ def feed_table(ours: dict[str, Any], width: int, rule: int) -> list[str]:
     ]
 
 
+def size_table(ours: dict[str, Any], width: int, rule: int) -> list[str]:
+    """Index size and STOW cost of the any-attribute ``x`` map (ours only)."""
+    size = ours.get("index_size")
+    title = "any-attribute search: index and STOW cost (ours)"
+    lines = [f"{title:{width}} {'unit':>6} {'value':>10}", "-" * rule]
+    if not size:
+        return lines + ["(not measured)"]
+
+    def add(label: str, unit: str, value: float | None, spec: str = ",.0f") -> None:
+        lines.append(f"{label:{width}} {unit:>6} {'-' if value is None else format(value, spec):>10}")
+
+    stowed = [(ours.get(key) or {}).get("ops_per_instance") for key, *_ in STOW_MODES]
+    add("x map", "B/inst", size["x_bytes"])
+    add("x map share of the instance document", "%", 100 * (size["x_share"] or 0), ".1f")
+    add("x map tags / values indexed", "/inst", size["x_tags"], ".1f")
+    lines[-1] += f" / {size['x_values']:.1f}"
+    add("instance document with x (STOW write)", "B/inst", size["doc_bytes"])
+    add("instance document without x", "B/inst", size["doc_bytes_without_x"])
+    add("  increase", "%", 100 * (size["x_increase"] or 0), ".1f")
+    add("  of which attrs / inline metadata", "B/inst", size["attrs_bytes"])
+    lines[-1] += f" / {size['metadata_bytes']:,.0f}"
+    stored = size.get("stored_instances") or 0
+    add(f"x maps at {stored:,} instances", "MB", size["x_bytes"] * stored / 1e6, ".2f")
+    for (_, label, *_), ops in zip(STOW_MODES, stowed, strict=True):
+        add(f"{label}: index round trips", "/inst", ops.get("index") if ops else None, ".2f")
+    add("CPU to build x (median)", "us", size["x_build_us"], ".1f")
+    return lines + [
+        f"From {size['documents']:,} instance documents read with the SDK after the QIDO load ({size['with_x']:,}",
+        f"with an x map; DICOM_SEARCH_ANY_ATTRIBUTE={size['setting']}): sizes are compact UTF-8 json.dumps",
+        "lengths without the Cosmos system properties; x = the document minus the same document without x (key",
+        "included); values indexed = the x map's leaf values. The x map is written in the instance's own",
+        "create_item, so the STOW index round trips above are the same with the setting off; its cost is these",
+        "bytes and, in Azure, the RU of indexing its values (/x/* is indexed; the stand-in charges a flat 1 RU",
+        "per call). CPU: the service's any_attribute_values on the document's inline metadata, in this process.",
+        "No STOW pass with the setting off is run (it needs a second host): the bytes without x are computed.",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--peer", choices=["orthanc", "none"], default="orthanc")
@@ -922,6 +1085,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wado-instances", type=int, help="instances retrieved by WADO (default 1000)")
     parser.add_argument("--floor-instances", type=int, help="instances per storage floor mode (default 1000)")
     parser.add_argument("--repeat", type=int, help="calls per metadata and QIDO query (default 20)")
+    parser.add_argument(
+        "--size-sample", type=int, default=500, help="instance documents read for the index size (default 500)"
+    )
     args = parser.parse_args(argv)
     for key, value in SCALES["quick" if args.quick else "default"].items():
         if getattr(args, key) is None:

@@ -4,7 +4,8 @@
 * the long series is one study with one 500-instance series of the same slices (``long_series``).
 
 Headers are realistic enough for the QIDO mix (names with non-ASCII characters, study dates spread
-over 2015-2025, accession numbers, two studies per patient).  Pixel data is smooth random noise.
+over 2015-2025, accession numbers, two studies per patient, and a ProtocolName of its own per study,
+which is no core search key: the QIDO on an undeclared attribute).  Pixel data is smooth random noise.
 Every UID is fresh (``generate_uid``) and every PatientID carries the run's token, so two runs never
 share an identifier; the header values other than UIDs are deterministic for a given ``seed``.
 """
@@ -44,6 +45,7 @@ class Instance:
     patient_name: str
     study_date: str
     accession: str
+    protocol: str = ""
 
 
 Study = list[Instance]
@@ -90,6 +92,9 @@ class Generator:
         study.StudyDescription = rng.choice(DESCRIPTIONS)
         study.ReferringPhysicianName = "Referrer^Rita"
         study.StudyID = str(rng.randrange(10**6))
+        # Not a core search key: the QIDO on an undeclared attribute.  One value per study, from no
+        # random draw, so the other header values stay what they were.
+        study.ProtocolName = f"Bench {self.run} protocol {self._studies:05d}"
         out: Study = []
         for number, size in enumerate(series_sizes, start=1):
             series_uid = generate_uid()
@@ -154,6 +159,7 @@ class Generator:
             str(study.PatientName),
             str(study.StudyDate),
             str(study.AccessionNumber),
+            str(study.ProtocolName),
         )
 
 
