@@ -88,7 +88,6 @@ from .matching import (
     fold_time,
     person_name_words,
 )
-from .settings import search_any_attribute
 from .stores import IndexStore
 from .stores.model import Match, MatchKind, Record, SearchQuery
 from .urls import DicomWebUrl
@@ -391,20 +390,19 @@ def parse_search(
     study_instance_uid: str | None = None,
     series_instance_uid: str | None = None,
     count_only: bool = False,
-    any_attribute: bool | None = None,
+    any_attribute: bool = True,
 ) -> Search:
     """Parse the query parameters of a QIDO request.
 
-    ``any_attribute`` (default: the ``DICOM_SEARCH_ANY_ATTRIBUTE`` setting) lets keys outside the
-    core keys (:data:`SEARCHABLE`) match (:func:`_any_match`); a core key keeps its own rules.
+    ``any_attribute`` (the index's :attr:`~dicomserver.stores.IndexStore.searches_any_attribute`,
+    from ``DICOM_SEARCH_ANY_ATTRIBUTE``) lets keys outside the core keys (:data:`SEARCHABLE`) match
+    (:func:`_any_match`); a core key keeps its own rules.
 
     Raises
     ------
     BadRequest
         Naming the offending parameter or value.
     """
-    if any_attribute is None:
-        any_attribute = search_any_attribute()
     fuzzy = False
     limit, offset = DEFAULT_LIMIT, 0
     include: set[int] = set()
@@ -556,7 +554,11 @@ async def search(
     """
     negotiation.dicom_json(accept, "QIDO-RS")
     parsed = parse_search(
-        resource, params, study_instance_uid=study_instance_uid, series_instance_uid=series_instance_uid
+        resource,
+        params,
+        study_instance_uid=study_instance_uid,
+        series_instance_uid=series_instance_uid,
+        any_attribute=index.searches_any_attribute,
     )
     query = parsed.query
     page = await asyncio.to_thread(index.search, query)
@@ -645,6 +647,7 @@ async def count(
         study_instance_uid=study_instance_uid,
         series_instance_uid=series_instance_uid,
         count_only=True,
+        any_attribute=index.searches_any_attribute,
     )
     page = await asyncio.to_thread(index.search, parsed.query)
     return {"count": page.count or 0}

@@ -226,14 +226,8 @@ class Settings:
             telemetry_console=_flag(env.get("DICOM_TELEMETRY_CONSOLE")),
             telemetry_file=env.get("DICOM_TELEMETRY_FILE") or None,
             audit_file=env.get("DICOM_AUDIT_FILE") or None,
-            search_any_attribute=search_any_attribute(env),
+            search_any_attribute=_flag(env.get("DICOM_SEARCH_ANY_ATTRIBUTE"), True),
         )
-
-
-def search_any_attribute(environ: Mapping[str, str] | None = None) -> bool:
-    """``DICOM_SEARCH_ANY_ATTRIBUTE`` (default true), read from ``environ`` (default: ``os.environ``)."""
-    env = os.environ if environ is None else environ
-    return _flag(env.get("DICOM_SEARCH_ANY_ATTRIBUTE"), True)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:

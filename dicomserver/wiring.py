@@ -107,7 +107,13 @@ def build_services(settings: Settings) -> Services:
     except AzureError as exc:
         raise DependencyUnavailable("Cosmos DB is unavailable.") from exc
     changes = CosmosChangeFeed(cosmos, settings.cosmos_database, emulator=settings.cosmos_emulator)
-    index = CosmosIndexStore(cosmos, settings.cosmos_database, emulator=settings.cosmos_emulator, changes=changes)
+    index = CosmosIndexStore(
+        cosmos,
+        settings.cosmos_database,
+        emulator=settings.cosmos_emulator,
+        changes=changes,
+        any_attribute=settings.search_any_attribute,
+    )
     queue = AzureSyncQueue(
         _queue_client(settings, settings.fhir_sync_queue, credential),
         _queue_client(settings, settings.fhir_sync_queue + "-poison", credential),

@@ -89,6 +89,10 @@ class BlobStore(Protocol):
 class IndexStore(Protocol):
     """Searchable documents for studies, series and instances (see :mod:`.index` for the cost model)."""
 
+    #: Instance documents keep every simple-VR attribute's values, so QIDO may search any attribute
+    #: (``DICOM_SEARCH_ANY_ATTRIBUTE``).
+    searches_any_attribute: bool
+
     def ensure_schema(self) -> None: ...
 
     def create_instance(self, instance: IndexedInstance) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import io
 import json
 
@@ -9,6 +11,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from dicomserver import qido
 from dicomserver.attributes import all_index_tags
 from dicomserver.dicomjson import dataset_to_json, select
 from dicomserver.errors import BadRequest
@@ -89,13 +92,13 @@ def test_any_attribute_at_every_level(services: Services) -> None:
     assert services.index.search(parsed.query).count == 2
 
 
-def test_turned_off(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DICOM_SEARCH_ANY_ATTRIBUTE", "false")
-    services = build_services(settings)
+def test_turned_off(settings: Settings) -> None:
+    assert Settings.from_env({"DICOM_SEARCH_ANY_ATTRIBUTE": "false"}).search_any_attribute is False
+    services = build_services(dataclasses.replace(settings, search_any_attribute=False))
     provision_services(services)
     ds = add(services, ProtocolName="Head")
     with pytest.raises(BadRequest):
-        parse_search(INSTANCES, [("ProtocolName", "Head")])
+        asyncio.run(qido.search_for_instances(index=services.index, params=[("ProtocolName", "Head")]))
     doc = services.index._instances.read_item(  # type: ignore[attr-defined]
         f"{ds.SeriesInstanceUID}|{ds.SOPInstanceUID}", partition_key=f"{DEFAULT_PARTITION}|{ds.StudyInstanceUID}"
     )

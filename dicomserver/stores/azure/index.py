@@ -146,7 +146,6 @@ from ...dicomjson import first_value, keyword_key, select, tag_key
 from ...errors import DependencyUnavailable
 from ...identifiers import InstanceKey, Level, SeriesKey, StudyKey
 from ...matching import any_attribute_values, fold_number, fold_person_name, fold_text, fold_time, person_name_words
-from ...settings import search_any_attribute
 from .. import ChangeFeed
 from ..model import (
     INLINE_METADATA_LIMIT,
@@ -328,11 +327,11 @@ class CosmosIndexStore:
         *,
         emulator: bool = False,
         changes: ChangeFeed | None = None,
-        any_attribute: bool | None = None,
+        any_attribute: bool = True,
     ) -> None:
         self._client = client
-        #: Keep every simple-VR attribute's values (``x``) for any-attribute search (default: the setting).
-        self._any_attribute = search_any_attribute() if any_attribute is None else any_attribute
+        #: Keep every simple-VR attribute's values (``x``) for any-attribute search (``DICOM_SEARCH_ANY_ATTRIBUTE``).
+        self.searches_any_attribute = any_attribute
         #: Where committed creates and deletes are logged (see :meth:`log_changes`).
         self._changes = changes
         self._database_name = database
@@ -397,7 +396,7 @@ class CosmosIndexStore:
             "frames": instance.frames,
             "bulkdata": instance.bulkdata,
         }
-        if self._any_attribute:
+        if self.searches_any_attribute:
             doc["x"] = _any_values(instance)
         if instance.metadata_json is not None and len(instance.metadata_json) <= INLINE_METADATA_LIMIT:
             doc["metadata"] = instance.metadata_json
