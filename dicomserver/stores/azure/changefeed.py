@@ -55,23 +55,17 @@ on one document).
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from azure.core.exceptions import AzureError
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 
 from ...errors import DependencyUnavailable
 from ...identifiers import InstanceKey, StudyKey
 from ..model import Change, ChangeAction, ChangeEntry, ChangeState
-from .index import INSTANCES_CONTAINER, PARTITION_KEY_PATH, _write, study_pk
-
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
+from .index import INSTANCES_CONTAINER, PARTITION_KEY_PATH, _call, _write, study_pk
 
 CHANGEFEED_CONTAINER = "changefeed"
 #: Entries and the counter are indexed on what the reader filters and orders by.
@@ -87,6 +81,8 @@ CHANGEFEED_INDEXING_POLICY: dict[str, Any] = {
     "excludedPaths": [{"path": "/*"}],
 }
 COUNTER_ID = "sequence"
+#: What an unavailable Cosmos is called in this module's errors ("The change feed is unavailable (...)").
+FEED = "change feed"
 #: A gap in the sequence followed by an entry younger than this is a change still being logged.
 GAP_SETTLE_SECONDS = 5.0
 #: Entries read past ``offset + limit`` to find out whether a gap closes.
@@ -119,14 +115,17 @@ class CosmosChangeFeed:
         self._instances: ContainerProxy = db.get_container_client(INSTANCES_CONTAINER)
 
     def ensure_schema(self) -> None:
-        db = self._call("create database", lambda: self._client.create_database_if_not_exists(self._database_name))
-        self._feed = self._call(
+        db = _call(
+            "create database", lambda: self._client.create_database_if_not_exists(self._database_name), FEED
+        )
+        self._feed = _call(
             "create container",
             lambda: db.create_container_if_not_exists(
                 CHANGEFEED_CONTAINER,
                 partition_key=PartitionKey(PARTITION_KEY_PATH),
                 indexing_policy=CHANGEFEED_INDEXING_POLICY,
             ),
+            FEED,
         )
 
     # -- writing ------------------------------------------------------------------------------
@@ -267,7 +266,7 @@ class CosmosChangeFeed:
         pks = sorted({study_pk(StudyKey(str(r["pk"]), str(r["study"]))) for r in rows})
         docs = {
             (str(d["pk"]), str(d["id"])): d
-            for d in self._call(
+            for d in _call(
                 "change feed state",
                 lambda: list(
                     self._instances.query_items(
@@ -276,6 +275,7 @@ class CosmosChangeFeed:
                         enable_cross_partition_query=True,
                     )
                 ),
+                FEED,
             )
         }
         out = []
@@ -295,16 +295,11 @@ class CosmosChangeFeed:
         return out
 
     def _query(self, sql: str, params: list[dict[str, Any]], partition: str) -> list[dict[str, Any]]:
-        return self._call(
-            "change feed read", lambda: list(self._feed.query_items(sql, parameters=params, partition_key=partition))
+        return _call(
+            "change feed read",
+            lambda: list(self._feed.query_items(sql, parameters=params, partition_key=partition)),
+            FEED,
         )
-
-    def _call(self, what: str, call: Callable[[], T]) -> T:
-        try:
-            return call()
-        except AzureError as exc:
-            log.warning("cosmos failed during %s: %s", what, exc)
-            raise DependencyUnavailable(f"The change feed is unavailable ({what}).") from exc
 
 
 def _as_timestamp(stored_at: object) -> str:

@@ -317,6 +317,27 @@ def _write(what: str, call: Callable[[], T], tolerated: tuple[int, ...] = ()) ->
         raise DependencyUnavailable(f"The index is unavailable ({what}).") from exc
 
 
+def _call(what: str, call: Callable[[], T], service: str = "index") -> T:
+    """Run one Cosmos read (or idempotent write): an SDK failure is :class:`DependencyUnavailable`.
+
+    ``service`` names what is unavailable in the message ("The index is unavailable (...)").
+    """
+    for attempt in range(_SDK_RACE_ATTEMPTS):
+        try:
+            return call()
+        except AzureError as exc:
+            log.warning("cosmos failed during %s: %s", what, exc)
+            raise DependencyUnavailable(f"The {service} is unavailable ({what}).") from exc
+        except RuntimeError as exc:
+            # azure-cosmos 4.17 can iterate response headers that another thread is changing
+            # ("OrderedDict mutated during iteration", seen under concurrent STOWs in the bench);
+            # every call passed here is a read or an idempotent write, so it is repeated.
+            if attempt + 1 == _SDK_RACE_ATTEMPTS:
+                raise DependencyUnavailable(f"The {service} client failed ({what}).") from exc
+            log.warning("cosmos client race during %s (repeated): %s", what, exc)
+    raise AssertionError("unreachable")
+
+
 class CosmosIndexStore:
     """The index on Cosmos DB (or the local stand-in)."""
 
@@ -348,9 +369,9 @@ class CosmosIndexStore:
 
     def ensure_schema(self) -> None:
         """Create the database and the three containers if missing (idempotent)."""
-        db = self._call("create database", lambda: self._client.create_database_if_not_exists(self._database_name))
+        db = _call("create database", lambda: self._client.create_database_if_not_exists(self._database_name))
         made = {
-            name: self._call(
+            name: _call(
                 "create container",
                 lambda name=name: db.create_container_if_not_exists(  # type: ignore[misc]
                     name, partition_key=PartitionKey(PARTITION_KEY_PATH), indexing_policy=INDEXING_POLICIES[name]
@@ -512,7 +533,7 @@ class CosmosIndexStore:
         created = self._patch_or_create(self._studies, "study", pk, operations, new, "study")
         if not created and new_modalities[room:]:
             extra = [{"op": "add", "path": "/ModalitiesInStudy/-", "value": m} for m in new_modalities[room:]]
-            self._call("study modalities", lambda: self._studies.patch_item("study", pk, patch_operations=extra[:10]))
+            _call("study modalities", lambda: self._studies.patch_item("study", pk, patch_operations=extra[:10]))
 
     def _patch_or_create(
         self,
@@ -648,7 +669,7 @@ class CosmosIndexStore:
                     ),
                 )
                 modalities |= {m for m in [_modality(found[-1]["attrs"])] if m}
-        study_doc = self._call("reconcile", lambda: read_item_or_none(self._studies, "study", pk, self._emulator))
+        study_doc = _call("reconcile", lambda: read_item_or_none(self._studies, "study", pk, self._emulator))
         if rows and study_doc is None:
             changed = True
             latest = max(rows, key=lambda r: str(r.get("sortKey") or ""))
@@ -685,8 +706,8 @@ class CosmosIndexStore:
         self, container: ContainerProxy, sql: str, params: list[dict[str, Any]], pk: str | None, what: str
     ) -> list[dict[str, Any]]:
         if pk is not None:
-            return self._call(what, lambda: list(container.query_items(sql, parameters=params, partition_key=pk)))
-        return self._call(
+            return _call(what, lambda: list(container.query_items(sql, parameters=params, partition_key=pk)))
+        return _call(
             what, lambda: list(container.query_items(sql, parameters=params, enable_cross_partition_query=True))
         )
 
@@ -731,7 +752,7 @@ class CosmosIndexStore:
         """
         pk = study_pk(study)
         if series_instance_uid is not None:
-            doc = self._call(
+            doc = _call(
                 "metadata etag", lambda: read_item_or_none(self._series, series_instance_uid, pk, self._emulator)
             )
             return None if doc is None else str(doc["_etag"]).strip('"')
@@ -776,7 +797,7 @@ class CosmosIndexStore:
         """Everything indexed about one study (three single-partition reads); None when it has no instance."""
         pk = study_pk(study)
         params = [{"name": "@pk", "value": pk}]
-        doc = self._call("study snapshot", lambda: read_item_or_none(self._studies, "study", pk, self._emulator))
+        doc = _call("study snapshot", lambda: read_item_or_none(self._studies, "study", pk, self._emulator))
         instances = self._query(
             self._instances,
             "SELECT c.SeriesInstanceUID, c.SOPInstanceUID, c.attrs, c.sortKey, c.storedAt FROM c WHERE c.pk = @pk",
@@ -832,7 +853,7 @@ class CosmosIndexStore:
         """One point read of the instance document (with its inline metadata)."""
         pk = study_pk(key.study)
         item = f"{key.series_instance_uid}|{key.sop_instance_uid}"
-        doc = self._call("read instance", lambda: read_item_or_none(self._instances, item, pk, self._emulator))
+        doc = _call("read instance", lambda: read_item_or_none(self._instances, item, pk, self._emulator))
         if doc is None:
             return None
         return IndexedInstance(
@@ -978,7 +999,7 @@ class CosmosIndexStore:
                 total += sum(int(value) for value in counts)
             return total
 
-        return self._call("count", run)
+        return _call("count", run)
 
     def _matching_study_pks(self, query: SearchQuery, charge: _Charge) -> Iterator[list[str]]:
         where, params = self._where("study", query.study_matches, query)
@@ -1042,7 +1063,7 @@ class CosmosIndexStore:
                     break
             return rows[:top]
 
-        return self._call("search", run)
+        return _call("search", run)
 
     def _studies_by_pk(self, pks: set[str], charge: _Charge) -> dict[str, dict[str, Any]]:
         """The study documents of ``pks`` (for the study-level attributes of lower-level results)."""
@@ -1073,22 +1094,6 @@ class CosmosIndexStore:
             row["NumberOfStudyRelatedInstances"] = sum(found)
 
     # -- helpers ----------------------------------------------------------------
-
-    def _call(self, what: str, call: Callable[[], T]) -> T:
-        for attempt in range(_SDK_RACE_ATTEMPTS):
-            try:
-                return call()
-            except AzureError as exc:
-                log.warning("cosmos failed during %s: %s", what, exc)
-                raise DependencyUnavailable(f"The index is unavailable ({what}).") from exc
-            except RuntimeError as exc:
-                # azure-cosmos 4.17 can iterate response headers that another thread is changing
-                # ("OrderedDict mutated during iteration", seen under concurrent STOWs in the bench);
-                # every call passed here is a read or an idempotent write, so it is repeated.
-                if attempt + 1 == _SDK_RACE_ATTEMPTS:
-                    raise DependencyUnavailable(f"The index client failed ({what}).") from exc
-                log.warning("cosmos client race during %s (repeated): %s", what, exc)
-        raise AssertionError("unreachable")
 
 
 class _Charge:
