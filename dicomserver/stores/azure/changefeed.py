@@ -47,10 +47,10 @@ instances once per study when it counts them in (with the aggregates, at least
 every 100 instances), a one-instance request right after its commit, a DELETE
 once per study.  A read is one query for the entries plus one
 cross-partition query for the state (and metadata) of their instances; the
-offset is skipped by the query (``TOP offset+limit``), so deep offsets cost
-what they skip.  The hot spot is the counter document: every store in a
-partition patches it (Cosmos serves a few hundred to a thousand writes a second
-on one document).
+offset is skipped while the documents stream past (``TOP offset+limit``; only the
+window is held in memory), so deep offsets cost the reads they skip.  The hot
+spot is the counter document: every store in a partition patches it (Cosmos
+serves a few hundred to a thousand writes a second on one document).
 """
 
 from __future__ import annotations
@@ -200,19 +200,18 @@ class CosmosChangeFeed:
     def read(
         self, partition: str, start: str, end: str, offset: int, limit: int, include_metadata: bool
     ) -> list[ChangeEntry]:
-        docs = self._query(
+        sql = (
             "SELECT TOP @n * FROM c WHERE c.pk = @pk AND IS_DEFINED(c.seq) AND c.ts >= @start AND c.ts < @end "
-            "ORDER BY c.seq",
-            [
-                {"name": "@n", "value": offset + limit},
-                {"name": "@pk", "value": partition},
-                {"name": "@start", "value": start},
-                {"name": "@end", "value": end},
-            ],
-            partition,
+            "ORDER BY c.seq"
         )
-        rows = _expand(self._settled(partition, docs))
-        return self._resolve(rows[offset : offset + limit], include_metadata)
+        params: list[dict[str, Any]] = [
+            {"name": "@n", "value": offset + limit},
+            {"name": "@pk", "value": partition},
+            {"name": "@start", "value": start},
+            {"name": "@end", "value": end},
+        ]
+        rows = _call("change feed read", lambda: self._window(partition, sql, params, offset, limit), FEED)
+        return self._resolve(rows, include_metadata)
 
     def latest(self, partition: str, include_metadata: bool) -> ChangeEntry | None:
         docs = self._query(
@@ -231,23 +230,35 @@ class CosmosChangeFeed:
         )
         return [_entry(row, ChangeState.CURRENT) for row in _expand(docs)]
 
-    def _settled(self, partition: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """``docs`` up to the first gap that may still close (see the module docstring).
+    def _window(
+        self, partition: str, sql: str, params: list[dict[str, Any]], offset: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """Entries ``offset`` to ``offset + limit`` of the log documents ``sql`` returns in sequence order.
 
-        The number before the first document is looked up too (one query), so a
-        gap at the start of the window is seen as well.
+        The documents are streamed: only the window is kept, whatever the offset, and the read stops
+        once it is full.  It also stops at the first gap that may still close (see the module
+        docstring); the number before the first document is looked up too (one query), so a gap at
+        the start of the window is seen as well.
         """
-        if not docs:
-            return docs
-        first = int(docs[0]["seq"])
-        if first > 1 and _age_seconds(docs[0]["ts"]) < GAP_SETTLE_SECONDS and not self._exists(partition, first - 1):
-            return []
-        out = [docs[0]]
-        for doc in docs[1:]:
-            if int(doc["seq"]) != int(out[-1]["last"]) + 1 and _age_seconds(doc["ts"]) < GAP_SETTLE_SECONDS:
+        kept: list[dict[str, Any]] = []
+        seen = 0
+        previous: dict[str, Any] | None = None
+        for doc in self._feed.query_items(sql, parameters=params, partition_key=partition):
+            young = _age_seconds(doc["ts"]) < GAP_SETTLE_SECONDS
+            if previous is None:
+                first = int(doc["seq"])
+                if first > 1 and young and not self._exists(partition, first - 1):
+                    break
+            elif int(doc["seq"]) != int(previous["last"]) + 1 and young:
                 break
-            out.append(doc)
-        return out
+            previous = doc
+            for row in _expand([doc]):
+                if seen >= offset:
+                    kept.append(row)
+                seen += 1
+                if len(kept) == limit:
+                    return kept
+        return kept
 
     def _exists(self, partition: str, seq: int) -> bool:
         rows = self._query(
