@@ -2,9 +2,9 @@
 
 import azure.functions as func
 
-from functions import changefeed, delete, fhir_sync, ingest, qido, stow, wado
+from functions import changefeed, delete, fhir_sync, ingest, operations, qido, stow, wado
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
-for blueprint in (stow.bp, wado.bp, qido.bp, delete.bp, changefeed.bp, ingest.bp, fhir_sync.bp):
+for blueprint in (stow.bp, wado.bp, qido.bp, delete.bp, changefeed.bp, operations.bp, ingest.bp, fhir_sync.bp):
     app.register_functions(blueprint)

@@ -37,6 +37,7 @@ SETTING_NAMES: tuple[str, ...] = (
     "DICOM_FHIR_SYNC_QUEUE",
     "DICOM_EVENTS_TOPIC_ENDPOINT",
     "DICOM_EVENTS_QUEUE",
+    "DICOM_OPERATIONS_QUEUE",
     "DICOM_PUBLIC_BASE_URL",
     "DICOM_MAX_INSTANCE_BYTES",
     "DICOM_MAX_DECODED_BYTES",
@@ -113,6 +114,8 @@ class Settings:
     events_topic_endpoint: str | None = None
     #: Without a topic endpoint, events go to this Storage queue instead (local development and tests).
     events_queue: str = "dicom-events"
+    #: Steps of long-running operations (extended query tag reindex, bulk update): one message each.
+    operations_queue: str = "dicom-operations"
     public_base_url: str | None = None
     max_instance_bytes: int = 2 * 1024**3
     #: Parts of one STOW request at most (413 beyond).
@@ -201,6 +204,7 @@ class Settings:
             fhir_sync_queue=env.get("DICOM_FHIR_SYNC_QUEUE", defaults.fhir_sync_queue),
             events_topic_endpoint=env.get("DICOM_EVENTS_TOPIC_ENDPOINT") or None,
             events_queue=env.get("DICOM_EVENTS_QUEUE") or defaults.events_queue,
+            operations_queue=env.get("DICOM_OPERATIONS_QUEUE") or defaults.operations_queue,
             public_base_url=public.rstrip("/") if public else None,
             max_instance_bytes=max_bytes,
             max_parts_per_request=max_parts,

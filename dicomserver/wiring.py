@@ -25,13 +25,14 @@ from .auth import Authenticator, build_authenticator
 from .errors import DependencyUnavailable, DicomServerError
 from .fhir.client import FhirClient
 from .settings import Settings
-from .stores import BlobStore, ChangeFeed, EventPublisher, ImportStore, IndexStore, SyncQueue
+from .stores import BlobStore, ChangeFeed, EventPublisher, ImportStore, IndexStore, OperationStore, SyncQueue
 from .stores.azure.blob import CHUNK_SIZE, AzureBlobStore, AzureImportStore
 from .stores.azure.changefeed import CosmosChangeFeed
 from .stores.azure.cosmos import make_cosmos_client
 from .stores.azure.counting import CountingTransport
 from .stores.azure.events import EventGridPublisher, QueueEventPublisher
 from .stores.azure.index import CosmosIndexStore
+from .stores.azure.operations import CosmosOperationStore
 from .stores.azure.queue import BLOB_POISON_QUEUE, AzureBlobPoisonQueue, AzureSyncQueue
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Services:
     sync_queue: SyncQueue
     changes: ChangeFeed
     events: EventPublisher
+    operations: OperationStore
 
 
 def _credential(settings: Settings) -> Any:
@@ -124,7 +126,13 @@ def build_services(settings: Settings) -> Services:
         events = EventGridPublisher(settings.events_topic_endpoint, credential or _credential(settings))
     else:
         events = QueueEventPublisher(_queue_client(settings, settings.events_queue, credential))
-    return Services(settings, blobs, imports, index, queue, changes, events)
+    operations = CosmosOperationStore(
+        cosmos,
+        settings.cosmos_database,
+        _queue_client(settings, settings.operations_queue, credential),
+        emulator=settings.cosmos_emulator,
+    )
+    return Services(settings, blobs, imports, index, queue, changes, events, operations)
 
 
 def blob_poison_queue(settings: Settings) -> AzureBlobPoisonQueue:
@@ -167,6 +175,7 @@ def provision_services(built: Services) -> None:
     built.index.ensure_schema()
     built.changes.ensure_schema()
     built.events.ensure_destination()
+    built.operations.ensure_schema()
     log.info("provisioned storage containers, queues and the Cosmos index")
 
 

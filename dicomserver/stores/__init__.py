@@ -29,6 +29,8 @@ from .model import (
     ChangeState,
     IndexedInstance,
     OpenedInstance,
+    Operation,
+    OperationStatus,
     QueryPage,
     Record,
     SearchQuery,
@@ -48,6 +50,9 @@ __all__ = [
     "SyncQueue",
     "IndexedInstance",
     "OpenedInstance",
+    "Operation",
+    "OperationStatus",
+    "OperationStore",
     "QueryPage",
     "Record",
     "SearchQuery",
@@ -228,3 +233,23 @@ class EventPublisher(Protocol):
 
     def publish(self, events: Sequence[dict[str, Any]]) -> None:
         """Send events (Event Grid schema dicts); raises DependencyUnavailable when they could not be sent."""
+
+
+class OperationStore(Protocol):
+    """Long-running operations: their state documents and the queue that runs their steps."""
+
+    def ensure_schema(self) -> None: ...
+
+    def create(self, operation: Operation) -> Operation:
+        """Store a new operation; returns it with its etag."""
+
+    def get(self, operation_id: str) -> Operation | None: ...
+
+    def save(self, operation: Operation) -> Operation | None:
+        """Replace the stored operation if it is still at ``operation.etag``; ``None`` if another writer won."""
+
+    def schedule(self, operation_id: str, delay_seconds: int = 0) -> None:
+        """Queue a step of the operation (the operations queue trigger runs it)."""
+
+    def find_active(self, type_: str, resource: str) -> Operation | None:
+        """An operation of ``type_`` on ``resource`` that is not done, if any."""

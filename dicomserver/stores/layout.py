@@ -57,3 +57,19 @@ def parse_sync_message(body: bytes | str) -> tuple[StudyKey, int] | None:
     if not is_valid_uid(study.study_instance_uid):
         return None
     return study, attempt
+
+
+def operation_message(operation_id: str) -> str:
+    """The queue message of one step of an operation."""
+    return json.dumps({"id": operation_id})
+
+
+def parse_operation_message(body: bytes | str) -> str:
+    """The operation id of a step message (``ValueError`` when malformed)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"operation message is not JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
+        raise ValueError("operation message has no id")
+    return str(data["id"])

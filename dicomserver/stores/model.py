@@ -186,3 +186,41 @@ class ChangeEntry:
     published: bool = False
     #: The log record holding the entry (the first sequence number of its document).
     record: int = 0
+
+
+class OperationStatus(Enum):
+    """Status of a long-running operation (Azure v2 ``GET /operations/{id}``)."""
+
+    NOT_STARTED = "notStarted"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def done(self) -> bool:
+        return self in (OperationStatus.SUCCEEDED, OperationStatus.FAILED, OperationStatus.CANCELED)
+
+
+@dataclass(slots=True)
+class Operation:
+    """A long-running operation (reindex of extended query tags, bulk update).
+
+    ``checkpoint`` is the handler's own state between steps (JSON-serialisable); a step that
+    dies is run again from the last saved checkpoint, so each step must be idempotent.
+    ``etag`` is the stored version this value was read at (saves are conditional on it).
+    """
+
+    id: str
+    type: str
+    status: OperationStatus
+    created: str
+    updated: str
+    percent_complete: int = 0
+    #: Paths (relative to the API base, e.g. ``extendedquerytags/00101010``) of what it works on.
+    resources: list[str] = field(default_factory=list)
+    #: Type-specific results (bulk update: studyUpdated, instanceUpdated, studyFailed, errors).
+    results: dict[str, Any] | None = None
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    partition: str = DEFAULT_PARTITION
+    etag: str | None = None

@@ -554,6 +554,67 @@ resource instancesContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/
   }
 }
 
+// The change feed (dicomserver/stores/azure/changefeed.py): a counter document and one log document per
+// batch, per data partition; indexed only on what its reader filters and orders by.
+resource changefeedContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-05-15' = {
+  parent: database
+  name: 'changefeed'
+  properties: {
+    resource: {
+      id: 'changefeed'
+      partitionKey: {
+        paths: [
+          '/pk'
+        ]
+        kind: 'Hash'
+      }
+      indexingPolicy: {
+        indexingMode: 'consistent'
+        automatic: true
+        includedPaths: [
+          {
+            path: '/seq/?'
+          }
+          {
+            path: '/last/?'
+          }
+          {
+            path: '/ts/?'
+          }
+          {
+            path: '/study/?'
+          }
+          {
+            path: '/published/?'
+          }
+        ]
+        excludedPaths: [
+          {
+            path: '/*'
+          }
+        ]
+      }
+    }
+  }
+}
+
+// Long-running operations (dicomserver/stores/azure/operations.py): one document per operation, read by id.
+resource operationsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-05-15' = {
+  parent: database
+  name: 'operations'
+  properties: {
+    resource: {
+      id: 'operations'
+      partitionKey: {
+        paths: [
+          '/id'
+        ]
+        kind: 'Hash'
+      }
+    }
+  }
+}
+
 // After the containers: a role assignment created while the database or a container is still being
 // created fails (or the app starts before its index exists).
 resource dataContributor 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-05-15' = {
@@ -569,6 +630,8 @@ resource dataContributor 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignmen
     studiesContainer
     seriesContainer
     instancesContainer
+    changefeedContainer
+    operationsContainer
   ]
 }
 

@@ -172,6 +172,7 @@ resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
     // published with the app identity (EventGrid Data Sender); an empty endpoint sends them to DICOM_EVENTS_QUEUE
     DICOM_EVENTS_TOPIC_ENDPOINT: eventsTopicEndpoint
     DICOM_EVENTS_QUEUE: 'dicom-events'
+    DICOM_OPERATIONS_QUEUE: 'dicom-operations'
     DICOM_PUBLIC_BASE_URL: 'https://${app.properties.defaultHostName}'
     DICOM_AUTH_MODE: 'entra'
     DICOM_AUTH_TENANT_ID: tenantId

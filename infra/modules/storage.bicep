@@ -35,6 +35,8 @@ var queues = [
   'fhir-sync'
   'fhir-sync-poison'
   'dicom-events'
+  'dicom-operations'
+  'dicom-operations-poison'
 ]
 // Storage Blob Data Contributor: read, write and delete blobs (scoped to the import container only).
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'

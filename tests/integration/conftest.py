@@ -23,6 +23,7 @@ def settings(stack_env: dict[str, str]) -> Settings:
             "DICOM_METADATA_CONTAINER": f"meta{suffix}",
             "DICOM_FHIR_SYNC_QUEUE": f"sync{suffix}",
             "DICOM_EVENTS_QUEUE": f"events{suffix}",
+            "DICOM_OPERATIONS_QUEUE": f"ops{suffix}",
         }
     )
     return Settings.from_env(env)

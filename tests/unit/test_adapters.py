@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import function_app
-from dicomserver import changefeed, delete, qido, stow, wado
+from dicomserver import changefeed, delete, operations, qido, stow, wado
 from dicomserver.auth import Action, JwtAuthenticator, Principal
 from dicomserver.errors import Forbidden
 from dicomserver.stow import StoreResponse
@@ -26,7 +26,14 @@ from functions._http import respond
 
 #: HTTP method → the action a function answering it must declare.
 ACTION_OF_METHOD = {"GET": Action.READ, "POST": Action.WRITE, "PUT": Action.WRITE, "DELETE": Action.DELETE}
-CORE = {"search_for": qido, "retrieve": wado, "store": stow, "delete": delete, "read_": changefeed}
+CORE = {
+    "search_for": qido,
+    "retrieve": wado,
+    "store": stow,
+    "delete": delete,
+    "read_": changefeed,
+    "get_operation": operations,
+}
 
 
 @functools.cache

@@ -12,7 +12,9 @@ import pytest
 from pycep import BicepParser
 
 from dicomserver.settings import SETTING_NAMES, Settings
+from dicomserver.stores.azure.changefeed import CHANGEFEED_CONTAINER, CHANGEFEED_INDEXING_POLICY
 from dicomserver.stores.azure.index import INDEXING_POLICIES, PARTITION_KEY_PATH
+from dicomserver.stores.azure.operations import OPERATIONS_CONTAINER
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
@@ -172,6 +174,7 @@ def test_containers_queues_and_cosmos_paths_match_the_code() -> None:
         ("DICOM_IMPORT_CONTAINER", defaults.import_container),
         ("DICOM_IMPORT_ERRORS_CONTAINER", defaults.import_errors_container),
         ("DICOM_FHIR_SYNC_QUEUE", defaults.fhir_sync_queue),
+        ("DICOM_OPERATIONS_QUEUE", defaults.operations_queue),
     ):
         assert settings[name] == value
     storage = parsed(INFRA / "modules" / "storage.bicep")["variables"]
@@ -185,6 +188,8 @@ def test_containers_queues_and_cosmos_paths_match_the_code() -> None:
         defaults.fhir_sync_queue,
         f"{defaults.fhir_sync_queue}-poison",
         defaults.events_queue,
+        defaults.operations_queue,
+        f"{defaults.operations_queue}-poison",
     }
     cosmos = parsed(INFRA / "modules" / "cosmos.bicep")["resources"]
     assert cosmos["database"]["config"]["name"] == defaults.cosmos_database
@@ -193,10 +198,16 @@ def test_containers_queues_and_cosmos_paths_match_the_code() -> None:
         for r in cosmos.values()
         if r["type"].endswith("/containers")
     }
-    assert set(declared) == set(INDEXING_POLICIES)
+    # every container the code creates locally (ensure_schema) exists in Azure, as the code makes it
+    assert set(declared) == set(INDEXING_POLICIES) | {CHANGEFEED_CONTAINER, OPERATIONS_CONTAINER}
     for name, policy in INDEXING_POLICIES.items():
         assert declared[name]["partitionKey"]["paths"] == [PARTITION_KEY_PATH]
         assert declared[name]["indexingPolicy"] == policy
+    assert declared[CHANGEFEED_CONTAINER]["partitionKey"]["paths"] == [PARTITION_KEY_PATH]
+    feed_policy = dict(declared[CHANGEFEED_CONTAINER]["indexingPolicy"])
+    assert feed_policy.pop("automatic") is True
+    assert feed_policy == CHANGEFEED_INDEXING_POLICY
+    assert declared[OPERATIONS_CONTAINER]["partitionKey"]["paths"] == ["/id"]
 
 
 @pytest.mark.parametrize("path", BICEP_FILES, ids=[p.name for p in BICEP_FILES])
@@ -259,7 +270,7 @@ def test_cosmos_role_assignment_waits_for_the_database_and_containers() -> None:
     resources = module("cosmos.bicep")["resources"]
     waits_for = set(body(resources["dataContributor"]).get("dependsOn", []))
     made = {name for name, r in resources.items() if r["type"].endswith(("/sqlDatabases", "/containers"))}
-    assert len(made) == 4 and made <= waits_for, made - waits_for
+    assert len(made) == 6 and made <= waits_for, made - waits_for
 
 
 @pytest.mark.parametrize("path", [INFRA / "main.bicep", INFRA / "modules" / "functionapp.bicep"], ids=["main", "app"])

@@ -77,5 +77,6 @@ def test_the_azure_implementations_exist_where_the_ports_say() -> None:
         "counting.py",
         "events.py",
         "index.py",
+        "operations.py",
         "queue.py",
     ]
