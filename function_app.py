@@ -2,9 +2,31 @@
 
 import azure.functions as func
 
-from functions import changefeed, delete, fhir_sync, ingest, operations, qido, stow, wado
+from functions import (
+    bulk_update,
+    changefeed,
+    delete,
+    expiry,
+    extended_query_tags,
+    fhir_sync,
+    ingest,
+    operations,
+    partitions,
+    qido,
+    stow,
+    wado,
+)
+from functions._http import in_partitions
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
-for blueprint in (stow.bp, wado.bp, qido.bp, delete.bp, changefeed.bp, operations.bp, ingest.bp, fhir_sync.bp):
+BLUEPRINTS = (stow, bulk_update, wado, qido, delete, changefeed, operations, ingest, fhir_sync, expiry, partitions)
+
+for module in BLUEPRINTS:
+    blueprint = module.bp
     app.register_functions(blueprint)
+
+app.register_functions(extended_query_tags.bp)  # not per data partition: tags apply to every partition (Azure)
+
+# Data partitions: every DICOMweb resource function again at v2/partitions/{partition}/... (functions/_http.py).
+app.register_functions(in_partitions(*(module.bp for module in BLUEPRINTS)))

@@ -7,6 +7,11 @@ Commands (settings come from the environment, as for the function app):
     puts fhir-sync messages on the queue for the function app instead).
 ``requeue-poison``
     Move every message of ``fhir-sync-poison`` back onto ``fhir-sync``.
+``cohort --fhir 'ImagingStudy?...' | 'Patient?...' [--download DIR]``
+    List the studies matching a FHIR search (patient, study, modalities, DICOMweb URL) and
+    optionally download them over WADO-RS with a manifest (see :mod:`dicomserver.cohort`).
+    Options default from ``FHIR_URL``, ``FHIR_BEARER_TOKEN``, ``FHIR_SCOPE``, ``DICOM_TOKEN``
+    and ``DICOM_SCOPE``.
 ``replay-blob-poison``
     Run the repair or import again for every blob the Functions host parked in
     ``webjobs-blobtrigger-poison`` after its trigger kept failing.
@@ -15,12 +20,19 @@ Commands (settings come from the environment, as for the function app):
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
+from . import cohort as cohorts
+from .errors import DicomServerError
 from .fhir.client import FhirClient
 from .fhir.sync import sync_study
 from .identifiers import DEFAULT_PARTITION, StudyKey
@@ -28,6 +40,7 @@ from .ingest import ensure_indexed, import_instance
 from .settings import Settings
 from .stores.layout import parse_sync_message
 from .wiring import Services, blob_poison_queue, build_services, dicomweb_base_url, fhir_client
+from .wiring import credential as wiring_credential
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +127,78 @@ def replay_blob_poison(args: argparse.Namespace) -> int:
     return 0
 
 
+def cohort(args: argparse.Namespace) -> int:
+    """List (and with ``--download``, retrieve) the studies of a FHIR search; returns the exit code."""
+    if not args.fhir_url:
+        print("no FHIR base URL: pass --fhir-url or set FHIR_URL", file=sys.stderr)
+        return 2
+    fhir_scope = args.fhir_scope or f"{args.fhir_url.rstrip('/')}/.default"
+    shared: list[Any] = []
+
+    def credential() -> Any:  # one DefaultAzureCredential (AZURE_CLIENT_ID honoured) for both services
+        if not shared:
+            shared.append(wiring_credential(Settings.from_env()))
+        return shared[0]
+
+    try:
+        studies = cohorts.find_studies(
+            args.fhir_url,
+            args.fhir,
+            token=cohorts.TokenSource.for_url(args.fhir_url, args.fhir_token, fhir_scope, credential),
+            study_params=args.studies,
+            strict=not args.lenient,
+        )
+        if args.json:
+            print(json.dumps([asdict(s) for s in studies], indent=1))
+        else:
+            print("patient\tname\tstudy\tmodalities\turl")
+            for s in studies:
+                print(f"{s.patient}\t{s.patient_name}\t{s.study_instance_uid}\t{','.join(s.modalities)}\t{s.study_url}")
+        print(f"{len(studies)} studies of {len({s.patient for s in studies})} patients", file=sys.stderr)
+        if args.download is None or not studies:
+            return 0
+        first_url = next((s.study_url for s in studies if s.study_url), "")
+        result = cohorts.download_studies(
+            studies,
+            Path(args.download),
+            token=cohorts.TokenSource.for_url(first_url, args.dicom_token, args.dicom_scope, credential),
+            concurrency=args.concurrency,
+            search=args.fhir,
+            progress=not args.quiet,
+        )
+    except (ValueError, cohorts.CohortError, DicomServerError) as exc:
+        print(f"cohort: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"downloaded {result.downloaded} instances ({result.bytes} bytes), skipped {result.skipped} already present; "
+        f"manifest {Path(args.download) / 'manifest.json'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _add_cohort(commands: Any) -> None:
+    env = os.environ
+    parser = commands.add_parser("cohort", help="studies of a FHIR search on ImagingStudy or Patient, downloadable")
+    parser.add_argument("--fhir", required=True, metavar="SEARCH", help="'ImagingStudy?...' or 'Patient?...'")
+    parser.add_argument("--fhir-url", default=env.get("FHIR_URL"), help="FHIR base URL (default: FHIR_URL)")
+    parser.add_argument("--studies", default="", metavar="PARAMS", help="ImagingStudy parameters for a Patient search")
+    parser.add_argument("--lenient", action="store_true", help="let the FHIR server ignore parameters it lacks")
+    parser.add_argument("--json", action="store_true", help="print the studies as JSON")
+    parser.add_argument("--download", metavar="DIR", help="retrieve every instance into DIR with manifest.json/csv")
+    parser.add_argument("--concurrency", type=int, default=4, help="parallel retrievals (default 4)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--fhir-token", default=env.get("FHIR_BEARER_TOKEN"), help="static FHIR bearer token")
+    parser.add_argument("--fhir-scope", default=env.get("FHIR_SCOPE"), help="Entra scope (default {fhir-url}/.default)")
+    parser.add_argument("--dicom-token", default=env.get("DICOM_TOKEN"), help="static DICOMweb bearer token")
+    parser.add_argument(
+        "--dicom-scope",
+        default=env.get("DICOM_SCOPE", f"{cohorts.AZURE_DICOM_AUDIENCE}/.default"),
+        help="Entra scope of the DICOM service (default: the Azure DICOM service's)",
+    )
+    parser.set_defaults(handler=cohort)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dicomserver.cli", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "replay-blob-poison", help="run the blob triggers again for blobs parked in webjobs-blobtrigger-poison"
     )
     blob_poison.set_defaults(handler=replay_blob_poison)
+    _add_cohort(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return int(args.handler(args))

@@ -10,9 +10,11 @@ responses)::
     ├── Forbidden (403)               valid token without the needed role
     ├── NotFound (404)                study/series/instance/frame not stored
     ├── NotAcceptable (406)           Accept cannot be satisfied
+    ├── Conflict (409)                extended query tag already declared or supported
     ├── PayloadTooLarge (413)         request body over the configured cap
     ├── UnsupportedMediaType (415)    Content-Type not accepted
-    └── DependencyUnavailable (424/503)  Blob Storage or Cosmos DB failed
+    └── DependencyUnavailable (503)   Blob Storage, Cosmos DB or a queue failed
+        └── DependencyFailed (424)    ... refused the service's credentials (a missing role or key)
 
 Failure reason codes come from the Azure DICOM service conformance statement
 (v2, "Store failure reason codes") and PS3.18 / PS3.4 Annex B.
@@ -34,6 +36,12 @@ class FailureReason(IntEnum):
     MISMATCH_STUDY_INSTANCE_UID = 43265
     #: The same Study/Series/SOP instance is already stored (0xB00E).
     SOP_INSTANCE_ALREADY_EXISTS = 45070
+    #: The same instance is being created by another request, or a failed earlier attempt has not been
+    #: cleaned up yet (0xB00F).
+    SOP_INSTANCE_BEING_CREATED = 45071
+    #: Warning: the data set does not match the SOP class (0xB007); Azure v2 gives it to an Implicit VR
+    #: Little Endian data set, whose VRs cannot be checked.
+    DATASET_DOES_NOT_MATCH_SOP_CLASS = 45063
     #: Warning (v2): the dataset has attributes that failed validation.
     DATASET_HAS_VALIDATION_WARNINGS = 1
 
@@ -112,6 +120,22 @@ class DependencyUnavailable(DicomServerError):
     status = 503
 
 
+class DependencyFailed(DependencyUnavailable):
+    """A backing service refused the service's own request: its identity lacks a role, a key or
+    a container it needs is gone (Azure v2 answers 424 Failed Dependency; retrying will not help
+    until the deployment is fixed)."""
+
+    status = 424
+
+
+def dependency_error(message: str, status_code: int | None) -> DependencyUnavailable:
+    """The error for a failed call to a backing service: 424 when the service refused our credentials
+    (401, 403), else 503 (unavailable, throttled, timed out)."""
+    if status_code in (401, 403):
+        return DependencyFailed(message.replace("is unavailable", "refused the request"))
+    return DependencyUnavailable(message)
+
+
 class DuplicateInstance(DicomServerError):
     """The instance blob already exists (If-None-Match:* failed)."""
 
@@ -119,3 +143,10 @@ class DuplicateInstance(DicomServerError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, reason=FailureReason.SOP_INSTANCE_ALREADY_EXISTS)
+
+
+class Conflict(DicomServerError):
+    """The request conflicts with what exists: an extended query tag already declared or already
+    supported, a reindex already running, a study already being updated (Azure v2 answers 409)."""
+
+    status = 409

@@ -48,7 +48,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import Enum
 from typing import IO, Any, TypeVar
@@ -68,6 +68,9 @@ from .stores import BlobStore, Change, ChangeAction, ImportStore, IndexedInstanc
 from .stores.layout import instance_blob_name, parse_instance_blob_name
 from .stores.model import INLINE_METADATA_LIMIT
 from .validation import find_invalid_attributes, first_text, instance_key, validate_dataset
+
+#: Implicit VR Little Endian (PS3.5 §A.1): stored with warning 45063 as Azure v2 does.
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 
 __all__ = [
     "Outcome",
@@ -122,8 +125,9 @@ class Rejected:
     message: str
     sop_class_uid: str | None = None
     sop_instance_uid: str | None = None
-    #: The cause was an unavailable dependency (storage, index, queue), not the file.
-    dependency_failed: bool = False
+    #: The cause was a dependency (storage, index, queue), not the file: the HTTP status it gives
+    #: (503 unavailable, 424 refused our credentials); 0 when the file itself was the cause.
+    dependency_failed: int = 0
 
 
 #: Exceptions pydicom raises for files it cannot parse.
@@ -346,6 +350,8 @@ class Stored:
     sop_class_uid: str
     #: ErrorComment texts of attributes that failed VR validation (stored with warnings, as Azure v2).
     warnings: tuple[str, ...] = ()
+    #: Stored in Implicit VR Little Endian: Azure v2 warns 45063 (the VRs could not be checked).
+    implicit_vr: bool = False
 
 
 class RequestCounts:
@@ -419,6 +425,8 @@ def store_instance(
     study_in_path: str | None = None,
     partition: str = DEFAULT_PARTITION,
     alone: bool = False,
+    upsert: bool = False,
+    expires_at: str | None = None,
 ) -> Stored | Rejected:
     """The whole store sequence for one instance file (STOW's parts; see the module docstring).
 
@@ -428,7 +436,10 @@ def store_instance(
     only one, ``alone``).  A failure after the blob write undoes it: the blob
     first, then the index document.  An instance whose blob exists but is not
     indexed (a store that died half-way) is repaired before answering 45070, so
-    what the client is told exists is visible.
+    what the client is told exists is visible (45070; 45071 when it is still
+    being stored by another request).  With ``upsert`` (PUT) an existing
+    instance is replaced instead (:func:`_replace`).  ``expires_at`` is the
+    expiry the request's ``msdicom-expiry-*`` headers give the study.
 
     Returns
     -------
@@ -441,20 +452,34 @@ def store_instance(
     key = parsed.key
     zero_preamble(f)
     f.seek(0)
+    entry = index_entry(parsed)
+    if expires_at is not None:
+        entry = replace(entry, expires_at=expires_at)
     try:
         blobs.put_instance(key, f, size, parsed.transfer_syntax_uid)
     except DuplicateInstance as exc:
+        if upsert:
+            return _replace(blobs, index, sync_queue, f, size, parsed, entry)
         try:
-            ensure_indexed(blobs, index, sync_queue, instance_blob_name(key))
+            outcome = ensure_indexed(blobs, index, sync_queue, instance_blob_name(key))
         except DicomServerError as repair_error:
             log.warning("inline repair failed sop=%s: %s", key.sop_instance_uid, repair_error.message)
+            outcome = None
+        if outcome not in (Outcome.ALREADY_INDEXED, Outcome.INDEXED):
+            # The blob is there but not (yet) indexed: another request is storing it, or a store died
+            # half-way and its blob could not be indexed now (Azure's 45071).
+            message = (
+                f"The instance {key.sop_instance_uid} is being created by another request, or an earlier "
+                "attempt to store it has not been cleaned up yet; retry later."
+            )
+            reason = FailureReason.SOP_INSTANCE_BEING_CREATED
+            return Rejected(reason, message, parsed.sop_class_uid, key.sop_instance_uid)
         reason = FailureReason.SOP_INSTANCE_ALREADY_EXISTS
         return Rejected(reason, exc.message, parsed.sop_class_uid, key.sop_instance_uid)
     except DependencyUnavailable as exc:
         return Rejected(
-            FailureReason.PROCESSING_FAILURE, exc.message, parsed.sop_class_uid, key.sop_instance_uid, True
+            FailureReason.PROCESSING_FAILURE, exc.message, parsed.sop_class_uid, key.sop_instance_uid, exc.status
         )
-    entry = index_entry(parsed)
     ahead = counts.ahead(entry) if alone else None
     # Alone, its change feed number is reserved beside the commit too (a failed commit leaves a gap,
     # which readers pass once it is old); its log document follows the commit.
@@ -472,7 +497,7 @@ def store_instance(
             message,
             parsed.sop_class_uid,
             key.sop_instance_uid,
-            isinstance(exc, DependencyUnavailable),
+            exc.status if isinstance(exc, DependencyUnavailable) else 0,
         )
     if ahead is not None:
         if created:
@@ -482,7 +507,44 @@ def store_instance(
             counts.back(ahead, entry)
     elif created:
         counts.add(entry)
-    return Stored(key, parsed.sop_class_uid, parsed.warnings)
+    return Stored(key, parsed.sop_class_uid, parsed.warnings, parsed.transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN)
+
+
+def _replace(
+    blobs: BlobStore,
+    index: IndexStore,
+    sync_queue: SyncQueue,
+    f: IO[bytes],
+    size: int,
+    parsed: ParsedInstance,
+    entry: IndexedInstance,
+) -> Stored | Rejected:
+    """PUT of a stored instance: overwrite its blob, then replace its index document.
+
+    The study's sync is scheduled first (write-ahead, as for a store), so FHIR and the change
+    feed's events follow even if the request dies after the blob write.  The change feed logs the
+    new version (``create``); earlier entries of the instance then read as ``replaced``.
+    """
+    key = parsed.key
+    try:
+        sync_queue.schedule_sync([key.study])
+        f.seek(0)
+        blobs.put_instance(key, f, size, parsed.transfer_syntax_uid, overwrite=True)
+        if entry.metadata_json is not None and len(entry.metadata_json) > INLINE_METADATA_LIMIT:
+            blobs.put_metadata(key, entry.metadata_json.encode())
+        created = index.replace_instance(entry)
+        index.update_aggregates([entry], count=created)
+    except DicomServerError as exc:
+        log.warning("replace failed sop=%s: %s", key.sop_instance_uid, exc.message)
+        return Rejected(
+            FailureReason.PROCESSING_FAILURE,
+            exc.message,
+            parsed.sop_class_uid,
+            key.sop_instance_uid,
+            exc.status if isinstance(exc, DependencyUnavailable) else 0,
+        )
+    index.log_changes([Change(key, ChangeAction.CREATE)])
+    return Stored(key, parsed.sop_class_uid, parsed.warnings, parsed.transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN)
 
 
 def _reserved(number: Future[int | None] | None) -> int | None:
@@ -672,4 +734,3 @@ def riding_out_outages(
             log.warning("dependency unavailable, retrying in %.0f s: %s", delay, exc.message)
             sleep(delay)
     return work()
-

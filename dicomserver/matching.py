@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 _SEPARATORS = re.compile(r"[\^=,\s]+")
@@ -124,3 +126,157 @@ def any_attribute_values(dataset: dict[str, Any], skip: frozenset[str] = frozens
         if kept:
             out[tag.upper()] = kept
     return out
+
+
+# -- extended query tags (Azure v2) -------------------------------------------------------------
+
+#: VRs an extended query tag may have (Azure v2 "Extended query tags", Limitations).
+EXTENDED_TAG_VRS = (
+    "AE", "AS", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "PN", "SH", "SL", "SS", "TM", "UI", "UL", "US"
+)  # fmt: skip
+#: Longest value of each string VR (PS3.5 Table 6.2-1); PN: per component group.
+_MAX_LENGTH = {"AE": 16, "CS": 16, "DS": 16, "IS": 12, "LO": 64, "SH": 16, "UI": 64, "PN": 64, "DT": 26}
+_INTEGER_RANGE = {
+    "IS": (-(2**31), 2**31 - 1),
+    "SL": (-(2**31), 2**31 - 1),
+    "SS": (-(2**15), 2**15 - 1),
+    "UL": (0, 2**32 - 1),
+    "US": (0, 2**16 - 1),
+}
+_CS = re.compile(r"[A-Za-z0-9 _]*")  # lower case tolerated (common in the field), folded anyway
+_AS = re.compile(r"\d{3}[DWMY]")
+_DT = re.compile(r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?")
+_UID = re.compile(r"(0|[1-9]\d*)(\.(0|[1-9]\d*))*")
+
+
+def fold_extended(vr: str, value: object) -> tuple[str | int | float | None, str | None]:
+    """Validate one value of an extended query tag of VR ``vr`` and normalise it as QIDO matches it.
+
+    Returns ``(folded, None)``, ``(None, None)`` for an empty value (not indexed, not an error) or
+    ``(None, reason)`` for a value that is not valid for the VR (Azure's validation messages).  The
+    folded forms are any-attribute search's (:func:`fold_any`), so both match the same way.
+    """
+    if value is None:
+        return None, None
+    if vr == "PN":
+        text = value.get("Alphabetic", "") if isinstance(value, dict) else str(value)
+        if not text.strip(" \x00"):
+            return None, None
+        groups = text.split("=")
+        if len(groups) > 3:
+            return None, "Value contains more than 3 groups."
+        if any(len(group.split("^")) > 5 for group in groups):
+            return None, "Value contains more than 5 components."
+        if any(len(group) > _MAX_LENGTH["PN"] for group in groups):
+            return None, f"Value length exceeds maximum length of {_MAX_LENGTH['PN']}."
+        return fold_person_name(text) or None, None
+    if vr in ("FL", "FD", "SL", "SS", "UL", "US") and isinstance(value, int | float) and not isinstance(value, bool):
+        text = repr(value)
+    else:
+        text = str(value).strip(" \x00")
+    if not text:
+        return None, None
+    limit = _MAX_LENGTH.get(vr)
+    if limit is not None and len(text) > limit:
+        return None, f"Value length exceeds maximum length of {limit}."
+    if vr in _INTEGER_RANGE:
+        number = fold_number(text)
+        if number is None:
+            return None, "Value is not a valid integer."
+        low, high = _INTEGER_RANGE[vr]
+        if not low <= number <= high:
+            return None, f"Value is out of range for VR {vr}."
+        return number, None
+    if vr in ("DS", "FL", "FD"):
+        decimal = fold_decimal(text)
+        return (decimal, None) if decimal is not None else (None, "Value is not a valid number.")
+    if vr == "DA":
+        if not re.fullmatch(r"\d{8}", text) or not _is_date(text):
+            return None, "Value cannot be parsed as a valid date."
+        return text, None
+    if vr == "TM":
+        folded = fold_time(text)
+        return (folded, None) if folded is not None else (None, "Value cannot be parsed as a valid time.")
+    if vr == "DT":
+        if not _DT.fullmatch(text) or (len(text) >= 8 and text[:8].isdigit() and not _is_date(text[:8])):
+            return None, "Value cannot be parsed as a valid date time."
+        return fold_text(text), None
+    if vr == "UI":
+        return (text, None) if _UID.fullmatch(text) else (None, "Value is not a valid UID.")
+    if vr == "AS":
+        if len(text) != 4:
+            return None, "Value length is not 4."
+        return (fold_text(text), None) if _AS.fullmatch(text) else (None, "Value contains invalid character.")
+    if vr == "CS" and not _CS.fullmatch(text):
+        return None, "Value contains invalid character."
+    if any(ch in text for ch in "\\\r\n\f") or (vr == "AE" and not text.isprintable()):
+        return None, "Value contains invalid character."
+    return fold_text(text) or None, None
+
+
+def _is_date(text: str) -> bool:
+    import datetime
+
+    try:
+        datetime.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(slots=True)
+class ExtendedValues:
+    """What one instance contributes to its declared extended query tags (:func:`extended_values`)."""
+
+    #: ``{tag: [folded value]}``: the searchable value, as the ``x`` map keeps it.
+    values: dict[str, list[Any]] = field(default_factory=dict)
+    #: ``{tag: DICOM JSON element}``: returned by QIDO when asked for.
+    elements: dict[str, Any] = field(default_factory=dict)
+    #: ``{tag: message}``: values that failed validation (not indexed).
+    errors: dict[str, str] = field(default_factory=dict)
+    #: Tags without an indexable value here (absent, empty, other private creator, invalid).
+    cleared: list[str] = field(default_factory=list)
+
+
+def extended_values(dataset: dict[str, Any], tags: Iterable[tuple[str, str, str | None]]) -> ExtendedValues:
+    """Validate and normalise the values of declared tags ``(path, vr, private_creator)`` in ``dataset``.
+
+    As Azure v2: only the first value of a multi-valued element is indexed; an empty value is not
+    indexed and is no error; a value that fails the VR's validation or an element whose VR differs
+    from the declared one is an error.  A private tag counts only when its block's Private Creator
+    is the declared one.
+    """
+    out = ExtendedValues()
+    for path, vr, creator in tags:
+        element = dataset.get(path)
+        if not isinstance(element, dict) or not _creator_matches(dataset, path, creator):
+            out.cleared.append(path)
+            continue
+        found_vr = element.get("vr")
+        values = element.get("Value") or []
+        if found_vr and found_vr != vr and values:
+            out.errors[path] = (
+                f"The extended query tag '{path}' is expected to have VR '{vr}' but has '{found_vr}' in file."
+            )
+            out.cleared.append(path)
+            continue
+        folded, error = fold_extended(vr, values[0] if values else None)
+        if error is not None:
+            shown = values[0].get("Alphabetic", "") if isinstance(values[0], dict) else values[0]
+            out.errors[path] = f"Dicom element '{path}' with value '{shown}' failed validation for VR '{vr}': {error}"
+            out.cleared.append(path)
+        elif folded is None:
+            out.cleared.append(path)
+        else:
+            out.values[path] = [folded]
+            out.elements[path] = {"vr": vr, "Value": [values[0]]}
+    return out
+
+
+def _creator_matches(dataset: dict[str, Any], path: str, creator: str | None) -> bool:
+    if not int(path[:4], 16) % 2:
+        return True
+    block = f"{path[:4]}00{path[4:6]}"
+    element = dataset.get(block) or dataset.get(block.lower()) or {}
+    found = (element.get("Value") or [None])[0] if isinstance(element, dict) else None
+    return found is not None and str(found).strip(" \x00") == (creator or "")

@@ -120,6 +120,8 @@ def run_step(operations: OperationStore, operation_id: str, services: Services) 
     DependencyUnavailable
         When storage fails: the message is delivered again and the step repeated.
     """
+    from . import bulk_update, extended_query_tags  # noqa: F401  (importing them registers their handlers)
+
     operation = operations.get(operation_id)
     if operation is None:
         log.warning("operation %s does not exist: step dropped", operation_id)

@@ -42,14 +42,23 @@ Rules, as in Azure v2 unless marked "PS3.18":
   :data:`dicomserver.attributes.ORDER_KEYS`, else 400) sorts by that attribute, ``-``
   descending, ties in arrival order (reversed when descending); documents without the
   attribute come first ascending, last descending;
-* ``.../count`` (as dcm4chee) answers ``{"count": N}`` for the same filters.
+* ``.../count`` (as dcm4chee) answers ``{"count": N}`` for the same filters;
+* extended query tags (:mod:`dicomserver.extended_query_tags`) are searchable once ``Ready``, at
+  their level and below (a Study tag on ``/studies``, ``/series`` and ``/instances``; a Series tag on
+  series and instances; an Instance tag on instances), matched by their declared VR like
+  any-attribute keys (plus fuzzy prefix matching of PN with ``fuzzymatching=true``), and returned
+  at their level when they are match keys or includefields.  A tag whose ``queryStatus`` is
+  ``Disabled`` is a 400 (as Azure's QueryParser); a tag with indexing errors is named in the
+  ``erroneous-dicom-attributes`` response header (:attr:`SearchResults.erroneous_attributes`).  A
+  private tag is searchable only when declared.  The tag list is read at most once per request
+  (reused for a few seconds: :data:`~dicomserver.stores.model.EXTENDED_TAGS_MAX_AGE_SECONDS`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -76,7 +85,8 @@ from .attributes import (
 )
 from .dicomjson import keyword_tag, tag_key
 from .errors import BadRequest
-from .identifiers import Level, is_valid_uid
+from .extended_query_tags import query_tags, tag_name
+from .identifiers import DEFAULT_PARTITION, Level, is_valid_uid
 from .matching import (
     DECIMAL_VRS,
     INTEGER_VRS,
@@ -88,8 +98,8 @@ from .matching import (
     fold_time,
     person_name_words,
 )
-from .stores import IndexStore
-from .stores.model import Match, MatchKind, Record, SearchQuery
+from .stores import ExtendedQueryTagStore, IndexStore
+from .stores.model import ExtendedQueryTag, ExtendedQueryTagStatus, Match, MatchKind, QueryStatus, Record, SearchQuery
 from .urls import DicomWebUrl
 
 DEFAULT_LIMIT = 100
@@ -193,6 +203,46 @@ class Search:
 
     query: SearchQuery
     include: frozenset[int]
+    #: Extended query tags of the query that have indexing errors (keyword, or path when private).
+    erroneous: tuple[str, ...] = ()
+
+
+class SearchResults(list[dict[str, Any]]):
+    """The results of a search (a list of DICOM JSON datasets) and what its response header says."""
+
+    #: Extended query tags of the query with indexing errors (``erroneous-dicom-attributes``).
+    erroneous_attributes: tuple[str, ...] = ()
+
+
+_LEVEL_RANK = {Level.STUDY: 0, Level.SERIES: 1, Level.INSTANCE: 2}
+
+
+def _extended_levels(resource: Resource) -> frozenset[Level]:
+    """The levels whose extended query tags may be matched at ``resource`` (as the core keys)."""
+    if resource.level is Level.STUDY:
+        return frozenset({Level.STUDY})
+    if resource.level is Level.SERIES:
+        return frozenset({Level.SERIES}) if resource.study_in_path else frozenset({Level.STUDY, Level.SERIES})
+    if resource.series_in_path:
+        return frozenset({Level.INSTANCE})
+    if resource.study_in_path:
+        return frozenset({Level.SERIES, Level.INSTANCE})
+    return frozenset(Level)
+
+
+def _ready_tag(name: str, extended: Mapping[str, ExtendedQueryTag]) -> ExtendedQueryTag | None:
+    """The Ready extended query tag ``name`` (8 hex digits or keyword) names, if any."""
+    if not extended:
+        return None
+    if _TAG_HEX.fullmatch(name):
+        path = name.upper()
+    else:
+        tag = tag_for_keyword(name)
+        if tag is None:
+            return None
+        path = f"{int(tag):08X}"
+    found = extended.get(path)
+    return found if found is not None and found.status is ExtendedQueryTagStatus.READY else None
 
 
 def _keyword(name: str) -> str:
@@ -323,9 +373,21 @@ def _any_match(keyword: str, value: str) -> Match:
     compared numerically (IS, DS and the binary number VRs), PN ignoring case and accents, other
     strings ignoring case, ``*``/``?`` wildcards in strings and names.  No fuzzy matching.
     """
-    vr = _any_vr(keyword)
-    tag = f"{int(tag_for_keyword(keyword) or 0):08X}"
+    return _vr_match(f"{int(tag_for_keyword(keyword) or 0):08X}", keyword, _any_vr(keyword), value)
+
+
+def _vr_match(tag: str, keyword: str, vr: str, value: str, fuzzy: bool = False) -> Match:
+    """A match on the ``x`` values of ``tag`` (any attribute, or an extended query tag of VR ``vr``).
+
+    ``fuzzy`` (extended query tags, ``fuzzymatching=true``): every word of a PN value is the prefix
+    of a word of the name.
+    """
     wildcard = "*" in value or "?" in value
+    if vr == "PN" and fuzzy and not wildcard:
+        words = tuple(person_name_words(value))
+        if not words:
+            raise BadRequest(f"The {keyword} value '{value}' has no name words to match.")
+        return Match(tag, MatchKind.FUZZY_PERSON_NAME, words)
     if vr == "UI":
         uids = tuple(u.strip() for u in value.replace("\\", ",").split(","))
         for uid in uids:
@@ -391,12 +453,15 @@ def parse_search(
     series_instance_uid: str | None = None,
     count_only: bool = False,
     any_attribute: bool = True,
+    extended: Mapping[str, ExtendedQueryTag] | None = None,
+    partition: str = DEFAULT_PARTITION,
 ) -> Search:
     """Parse the query parameters of a QIDO request.
 
     ``any_attribute`` (the index's :attr:`~dicomserver.stores.IndexStore.searches_any_attribute`,
     from ``DICOM_SEARCH_ANY_ATTRIBUTE``) lets keys outside the core keys (:data:`SEARCHABLE`) match
-    (:func:`_any_match`); a core key keeps its own rules.
+    (:func:`_any_match`); a core key keeps its own rules.  ``extended``: the declared extended query
+    tags by path (only ``Ready`` ones are searchable, see the module docstring).
 
     Raises
     ------
@@ -410,6 +475,10 @@ def parse_search(
     filters: dict[str, str] = {}
     seen_known: set[str] = set()
     order_by: tuple[tuple[str, bool], ...] = ()
+    extended = extended or {}
+    tags: dict[str, ExtendedQueryTag] = {}  # extended query tags matched or included, by path
+    erroneous: list[str] = []
+    allowed_levels = _extended_levels(resource)
     for name, value in params:
         lower = name.lower()
         if lower in ("limit", "offset", "fuzzymatching", "orderby"):
@@ -435,8 +504,21 @@ def parse_search(
                 if field_name.lower() == "all":
                     include_all = True
                     continue
+                included = _ready_tag(field_name, extended)
+                if included is not None:
+                    tags[included.path] = included
+                    include.add(int(included.path, 16))
+                    continue
                 include.add(int(tag_for_keyword(_keyword(field_name)) or 0))
         else:
+            declared = _ready_tag(name, extended)
+            if declared is not None:
+                _check_extended(name, value, declared, allowed_levels, any_attribute, filters)
+                if declared.error_count > 0:
+                    erroneous.append(tag_name(declared.path))
+                tags[declared.path] = declared
+                filters[declared.path] = value
+                continue
             keyword = _keyword(name)
             if keyword in filters:
                 raise BadRequest(f"The query attribute '{name}' is repeated.")
@@ -452,12 +534,17 @@ def parse_search(
     by_level: dict[Level, list[Match]] = {level: [] for level in Level}
     others: list[Match] = []
     for keyword, value in filters.items():
-        if keyword in _KEY_LEVEL:
+        if keyword in tags:
+            others.append(_vr_match(keyword, tag_name(keyword), tags[keyword].vr, value, fuzzy))
+        elif keyword in _KEY_LEVEL:
             by_level[_KEY_LEVEL[keyword]].append(_match(keyword, value, fuzzy))
         else:
             others.append(_any_match(keyword, value))
-    returned = resource.defaults(include_all) | include
-    returned |= {int(tag_for_keyword(keyword) or 0) for keyword in filters}
+    # extended tags are returned at their level and below (a study's tag with its series and instances)
+    shown = {path for path, tag in tags.items() if _LEVEL_RANK[tag.level] <= _LEVEL_RANK[resource.level]}
+    returned = (resource.defaults(include_all) | include) - {int(path, 16) for path in tags.keys() - shown}
+    returned |= {int(tag_for_keyword(keyword) or 0) for keyword in filters if keyword not in tags}
+    returned |= {int(path, 16) for path in shown}
     query = SearchQuery(
         level=resource.level,
         study_matches=tuple(by_level[Level.STUDY]),
@@ -470,8 +557,35 @@ def parse_search(
         offset=offset,
         order_by=order_by,
         count_only=count_only,
+        extended_tags=tuple(sorted(shown)) if resource.level is not Level.INSTANCE else (),
+        partition=partition,
     )
-    return Search(query, frozenset(returned))
+    return Search(query, frozenset(returned - {0}), tuple(erroneous))
+
+
+def _check_extended(
+    name: str,
+    value: str,
+    tag: ExtendedQueryTag,
+    allowed_levels: frozenset[Level],
+    any_attribute: bool,
+    filters: Mapping[str, str],
+) -> None:
+    """400 for a Disabled tag (as Azure's QueryParser), a repeated or empty key, or a tag below the resource."""
+    if tag.path in filters:
+        raise BadRequest(f"The query attribute '{name}' is repeated.")
+    if not value.strip():
+        raise BadRequest(f"The query attribute '{name}' has an empty value.")
+    if len(value) > MAX_VALUE_LENGTH:
+        raise BadRequest(f"The query attribute '{name}' is longer than {MAX_VALUE_LENGTH} characters.")
+    if tag.query_status is QueryStatus.DISABLED:
+        raise BadRequest(
+            f"Query is disabled on specified attribute '{name}': it has {tag.error_count} indexing error(s); "
+            'enable it with PATCH .../extendedquerytags/{tagPath} and {"queryStatus": "Enabled"}.'
+        )
+    if tag.level not in allowed_levels and not any_attribute:
+        level = tag.level.value.capitalize()
+        raise BadRequest(f"The attribute '{name}' (an extended query tag of level {level}) is not searchable here.")
 
 
 def _uid(attrs: dict[str, Any], tag: int, fallback: str | None) -> str | None:
@@ -539,11 +653,14 @@ async def search(
     series_instance_uid: str | None = None,
     accept: str | None = None,
     base_url: str | None = None,
-) -> list[dict[str, Any]]:
+    extended_tags: ExtendedQueryTagStore | None = None,
+    partition: str = DEFAULT_PARTITION,
+) -> SearchResults:
     """Search at ``resource`` (PS3.18 §10.6.1); an empty list means 204.
 
     ``base_url`` is the public DICOMweb base (``.../v2``) the results' RetrieveURL values start
-    with; without it they have none.
+    with; without it they have none.  ``extended_tags``: the declared extended query tags (read at
+    most once, through the store's short-lived cache).
 
     Raises
     ------
@@ -559,10 +676,12 @@ async def search(
         study_instance_uid=study_instance_uid,
         series_instance_uid=series_instance_uid,
         any_attribute=index.searches_any_attribute,
+        extended=await _declared_tags(extended_tags),
+        partition=partition,
     )
     query = parsed.query
     page = await asyncio.to_thread(index.search, query)
-    return [
+    results = SearchResults(
         result_dataset(
             record,
             parsed.include,
@@ -570,7 +689,13 @@ async def search(
             retrieve_url=retrieve_url(record, query, base_url) if base_url is not None else None,
         )
         for record in page.items
-    ]
+    )
+    results.erroneous_attributes = parsed.erroneous
+    return results
+
+
+async def _declared_tags(store: ExtendedQueryTagStore | None) -> dict[str, ExtendedQueryTag]:
+    return await asyncio.to_thread(query_tags, store) if store is not None else {}
 
 
 async def search_for_studies(
@@ -579,9 +704,19 @@ async def search_for_studies(
     params: Iterable[tuple[str, str]],
     accept: str | None = None,
     base_url: str | None = None,
-) -> list[dict[str, Any]]:
+    extended_tags: ExtendedQueryTagStore | None = None,
+    partition: str = DEFAULT_PARTITION,
+) -> SearchResults:
     """``GET /studies``."""
-    return await search(index=index, resource=Resource(Level.STUDY), params=params, accept=accept, base_url=base_url)
+    return await search(
+        index=index,
+        resource=Resource(Level.STUDY),
+        params=params,
+        accept=accept,
+        base_url=base_url,
+        extended_tags=extended_tags,
+        partition=partition,
+    )
 
 
 async def search_for_series(
@@ -591,7 +726,9 @@ async def search_for_series(
     study_instance_uid: str | None = None,
     accept: str | None = None,
     base_url: str | None = None,
-) -> list[dict[str, Any]]:
+    extended_tags: ExtendedQueryTagStore | None = None,
+    partition: str = DEFAULT_PARTITION,
+) -> SearchResults:
     """``GET /series`` or ``GET /studies/{study}/series``."""
     resource = Resource(Level.SERIES, study_in_path=study_instance_uid is not None)
     return await search(
@@ -601,6 +738,8 @@ async def search_for_series(
         study_instance_uid=study_instance_uid,
         accept=accept,
         base_url=base_url,
+        extended_tags=extended_tags,
+        partition=partition,
     )
 
 
@@ -612,7 +751,9 @@ async def search_for_instances(
     series_instance_uid: str | None = None,
     accept: str | None = None,
     base_url: str | None = None,
-) -> list[dict[str, Any]]:
+    extended_tags: ExtendedQueryTagStore | None = None,
+    partition: str = DEFAULT_PARTITION,
+) -> SearchResults:
     """``GET /instances``, ``/studies/{s}/instances`` or ``/studies/{s}/series/{se}/instances``."""
     resource = Resource(
         Level.INSTANCE, study_in_path=study_instance_uid is not None, series_in_path=series_instance_uid is not None
@@ -625,6 +766,8 @@ async def search_for_instances(
         series_instance_uid=series_instance_uid,
         accept=accept,
         base_url=base_url,
+        extended_tags=extended_tags,
+        partition=partition,
     )
 
 
@@ -635,6 +778,8 @@ async def count(
     params: Iterable[tuple[str, str]],
     study_instance_uid: str | None = None,
     series_instance_uid: str | None = None,
+    extended_tags: ExtendedQueryTagStore | None = None,
+    partition: str = DEFAULT_PARTITION,
 ) -> dict[str, int]:
     """The number of results a search at ``resource`` has (as dcm4chee's ``/count``): ``{"count": N}``.
 
@@ -648,22 +793,44 @@ async def count(
         series_instance_uid=series_instance_uid,
         count_only=True,
         any_attribute=index.searches_any_attribute,
+        extended=await _declared_tags(extended_tags),
+        partition=partition,
     )
     page = await asyncio.to_thread(index.search, parsed.query)
     return {"count": page.count or 0}
 
 
-async def search_for_studies_count(*, index: IndexStore, params: Iterable[tuple[str, str]]) -> dict[str, int]:
+async def search_for_studies_count(
+    *,
+    index: IndexStore,
+    params: Iterable[tuple[str, str]],
+    extended_tags: ExtendedQueryTagStore | None = None,
+    partition: str = DEFAULT_PARTITION,
+) -> dict[str, int]:
     """``GET /studies/count``."""
-    return await count(index=index, resource=Resource(Level.STUDY), params=params)
+    return await count(
+        index=index, resource=Resource(Level.STUDY), params=params, extended_tags=extended_tags, partition=partition
+    )
 
 
 async def search_for_series_count(
-    *, index: IndexStore, params: Iterable[tuple[str, str]], study_instance_uid: str | None = None
+    *,
+    index: IndexStore,
+    params: Iterable[tuple[str, str]],
+    study_instance_uid: str | None = None,
+    extended_tags: ExtendedQueryTagStore | None = None,
+    partition: str = DEFAULT_PARTITION,
 ) -> dict[str, int]:
     """``GET /series/count`` or ``GET /studies/{study}/series/count``."""
     resource = Resource(Level.SERIES, study_in_path=study_instance_uid is not None)
-    return await count(index=index, resource=resource, params=params, study_instance_uid=study_instance_uid)
+    return await count(
+        index=index,
+        resource=resource,
+        params=params,
+        study_instance_uid=study_instance_uid,
+        extended_tags=extended_tags,
+        partition=partition,
+    )
 
 
 async def search_for_instances_count(
@@ -672,6 +839,8 @@ async def search_for_instances_count(
     params: Iterable[tuple[str, str]],
     study_instance_uid: str | None = None,
     series_instance_uid: str | None = None,
+    extended_tags: ExtendedQueryTagStore | None = None,
+    partition: str = DEFAULT_PARTITION,
 ) -> dict[str, int]:
     """``GET /instances/count``, ``/studies/{s}/instances/count`` or ``/studies/{s}/series/{se}/instances/count``."""
     resource = Resource(
@@ -683,4 +852,6 @@ async def search_for_instances_count(
         params=params,
         study_instance_uid=study_instance_uid,
         series_instance_uid=series_instance_uid,
+        extended_tags=extended_tags,
+        partition=partition,
     )

@@ -38,6 +38,7 @@ SETTING_NAMES: tuple[str, ...] = (
     "DICOM_EVENTS_TOPIC_ENDPOINT",
     "DICOM_EVENTS_QUEUE",
     "DICOM_OPERATIONS_QUEUE",
+    "DICOM_EXPIRY_SCHEDULE",
     "DICOM_PUBLIC_BASE_URL",
     "DICOM_MAX_INSTANCE_BYTES",
     "DICOM_MAX_DECODED_BYTES",
@@ -60,6 +61,7 @@ SETTING_NAMES: tuple[str, ...] = (
     "DICOM_TELEMETRY_FILE",
     "DICOM_AUDIT_FILE",
     "DICOM_SEARCH_ANY_ATTRIBUTE",
+    "DICOM_DATA_PARTITIONS_ENABLED",
 )
 
 
@@ -116,6 +118,8 @@ class Settings:
     events_queue: str = "dicom-events"
     #: Steps of long-running operations (extended query tag reindex, bulk update): one message each.
     operations_queue: str = "dicom-operations"
+    #: NCRONTAB schedule of the timer that deletes expired studies (read by the Functions host).
+    expiry_schedule: str = "0 */5 * * * *"
     public_base_url: str | None = None
     max_instance_bytes: int = 2 * 1024**3
     #: Parts of one STOW request at most (413 beyond).
@@ -162,6 +166,9 @@ class Settings:
     #: QIDO on any top-level attribute (not only the core keys): every instance document keeps the
     #: normalised values of its simple-VR attributes (``x``); off, undeclared keys are a 400.
     search_any_attribute: bool = True
+    #: Data partitions (Azure v2): STOW/WADO/QIDO/DELETE paths are ``/v2/partitions/{name}/...``
+    #: (dicomserver/partitions.py); off, those paths are a 400 and everything is in Microsoft.Default.
+    data_partitions_enabled: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -205,6 +212,7 @@ class Settings:
             events_topic_endpoint=env.get("DICOM_EVENTS_TOPIC_ENDPOINT") or None,
             events_queue=env.get("DICOM_EVENTS_QUEUE") or defaults.events_queue,
             operations_queue=env.get("DICOM_OPERATIONS_QUEUE") or defaults.operations_queue,
+            expiry_schedule=env.get("DICOM_EXPIRY_SCHEDULE") or defaults.expiry_schedule,
             public_base_url=public.rstrip("/") if public else None,
             max_instance_bytes=max_bytes,
             max_parts_per_request=max_parts,
@@ -231,6 +239,7 @@ class Settings:
             telemetry_file=env.get("DICOM_TELEMETRY_FILE") or None,
             audit_file=env.get("DICOM_AUDIT_FILE") or None,
             search_any_attribute=_flag(env.get("DICOM_SEARCH_ANY_ATTRIBUTE"), True),
+            data_partitions_enabled=_flag(env.get("DICOM_DATA_PARTITIONS_ENABLED")),
         )
 
 

@@ -36,6 +36,7 @@ from typing import IO, Any
 from . import negotiation
 from .dicomjson import keyword_key
 from .errors import (
+    DependencyFailed,
     DependencyUnavailable,
     DicomServerError,
     FailureReason,
@@ -67,8 +68,11 @@ class InstanceResult:
     message: str = ""
     retrieve_url: str | None = None
     study: StudyKey | None = None
-    dependency_failed: bool = False
+    #: HTTP status of the dependency failure that caused it (0: the part itself was the cause).
+    dependency_failed: int = 0
     warnings: tuple[str, ...] = ()
+    #: Stored in Implicit VR Little Endian (warning 45063).
+    implicit_vr: bool = False
 
 
 @dataclass(slots=True)
@@ -112,8 +116,10 @@ async def store_instances(
     max_instance_bytes: int,
     partition: str = DEFAULT_PARTITION,
     max_parts: int = 10_000,
+    upsert: bool = False,
+    expires_at: str | None = None,
 ) -> StoreResponse:
-    """Store the instances in a STOW-RS request body.
+    """Store the instances in a STOW-RS request body (POST; with ``upsert``, PUT).
 
     Parameters
     ----------
@@ -131,6 +137,12 @@ async def store_instances(
     max_parts:
         Parts accepted in one request; the rest of the body is not read (413 when
         nothing was stored, else one FailedSOPSequence entry says so).
+    upsert:
+        PUT (Azure v2): an instance that is already stored is replaced (blob, metadata, index,
+        FHIR, change feed) instead of failing with 45070.
+    expires_at:
+        The expiry the request's ``msdicom-expiry-*`` headers set for the studies it stores
+        (:func:`dicomserver.expiry.parse_expiry`); None clears it (the last store decides).
 
     Returns
     -------
@@ -154,7 +166,15 @@ async def store_instances(
     request = negotiation.store_request(content_type)
     results: list[InstanceResult] = []
     context = _Context(
-        blobs, index, sync_queue, study_instance_uid, base_url, partition, RequestCounts(index, sync_queue)
+        blobs,
+        index,
+        sync_queue,
+        study_instance_uid,
+        base_url,
+        partition,
+        RequestCounts(index, sync_queue),
+        upsert,
+        expires_at,
     )
 
     if not request.multipart:
@@ -239,7 +259,12 @@ async def store_instances(
             assert isinstance(body_error, DicomServerError)
             results.append(InstanceResult(None, None, FailureReason.PROCESSING_FAILURE, body_error.message))
 
-    return _response(results, study_instance_uid, base_url)
+    return _response(results, study_instance_uid, base_url, partition)
+
+
+async def upsert_instances(**arguments: Any) -> StoreResponse:
+    """PUT /studies[/{study}] (Azure v2 upsert): :func:`store_instances`, replacing stored instances."""
+    return await store_instances(**arguments, upsert=True)
 
 
 async def _finish(tasks: list[asyncio.Task[InstanceResult]], context: _Context) -> list[InstanceResult]:
@@ -259,6 +284,8 @@ class _Context:
     base_url: str
     partition: str
     counts: RequestCounts
+    upsert: bool = False
+    expires_at: str | None = None
 
     def pending(self) -> int:
         return self.counts.pending()
@@ -299,6 +326,8 @@ class _Context:
             study_in_path=self.study_in_path,
             partition=self.partition,
             alone=part.alone,
+            upsert=self.upsert,
+            expires_at=self.expires_at,
         )
         if isinstance(outcome, Rejected):
             return InstanceResult(
@@ -314,6 +343,7 @@ class _Context:
             retrieve_url=DicomWebUrl.of_instance(self.base_url, outcome.key).url,
             study=outcome.key.study,
             warnings=outcome.warnings,
+            implicit_vr=outcome.implicit_vr,
         )
 
 
@@ -338,16 +368,28 @@ def _comment(text: str) -> dict[str, Any]:
 
 
 def _warning_attributes(result: InstanceResult) -> dict[str, Any]:
-    """WarningReason 1 and FailedAttributesSequence for an instance stored with invalid attributes (v2)."""
-    if not result.warnings:
+    """WarningReason and FailedAttributesSequence of an instance stored with warnings (v2).
+
+    45063 (0xB007, "data set does not match SOP class") for an Implicit VR Little Endian file, whose
+    VRs could not be checked, as Azure v2; else 1 when attributes failed validation.  The
+    FailedAttributesSequence lists those attributes either way.
+    """
+    if not result.warnings and not result.implicit_vr:
         return {}
-    return {
-        _WARNING_REASON: {"vr": "US", "Value": [int(FailureReason.DATASET_HAS_VALIDATION_WARNINGS)]},
-        _FAILED_ATTRIBUTES_SEQUENCE: {"vr": "SQ", "Value": [_comment(text) for text in result.warnings]},
-    }
+    reason = (
+        FailureReason.DATASET_DOES_NOT_MATCH_SOP_CLASS
+        if result.implicit_vr
+        else (FailureReason.DATASET_HAS_VALIDATION_WARNINGS)
+    )
+    out: dict[str, Any] = {_WARNING_REASON: {"vr": "US", "Value": [int(reason)]}}
+    if result.warnings:
+        out[_FAILED_ATTRIBUTES_SEQUENCE] = {"vr": "SQ", "Value": [_comment(text) for text in result.warnings]}
+    return out
 
 
-def _response(results: list[InstanceResult], study_in_path: str | None, base_url: str) -> StoreResponse:
+def _response(
+    results: list[InstanceResult], study_in_path: str | None, base_url: str, partition: str = DEFAULT_PARTITION
+) -> StoreResponse:
     """The STOW response (PS3.18 §10.5.3, Azure v2 "Store response payload body") and its status.
 
     200 all stored without warnings; 202 some failed or some stored with warnings;
@@ -357,7 +399,8 @@ def _response(results: list[InstanceResult], study_in_path: str | None, base_url
     failed = [r for r in results if r.failure is not None]
     body: dict[str, Any] = {}
     if study_in_path and stored:
-        body[_RETRIEVE_URL] = {"vr": "UR", "Value": [DicomWebUrl.of_study(base_url, study_in_path).url]}
+        study_url = DicomWebUrl.of_study(base_url, StudyKey(partition, study_in_path)).url
+        body[_RETRIEVE_URL] = {"vr": "UR", "Value": [study_url]}
     if failed:
         body[_FAILED_SOP_SEQUENCE] = {
             "vr": "SQ",
@@ -384,12 +427,14 @@ def _response(results: list[InstanceResult], study_in_path: str | None, base_url
                 for r in stored
             ],
         }
-    if stored and not failed and not any(r.warnings for r in stored):
+    if stored and not failed and not any(r.warnings or r.implicit_vr for r in stored):
         status = 200
     elif stored:
         status = 202
     else:
         if failed and all(r.dependency_failed for r in failed):
+            if any(r.dependency_failed == DependencyFailed.status for r in failed):
+                raise DependencyFailed("No instance could be stored: a storage dependency refused the request.")
             raise DependencyUnavailable("No instance could be stored: a storage dependency is unavailable.")
         status = 409
     return StoreResponse(status, body)

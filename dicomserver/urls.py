@@ -19,6 +19,9 @@ from .identifiers import DEFAULT_PARTITION, InstanceKey, SeriesKey, StudyKey, pa
 
 #: Path segment → the level whose UID follows it.
 _LEVELS = {"studies": "study", "series": "series", "instances": "instance"}
+#: Last segments that name an action on a level rather than a UID: a search's count (dicomserver.qido),
+#: Azure's bulk update (dicomserver.bulk_update).
+_ACTIONS = frozenset({"count", "$bulkUpdate"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +58,8 @@ class DicomWebUrl:
                     break
                 i += 1
                 continue
-            if segments[i + 1] == "count" and i + 2 == len(segments):
-                break  # ``.../studies/count``: the count of a search (dicomserver.qido), not a UID
+            if segments[i + 1] in _ACTIONS and i + 2 == len(segments):
+                break  # ``.../studies/count``, ``.../studies/$bulkUpdate``: an action on the level, not a UID
             uids[level] = parse_path_uid(segments[i + 1], f"{level} instance UID")
             i += 2
             end = i

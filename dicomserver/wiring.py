@@ -24,15 +24,27 @@ from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient, TextBase6
 from .auth import Authenticator, build_authenticator
 from .errors import DependencyUnavailable, DicomServerError
 from .fhir.client import FhirClient
+from .partitions import PartitionCatalog
 from .settings import Settings
-from .stores import BlobStore, ChangeFeed, EventPublisher, ImportStore, IndexStore, OperationStore, SyncQueue
+from .stores import (
+    BlobStore,
+    ChangeFeed,
+    EventPublisher,
+    ExtendedQueryTagStore,
+    ImportStore,
+    IndexStore,
+    OperationStore,
+    SyncQueue,
+)
 from .stores.azure.blob import CHUNK_SIZE, AzureBlobStore, AzureImportStore
 from .stores.azure.changefeed import CosmosChangeFeed
 from .stores.azure.cosmos import make_cosmos_client
 from .stores.azure.counting import CountingTransport
 from .stores.azure.events import EventGridPublisher, QueueEventPublisher
+from .stores.azure.extended_tags import CosmosExtendedQueryTagStore
 from .stores.azure.index import CosmosIndexStore
 from .stores.azure.operations import CosmosOperationStore
+from .stores.azure.partitions import CosmosPartitionStore
 from .stores.azure.queue import BLOB_POISON_QUEUE, AzureBlobPoisonQueue, AzureSyncQueue
 
 log = logging.getLogger(__name__)
@@ -56,12 +68,21 @@ class Services:
     changes: ChangeFeed
     events: EventPublisher
     operations: OperationStore
+    #: The data partitions that exist (dicomserver/partitions.py; used when DICOM_DATA_PARTITIONS_ENABLED).
+    partitions: PartitionCatalog
+    #: Declared extended query tags and their errors (dicomserver/extended_query_tags.py).
+    extended_tags: ExtendedQueryTagStore
 
 
 def _credential(settings: Settings) -> Any:
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id)
+
+
+def credential(settings: Settings) -> Any:
+    """The Entra credential the service (and its command-line tools) use: DefaultAzureCredential."""
+    return _credential(settings)
 
 
 def _queue_client(settings: Settings, name: str, credential: Any) -> QueueClient:
@@ -132,7 +153,23 @@ def build_services(settings: Settings) -> Services:
         _queue_client(settings, settings.operations_queue, credential),
         emulator=settings.cosmos_emulator,
     )
-    return Services(settings, blobs, imports, index, queue, changes, events, operations)
+    partitions = PartitionCatalog(
+        CosmosPartitionStore(cosmos, settings.cosmos_database, emulator=settings.cosmos_emulator)
+    )
+    extended_tags = CosmosExtendedQueryTagStore(cosmos, settings.cosmos_database, emulator=settings.cosmos_emulator)
+    index.extended_tags = extended_tags  # new instances are indexed on the declared tags
+    return Services(
+        settings,
+        blobs,
+        imports,
+        index,
+        queue,
+        changes,
+        events,
+        operations,
+        partitions=partitions,
+        extended_tags=extended_tags,
+    )
 
 
 def blob_poison_queue(settings: Settings) -> AzureBlobPoisonQueue:
@@ -176,6 +213,8 @@ def provision_services(built: Services) -> None:
     built.changes.ensure_schema()
     built.events.ensure_destination()
     built.operations.ensure_schema()
+    built.extended_tags.ensure_schema()
+    built.partitions.ensure_schema()
     log.info("provisioned storage containers, queues and the Cosmos index")
 
 

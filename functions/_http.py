@@ -10,17 +10,29 @@ DICOM-style error body (:func:`error_response`, the only place that does).
 The storage round trips a request made are returned in ``x-dicom-storage-ops``
 and logged when its body ends, with the request's span (dicomserver/telemetry.py)
 and audit record (dicomserver/audit.py); ``x-correlation-id`` names the request.
+
+Data partitions (:mod:`dicomserver.partitions`): every function at a DICOMweb
+resource route (``v2/studies...``, ``v2/series...``, ``v2/instances...``) has a twin at
+``v2/partitions/{partition}/...`` named ``<name>_in_partition`` (:func:`in_partitions`
+builds them, ``function_app.py`` registers them: Functions routes are fixed templates,
+one trigger per function).  :func:`dicomweb` takes the partition from the path, applies
+the enabled/disabled rules, records the partition before its first store, and gives
+the handler a :class:`~dicomserver.urls.DicomWebUrl` in that partition and an index
+whose searches run only there.
 """
 
 import asyncio
+import functools
+import inspect
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
+import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import SpanProcessor
@@ -28,7 +40,9 @@ from opentelemetry.sdk.trace import SpanProcessor
 from dicomserver import audit, opcount, telemetry
 from dicomserver.auth import Action, Principal
 from dicomserver.errors import DicomServerError
+from dicomserver.identifiers import DEFAULT_PARTITION
 from dicomserver.mediatypes import APPLICATION_DICOM_JSON
+from dicomserver.partitions import PartitionScopedIndex, partition_of_path, prepare_partition
 from dicomserver.settings import Settings
 from dicomserver.stow import StoreResponse
 from dicomserver.transcode import DecodeBudget
@@ -39,6 +53,12 @@ from dicomserver.wiring import Services, authenticator, services
 log = logging.getLogger(__name__)
 
 API_VERSION = "v2"
+#: The path segment before a partition name: ``/v2/partitions/{partition}/studies/...``.
+PARTITIONS_SEGMENT = "partitions"
+#: The resources that live in a data partition (STOW, WADO, QIDO, DELETE); the rest stays at the base.
+PARTITIONED_RESOURCES = frozenset({"studies", "series", "instances"})
+#: What a partitioned twin's function name ends with (:func:`in_partitions`).
+PARTITION_FUNCTION_SUFFIX = "_in_partition"
 
 
 def base_url(req: Request, svc: Services) -> str:
@@ -124,7 +144,10 @@ def dicomweb(action: Action) -> Callable[[Handler], Callable[[Request], Awaitabl
     def decorate(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def function(req: Request) -> Response:
             async def call(svc: Services) -> Response:
-                url = DicomWebUrl.parse(req.url.path, base_url(req, svc))
+                partition, path = await request_partition(req.url.path, svc, action)
+                if partition != DEFAULT_PARTITION:
+                    svc = replace(svc, index=cast(Any, PartitionScopedIndex(svc.index, partition)))
+                url = DicomWebUrl.parse(path, base_url(req, svc), partition)
                 return respond(await handler(DicomWebRequest(req, svc, url)))
 
             return await handle(req, call, action)
@@ -137,6 +160,104 @@ def dicomweb(action: Action) -> Callable[[Handler], Callable[[Request], Awaitabl
         return function
 
     return decorate
+
+
+# -- data partitions ------------------------------------------------------------------------------
+
+
+def split_partition(path: str) -> tuple[str | None, str]:
+    """``/v2/partitions/{name}/rest`` → ``(name, "/v2/rest")``; any other path → ``(None, path)``."""
+    segments = path.split("/")
+    while segments and not segments[0]:
+        segments.pop(0)
+    if len(segments) >= 4 and segments[0] == API_VERSION and segments[1].lower() == PARTITIONS_SEGMENT:
+        return segments[2], "/" + "/".join([segments[0], *segments[3:]])
+    return None, path
+
+
+def _resource(path: str) -> list[str]:
+    """The segments after the API version (``/v2/studies/1.2`` → ``["studies", "1.2"]``)."""
+    segments = [s for s in path.split("/") if s]
+    return segments[1:] if segments and segments[0] == API_VERSION else segments
+
+
+def creates_partition(path: str, action: Action) -> bool:
+    """Whether a request stores instances (POST or PUT ``/studies[/{study}]``), so creates its partition."""
+    resource = _resource(path)
+    return (
+        action is Action.WRITE
+        and 1 <= len(resource) <= 2
+        and resource[0].lower() == "studies"
+        and not resource[-1].startswith("$")  # studies/$bulkUpdate changes what exists
+    )
+
+
+async def request_partition(path: str, svc: Services, action: Action) -> tuple[str, str]:
+    """The data partition a request addresses and its path without ``/partitions/{name}``.
+
+    DICOMweb resources (:data:`PARTITIONED_RESOURCES`) follow :func:`dicomserver.partitions.partition_of_path`
+    and, with partitions on, must exist (a store creates its partition); anything else is at the base path.
+
+    Raises
+    ------
+    BadRequest
+        For a path that breaks the partition rules, or a read or delete in a partition that does not exist.
+    """
+    name, rest = split_partition(path)
+    resource = _resource(rest)
+    if not resource or resource[0].lower() not in PARTITIONED_RESOURCES:
+        return DEFAULT_PARTITION, rest
+    enabled = svc.settings.data_partitions_enabled
+    partition = partition_of_path(name, enabled=enabled)
+    if enabled:
+        await prepare_partition(svc.partitions, partition, creates=creates_partition(rest, action))
+    return partition, rest
+
+
+def partitioned_route(route: str) -> str | None:
+    """The partitioned twin of a DICOMweb resource route (``v2/studies/{study}`` →
+    ``v2/partitions/{partition}/studies/{study}``); None for a route that stays at the base."""
+    parts = [p for p in route.split("/") if p]
+    if len(parts) < 2 or parts[0] != API_VERSION or parts[1].lower() not in PARTITIONED_RESOURCES:
+        return None
+    return "/".join([API_VERSION, PARTITIONS_SEGMENT, "{partition}", *parts[1:]])
+
+
+def in_partitions(*blueprints: func.Blueprint) -> func.Blueprint:
+    """A blueprint with the partitioned twin of every DICOMweb resource function of ``blueprints``.
+
+    Each twin calls the same function at :func:`partitioned_route` of its route, with the same
+    methods and auth level, and is named ``<name>_in_partition``.  Register it next to the
+    blueprints (``function_app.py``).
+    """
+    scratch = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)  # to read the functions, not run them
+    for blueprint in blueprints:
+        scratch.register_functions(blueprint)
+    twins = func.Blueprint()
+    for function in scratch.get_functions():
+        trigger = function.get_trigger()
+        route = getattr(trigger, "route", None)
+        methods = getattr(trigger, "methods", None)
+        twin_route = partitioned_route(route) if isinstance(route, str) and methods is not None else None
+        if twin_route is None:
+            continue
+        twin = _twin(function.get_user_function(), function.get_function_name() + PARTITION_FUNCTION_SUFFIX)
+        twins.route(route=twin_route, methods=methods, auth_level=getattr(trigger, "auth_level", None))(twin)
+    return twins
+
+
+def _twin(user: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``user`` under another function name (same parameters, annotations and ``action``)."""
+    if not inspect.iscoroutinefunction(user):
+        raise TypeError(f"{user.__name__}: a DICOMweb function must be async (@dicomweb)")
+
+    @functools.wraps(user)
+    async def twin(req: Request) -> Response:
+        response: Response = await user(req)
+        return response
+
+    twin.__name__ = twin.__qualname__ = name
+    return twin
 
 
 #: The message of every 500 body: what went wrong (exception text, setting names, paths) is logged only.

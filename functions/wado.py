@@ -6,6 +6,7 @@ frame call :func:`dicomserver.wado.retrieve_rendered`, their thumbnails
 ``quality``, ``viewport`` and ``window`` query parameters (PS3.18 §8.3.5.1).
 """
 
+import asyncio
 from typing import Any
 
 import azure.functions as func
@@ -13,22 +14,34 @@ import azure.functions as func
 from dicomserver import bulkdata, wado
 from dicomserver.auth import Action
 from dicomserver.errors import BadRequest
+from dicomserver.stores import BlobStore
 from dicomserver.wado import Retrieved
 
 from ._http import DicomWebRequest, dicomweb
 
 bp = func.Blueprint()
 ANONYMOUS = func.AuthLevel.ANONYMOUS
+#: Azure v2: retrieve the version a bulk update kept instead of the updated one.
+REQUEST_ORIGINAL_HEADER = "msdicom-request-original"
 _STUDY = "v2/studies/{study}"
 _SERIES = _STUDY + "/series/{series}"
 _INSTANCE = _SERIES + "/instances/{instance}"
+
+
+async def _blobs(r: DicomWebRequest) -> BlobStore:
+    """The blob store to retrieve files from: with ``msdicom-request-original: true``, the versions a
+    bulk update kept (one index query; instances never updated read as they are)."""
+    if (r.header(REQUEST_ORIGINAL_HEADER) or "").strip().lower() != "true":
+        return r.svc.blobs
+    versions = await asyncio.to_thread(r.svc.index.original_versions, r.url.study_key, r.url.series)
+    return r.svc.blobs.with_versions(versions) if versions else r.svc.blobs
 
 
 @bp.route(route=_STUDY, methods=["GET"], auth_level=ANONYMOUS)
 @dicomweb(Action.READ)
 async def retrieve_study(r: DicomWebRequest) -> Retrieved:
     return await wado.retrieve_study(
-        blobs=r.svc.blobs, index=r.svc.index, study=r.url.study_key, accept=r.accept, budget=r.budget
+        blobs=await _blobs(r), index=r.svc.index, study=r.url.study_key, accept=r.accept, budget=r.budget
     )
 
 
@@ -36,7 +49,7 @@ async def retrieve_study(r: DicomWebRequest) -> Retrieved:
 @dicomweb(Action.READ)
 async def retrieve_series(r: DicomWebRequest) -> Retrieved:
     return await wado.retrieve_series(
-        blobs=r.svc.blobs, index=r.svc.index, series=r.url.series_key, accept=r.accept, budget=r.budget
+        blobs=await _blobs(r), index=r.svc.index, series=r.url.series_key, accept=r.accept, budget=r.budget
     )
 
 
@@ -44,7 +57,7 @@ async def retrieve_series(r: DicomWebRequest) -> Retrieved:
 @dicomweb(Action.READ)
 async def retrieve_instance(r: DicomWebRequest) -> Retrieved:
     return await wado.retrieve_instance(
-        blobs=r.svc.blobs, index=r.svc.index, key=r.url.instance_key, accept=r.accept, budget=r.budget
+        blobs=await _blobs(r), index=r.svc.index, key=r.url.instance_key, accept=r.accept, budget=r.budget
     )
 
 

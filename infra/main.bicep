@@ -58,6 +58,9 @@ param importUploaderPrincipalIds array = []
 @description('Private deployment: a VNet for the function app, private endpoints for Storage, Cosmos DB, the DICOM events topic and the FHIR workspace, and their public endpoints disabled. The API itself stays public.')
 param privateNetworking bool = false
 
+@description('Data partitions (as the Azure DICOM service v2): STOW, WADO, QIDO and DELETE paths must name a partition, /v2/partitions/{name}/...; the un-partitioned paths answer 400. Like Azure, turn it on for a new deployment: data stored before stays in Microsoft.Default.')
+param dataPartitionsEnabled bool = false
+
 var suffix = uniqueString(resourceGroup().id, namePrefix)
 var appName = '${namePrefix}-dicom-${suffix}'
 var allTags = union(tags, {
@@ -157,6 +160,7 @@ module functionapp 'modules/functionapp.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     virtualNetworkSubnetId: privateNetworking ? network.outputs.appSubnetId : ''
+    dataPartitionsEnabled: dataPartitionsEnabled
   }
 }
 

@@ -204,6 +204,8 @@ def stack_environment(blob_port: int, queue_port: int, cosmos_port: int) -> dict
         "DICOM_INSTANCE_CONTAINER": "dicom",
         "DICOM_IMPORT_CONTAINER": "dicom-import",
         "DICOM_FHIR_SYNC_QUEUE": "fhir-sync",
+        "DICOM_OPERATIONS_QUEUE": "dicom-operations",
+        "DICOM_EXPIRY_SCHEDULE": "0 */5 * * * *",
         # FHIR follows a store within a few seconds locally (10 s by default in Azure).
         "DICOM_FHIR_SYNC_DELAY_SECONDS": "2",
     }

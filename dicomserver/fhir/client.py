@@ -97,6 +97,34 @@ class FhirClient:
             if entry.get("search", {}).get("mode", "match") == "match"
         ]
 
+    def search_all(self, resource_type: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        """Resources of every page of a search (``POST _search``, then the bundle's ``next`` links)."""
+        bundle = self._request("POST", f"{resource_type}/_search", data=params).json()
+        found: list[dict[str, Any]] = []
+        for _ in range(1000):  # a bound against a server whose next link never ends
+            found += [
+                entry["resource"]
+                for entry in bundle.get("entry", [])
+                if entry.get("search", {}).get("mode", "match") == "match"
+            ]
+            following = next_link(bundle)
+            if following is None:
+                return found
+            bundle = self.get_url(following).json()
+        raise FhirError(f"FHIR search of {resource_type} returned more than 1000 pages")
+
+    def get_url(self, url: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        """GET an absolute URL the server handed out (a paging link), with this client's token.
+
+        Raises
+        ------
+        FhirError
+            When ``url`` is not under this client's base URL (a token must not leave for another host).
+        """
+        if not url.startswith(self.base_url + "/") and not url.startswith(self.base_url + "?"):
+            raise FhirError(f"FHIR paging link {url!r} is not under the base URL {self.base_url!r}")
+        return self._request("GET", url[len(self.base_url) + 1 :], headers=headers or {})
+
     def read(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
         """GET a resource by id; None when it does not exist (404) or was deleted (410)."""
         try:
@@ -140,6 +168,14 @@ class FhirClient:
         return read
 
 
+def next_link(bundle: dict[str, Any]) -> str | None:
+    """The ``next`` link of a search Bundle (FHIR R4 §3.1.1.5.6), if any."""
+    for link in bundle.get("link") or []:
+        if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
+            return str(link["url"])
+    return None
+
+
 def _outcome_codes(response: httpx.Response) -> str:
     """The severity/code pairs of an OperationOutcome (never its text: it may echo patient data)."""
     try:
@@ -150,4 +186,3 @@ def _outcome_codes(response: httpx.Response) -> str:
         return ""
     issues = [f"{i.get('severity', '?')}/{i.get('code', '?')}" for i in outcome.get("issue", []) if isinstance(i, dict)]
     return f" ({', '.join(issues[:5])})" if issues else ""
-

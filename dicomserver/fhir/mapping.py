@@ -268,3 +268,99 @@ def _instance(attrs: dict[str, Any]) -> dict[str, Any]:
     if isinstance(number, int) or (isinstance(number, str) and number.strip().lstrip("-").isdigit()):
         instance["number"] = int(number)
     return instance
+
+
+# -- Patient demographics ---------------------------------------------------------------------------
+
+#: Extension recording what the sync last wrote into a Patient, and from which study.
+DEMOGRAPHICS_EXTENSION = "urn:dicomserver:fhir:StructureDefinition:dicom-demographics"
+_DEMOGRAPHIC_FIELDS = (("name", "valueHumanName"), ("gender", "valueCode"), ("birthDate", "valueDate"))
+
+
+def demographics_source(snapshot: StudySnapshot) -> str:
+    """The order of a study among a patient's studies: ``YYYYMMDDHHMMSS|StudyInstanceUID``.
+
+    Newer studies sort later; a study without StudyDate sorts first; the UID breaks ties so
+    every sync agrees on which study is the newest.
+    """
+    day = _text(snapshot.attrs, "StudyDate") or ""
+    day = day if re.fullmatch(r"\d{8}", day) else "00000000"
+    time = (_text(snapshot.attrs, "StudyTime") or "").split(".")[0]
+    time = (time + "000000")[:6] if re.fullmatch(r"\d{2,6}", time) else "000000"
+    return f"{day}{time}|{snapshot.key.study_instance_uid}"
+
+
+def _dicom_demographics(snapshot: StudySnapshot) -> dict[str, Any]:
+    """Name, gender and birth date as the study states them (absent ones left out)."""
+    values: dict[str, Any] = {}
+    name = human_name(_text(snapshot.attrs, "PatientName") or "")
+    if name:
+        values["name"] = name
+    sex = (_text(snapshot.attrs, "PatientSex") or "").upper()
+    if sex:
+        values["gender"] = _GENDER.get(sex, "unknown")
+    birth = _date(_text(snapshot.attrs, "PatientBirthDate"))
+    if birth:
+        values["birthDate"] = birth
+    return values
+
+
+def _recorded(resource: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(source, {field: value})`` of the demographics extension ("" and {} when absent)."""
+    for extension in resource.get("extension") or []:
+        if extension.get("url") != DEMOGRAPHICS_EXTENSION:
+            continue
+        source, written = "", {}
+        for part in extension.get("extension") or []:
+            if part.get("url") == "source":
+                source = str(part.get("valueString", ""))
+            for field, value_key in _DEMOGRAPHIC_FIELDS:
+                if part.get("url") == field and value_key in part:
+                    written[field] = part[value_key]
+        return source, written
+    return "", {}
+
+
+def follow_demographics(resource: dict[str, Any], snapshot: StudySnapshot) -> dict[str, Any]:
+    """``resource`` (a Patient) with the name, gender and birth date of ``snapshot`` where DICOM owns them.
+
+    DICOM owns a field when it is absent or still holds what the sync last wrote (recorded in
+    the :data:`DEMOGRAPHICS_EXTENSION` extension with the study it came from); a value set by
+    anyone else (the clinical system, a person) is never changed.  The name: the entry equal
+    to the one last written is replaced, other names are kept; a Patient without a name gets
+    the DICOM one.  Only a study at least as new as the recorded one (:func:`demographics_source`)
+    changes anything, so the Patient follows the newest study whatever the order of syncs.
+    Unlike DICOM cast, birth date is corrected too.  Returns a new dict (equal to ``resource``
+    when nothing changes).
+    """
+    source, written = _recorded(resource)
+    new_source = demographics_source(snapshot)
+    if source and _source_key(source) > _source_key(new_source):
+        return resource
+    out = {k: v for k, v in resource.items() if k != "extension"}
+    recorded = dict(written)
+    for field, value in _dicom_demographics(snapshot).items():
+        if field == "name":
+            names = list(out.get("name") or [])
+            if not names:
+                out["name"] = [value]
+            elif field in written and written[field] in names:
+                names[names.index(written[field])] = value
+                out["name"] = names
+            else:
+                continue  # names written by someone else
+        elif field not in out or (field in written and out[field] == written[field]):
+            out[field] = value
+        else:
+            continue
+        recorded[field] = value
+    parts: list[dict[str, Any]] = [{"url": "source", "valueString": new_source}]
+    parts += [{"url": field, key: recorded[field]} for field, key in _DEMOGRAPHIC_FIELDS if field in recorded]
+    others = [e for e in resource.get("extension") or [] if e.get("url") != DEMOGRAPHICS_EXTENSION]
+    out["extension"] = [*others, {"url": DEMOGRAPHICS_EXTENSION, "extension": parts}]
+    return out
+
+
+def _source_key(source: str) -> tuple[str, str]:
+    moment, _, uid = source.partition("|")
+    return moment, uid

@@ -27,14 +27,25 @@ incomplete (a store still committing, a restart re-indexing from storage):
 
 After the write, the study's aggregates are reconciled with its instances
 (:meth:`IndexStore.reconcile_study`), which repairs counts left short by a
-writer that died between its index write and its aggregate update.  Patients and the Endpoint are never deleted.  An
-existing Patient with the identifier is used as it is (it may be owned by
-the clinical system); a new one gets name, gender and birth date.
+writer that died between its index write and its aggregate update.  Patients and the Endpoint are never deleted.
+
+Patient: found by identifier, created when absent; name, gender and birth date follow the newest
+study but only where absent or still what the sync wrote (:func:`mapping.follow_demographics`),
+so values from the clinical system are never overwritten.
+
+Structured reports and dose reports (SOP class from the index) also become DiagnosticReports and
+Observations (:mod:`.reports`), tagged with the ImagingStudy's id and reconciled by two tag searches
+whenever the study has reports or its ImagingStudy in FHIR lists some (so deletes are seen).  Their
+metadata costs one index read per report instance (a blob read more when it is too large for the
+index document); images cost nothing extra.  Deletions of derived resources happen before the
+ImagingStudy write, so a crash in between leaves an ImagingStudy that still lists the report and the
+retry finishes the job; creations happen once the ImagingStudy exists.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 from datetime import UTC, datetime
@@ -42,11 +53,14 @@ from enum import Enum
 from typing import Any
 
 from ..changefeed import process_study
-from ..errors import DependencyUnavailable
-from ..identifiers import StudyKey
+from ..dicomjson import first_value
+from ..errors import DependencyUnavailable, NotFound
+from ..identifiers import InstanceKey, StudyKey
 from ..stores import BlobStore, ChangeFeed, EventPublisher, IndexStore, SyncQueue
 from ..stores.layout import parse_sync_message, sync_message
-from . import mapping
+from ..stores.model import StudySnapshot
+from ..urls import DicomWebUrl
+from . import mapping, reports
 from .client import FhirClient, FhirError, PreconditionFailed, TransientFhirError
 
 log = logging.getLogger(__name__)
@@ -54,6 +68,9 @@ log = logging.getLogger(__name__)
 _ATTEMPTS = 8
 #: A study with no instance stored for this long has no writer between its index and aggregate writes.
 QUIET_SECONDS = 30.0
+
+
+_SERIES_UID, _SOP_CLASS_UID, _SOP_INSTANCE_UID = "0020000E", "00080016", "00080018"
 
 
 class IndexIncomplete(TransientFhirError):
@@ -90,10 +107,13 @@ def ensure_endpoint(fhir: FhirClient, dicomweb_base_url: str) -> str:
         return _endpoint_ids[cache_key]
 
 
-def ensure_patient(fhir: FhirClient, resource: dict[str, Any]) -> str:
-    """The id of the Patient with ``resource``'s identifier, creating it when absent.
+def ensure_patient(fhir: FhirClient, resource: dict[str, Any], snapshot: StudySnapshot) -> str:
+    """The id of the Patient with ``resource``'s identifier, created when absent, its demographics followed.
 
-    An existing Patient (perhaps owned by the clinical system) is used as it is.
+    Name, gender and birth date follow the newest study (:func:`mapping.follow_demographics`):
+    a field is changed only when it is absent or still holds what the sync last wrote, so values
+    set by the clinical system are never overwritten.  An existing Patient is written with
+    ``If-Match`` (a concurrent change raises :class:`PreconditionFailed` and the sync re-reads).
     """
     identifier = resource["identifier"][0]
     token = f"{identifier['system']}|{identifier['value']}"
@@ -104,9 +124,14 @@ def ensure_patient(fhir: FhirClient, resource: dict[str, Any]) -> str:
             f"{len(found)} Patients have this study's identifier (system {identifier['system']}); merge them in FHIR"
         )
     if found:
-        return str(found[0]["id"])
+        current = found[0]
+        followed = mapping.follow_demographics(current, snapshot)
+        if not _same(current, followed):
+            fhir.update(followed, current.get("meta", {}).get("versionId"))
+        return str(current["id"])
     new_id = resource_id("pat", identifier["system"], identifier["value"])
-    return str(fhir.update({**resource, "id": new_id})["id"])
+    base = {"resourceType": "Patient", "identifier": resource["identifier"]}
+    return str(fhir.update({**mapping.follow_demographics(base, snapshot), "id": new_id})["id"])
 
 
 def _same(current: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -176,6 +201,7 @@ def _sync(
     quiet_seconds: float,
 ) -> SyncOutcome:
     created = False
+    metadata: dict[InstanceKey, dict[str, Any] | None] = {}
     for _ in range(_ATTEMPTS):
         current = fhir.read("ImagingStudy", study_id)
         snapshot = _checked_snapshot(index, blobs, study, quiet_seconds)
@@ -183,15 +209,27 @@ def _sync(
             if snapshot is None:
                 if current is None:
                     return SyncOutcome.ABSENT
+                if _lists_reports(current):
+                    reconcile_derived(fhir, study_id, [])
                 fhir.delete("ImagingStudy", study_id, current.get("meta", {}).get("versionId"))
                 return SyncOutcome.DELETED
             patient = mapping.patient(snapshot, patient_identifier_system)
             if patient is None:
                 log.warning("study=%s has no PatientID; not synced to FHIR", study.study_instance_uid)
                 return SyncOutcome.SKIPPED
+            patient_id = ensure_patient(fhir, patient, snapshot)
             resource = mapping.imaging_study(
-                snapshot, ensure_patient(fhir, patient), ensure_endpoint(fhir, dicomweb_base_url)
+                snapshot, patient_id, ensure_endpoint(fhir, DicomWebUrl(dicomweb_base_url, study.partition).url)
             )
+            reports = _report_instances(snapshot)
+            # Derived resources are reconciled before the ImagingStudy write (so a crash in between
+            # leaves the old ImagingStudy listing the reports, and the retry reconciles again), and
+            # only once the ImagingStudy exists (they reference it).
+            if current is not None and (reports or _lists_reports(current)):
+                derived = _derived_resources(
+                    index, blobs, snapshot, reports, patient_id, study_id, dicomweb_base_url, metadata
+                )
+                reconcile_derived(fhir, study_id, derived)
             if current is not None and _same(current, resource):
                 return SyncOutcome.CREATED if created else SyncOutcome.UNCHANGED
             version = current.get("meta", {}).get("versionId") if current is not None else None
@@ -204,6 +242,109 @@ def _sync(
             log.info("fhir-sync conflict study=%s; re-reading", study.study_instance_uid)
             continue
     raise TransientFhirError(f"FHIR writes for study {study.study_instance_uid} kept conflicting")
+
+
+def _lists_reports(imaging_study: dict[str, Any]) -> bool:
+    """Whether an ImagingStudy in FHIR lists an instance whose SOP class the sync derives resources from."""
+    codes = {f"urn:oid:{uid}" for uid in reports.SR_SOP_CLASSES}
+    return any(
+        instance.get("sopClass", {}).get("code") in codes
+        for series in imaging_study.get("series") or []
+        for instance in series.get("instance") or []
+    )
+
+
+def _report_instances(snapshot: StudySnapshot) -> list[tuple[InstanceKey, str]]:
+    """``(key, SOPClassUID)`` of the study's structured reports (from the index, no extra read)."""
+    found = []
+    study = snapshot.key
+    for series in snapshot.series:
+        series_uid = str(first_value(series.attrs.get(_SERIES_UID)) or "")
+        for attrs in series.instances:
+            sop_class = str(first_value(attrs.get(_SOP_CLASS_UID)) or "")
+            if sop_class in reports.SR_SOP_CLASSES:
+                sop = str(first_value(attrs.get(_SOP_INSTANCE_UID)) or "")
+                found.append((InstanceKey(study.partition, study.study_instance_uid, series_uid, sop), sop_class))
+    return found
+
+
+def read_instance_metadata(index: IndexStore, blobs: BlobStore, key: InstanceKey) -> dict[str, Any] | None:
+    """An instance's DICOM JSON: one index read, plus one blob read when it is too large for the index.
+
+    None when the instance is gone (a delete raced the sync; its next sync sees the new state).
+    """
+    stored = index.get_instance(key)
+    if stored is None:
+        return None
+    if stored.metadata_json is not None:
+        text: str | bytes = stored.metadata_json
+    else:
+        try:
+            text, _ = blobs.get_metadata(key)
+        except NotFound:
+            return None
+    value = json.loads(text)
+    return value if isinstance(value, dict) else None
+
+
+def _derived_resources(
+    index: IndexStore,
+    blobs: BlobStore,
+    snapshot: StudySnapshot,
+    report_instances: list[tuple[InstanceKey, str]],
+    patient_id: str,
+    study_id: str,
+    dicomweb_base_url: str,
+    cache: dict[InstanceKey, dict[str, Any] | None],
+) -> list[dict[str, Any]]:
+    """The DiagnosticReports and dose Observations of the study's reports (one metadata read per report).
+
+    ``cache`` keeps the metadata read in earlier rounds of the same sync.
+    """
+    out: list[dict[str, Any]] = []
+    for key, sop_class in report_instances:
+        if key not in cache:
+            cache[key] = read_instance_metadata(index, blobs, key)
+        metadata = cache[key]
+        if metadata is None:
+            continue
+        parts = (dicomweb_base_url, key.partition, key.study_instance_uid, key.sop_instance_uid)
+        ctx = reports.ReportContext(
+            study_instance_uid=key.study_instance_uid,
+            sop_instance_uid=key.sop_instance_uid,
+            patient_id=patient_id,
+            imaging_study_id=study_id,
+            instance_url=DicomWebUrl.of_instance(dicomweb_base_url, key).url,
+        )
+        if sop_class in reports.REPORT_SOP_CLASSES:
+            out.append({**reports.diagnostic_report(metadata, ctx), "id": resource_id("report", *parts)})
+
+        def observation_id(event_uid: str | None, parts: tuple[str, ...] = parts) -> str:
+            return resource_id("obs", *parts, event_uid or "")
+
+        out += reports.dose_observations(metadata, ctx, observation_id)
+    return out
+
+
+def reconcile_derived(fhir: FhirClient, study_id: str, wanted: list[dict[str, Any]]) -> None:
+    """Make the DiagnosticReports and Observations tagged with the study match ``wanted``.
+
+    Two searches (by the study tag), then a conditional PUT for each new or changed resource
+    and a conditional DELETE for each one no longer derived from the study.
+    """
+    tag = {"_tag": f"{reports.STUDY_TAG_SYSTEM}|{study_id}"}
+    existing = {
+        (found["resourceType"], found["id"]): found
+        for resource_type in ("DiagnosticReport", "Observation")
+        for found in fhir.search_all(resource_type, tag)
+    }
+    for resource in wanted:
+        current = existing.pop((resource["resourceType"], resource["id"]), None)
+        if current is not None and _same(current, resource):
+            continue
+        fhir.update(resource, current.get("meta", {}).get("versionId") if current is not None else None)
+    for (resource_type, resource_id_), current in existing.items():
+        fhir.delete(resource_type, resource_id_, current.get("meta", {}).get("versionId"))
 
 
 #: Back-off retries of a transient FHIR failure before the message is parked in ``-poison``.

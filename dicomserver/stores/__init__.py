@@ -18,8 +18,9 @@ every round trip an implementation makes is counted
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import IO, Any, Protocol
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any, Protocol, runtime_checkable
 
 from ..identifiers import InstanceKey, StudyKey
 from .model import (
@@ -27,6 +28,8 @@ from .model import (
     ChangeAction,
     ChangeEntry,
     ChangeState,
+    ExtendedQueryTag,
+    ExtendedQueryTagError,
     IndexedInstance,
     OpenedInstance,
     Operation,
@@ -45,6 +48,9 @@ __all__ = [
     "ChangeFeed",
     "ChangeState",
     "EventPublisher",
+    "ExtendedQueryTag",
+    "ExtendedQueryTagError",
+    "ExtendedQueryTagStore",
     "ImportStore",
     "IndexStore",
     "SyncQueue",
@@ -53,8 +59,11 @@ __all__ = [
     "Operation",
     "OperationStatus",
     "OperationStore",
+    "Partition",
+    "PartitionStore",
     "QueryPage",
     "Record",
+    "ReindexableIndex",
     "SearchQuery",
     "StudySnapshot",
 ]
@@ -66,12 +75,23 @@ class BlobStore(Protocol):
     def ensure_containers(self) -> None: ...
 
     def put_instance(
-        self, key: InstanceKey, data: IO[bytes], length: int, transfer_syntax_uid: str | None = None
+        self,
+        key: InstanceKey,
+        data: IO[bytes],
+        length: int,
+        transfer_syntax_uid: str | None = None,
+        overwrite: bool = False,
     ) -> None:
         """Create the instance blob; raises DuplicateInstance if it exists."""
 
     def open_instance(self, key: InstanceKey) -> OpenedInstance:
         """Start streaming an instance (raises NotFound)."""
+
+    def snapshot_instance(self, key: InstanceKey) -> str:
+        """Keep the instance blob as it is now (deleted with the blob); returns the version's id."""
+
+    def with_versions(self, versions: Mapping[InstanceKey, str]) -> BlobStore:
+        """A view that reads the given kept versions of those instances instead of the current ones."""
 
     def delete_instance(self, key: InstanceKey) -> bool:
         """Delete the instance blob; False when there was none."""
@@ -103,8 +123,25 @@ class IndexStore(Protocol):
     def create_instance(self, instance: IndexedInstance) -> bool:
         """Create the instance document (the commit point); False when it already existed."""
 
-    def update_aggregates(self, instances: Sequence[IndexedInstance]) -> None:
+    def update_aggregates(self, instances: Sequence[IndexedInstance], count: bool = True) -> None:
         """Count instances this process created into their series and studies (one write per series and study)."""
+
+    def replace_instance(self, instance: IndexedInstance) -> bool:
+        """Replace or create the instance document (PUT); True when there was none before."""
+
+    def set_original_version(self, key: InstanceKey, version: str) -> None:
+        """Record the kept original version of an instance (before its blob changes)."""
+
+    def original_versions(self, study: StudyKey, series_instance_uid: str | None = None) -> dict[InstanceKey, str]:
+        """The kept original versions (bulk update) of the study's or series' instances that have one."""
+
+    def expired_studies(self, now: str, limit: int) -> list[StudyKey]:
+        """Studies whose expiry (``expiresAt``) is at or before ``now``, oldest expiry first."""
+
+    def last_store_expiry(self, study: StudyKey) -> tuple[bool, str | None]:
+        """Whether the study has instances, and the expiry its most recent store set (None: no expiry)."""
+
+    def set_study_expiry(self, study: StudyKey, expires_at: str | None) -> None: ...
 
     def add_instance(self, instance: IndexedInstance) -> bool:
         """:meth:`create_instance`, then :meth:`update_aggregates` if it created it."""
@@ -253,3 +290,76 @@ class OperationStore(Protocol):
 
     def find_active(self, type_: str, resource: str) -> Operation | None:
         """An operation of ``type_`` on ``resource`` that is not done, if any."""
+
+
+class ExtendedQueryTagStore(Protocol):
+    """Declared extended query tags and their indexing errors (see :mod:`.azure.extended_tags`)."""
+
+    def ensure_schema(self) -> None: ...
+
+    def list_tags(self, max_age_seconds: float = 0.0) -> list[ExtendedQueryTag]:
+        """Every declared tag, by path; with ``max_age_seconds`` > 0 a list this process read that recently
+        may be returned instead of reading the store (hot paths: QIDO and STOW)."""
+
+    def get_tag(self, path: str) -> ExtendedQueryTag | None:
+        """One tag by its 8-hex path (None when not declared)."""
+
+    def add_tags(self, tags: Sequence[ExtendedQueryTag]) -> list[ExtendedQueryTag]:
+        """Declare tags, all or none; raises Conflict when one is already declared."""
+
+    def save_tag(self, tag: ExtendedQueryTag) -> ExtendedQueryTag:
+        """Replace a declared tag (status, query status, error count, operation)."""
+
+    def delete_tag(self, path: str) -> bool:
+        """Forget a tag and its errors; False when it was not declared."""
+
+    def add_errors(self, tag: ExtendedQueryTag, errors: Sequence[ExtendedQueryTagError]) -> int:
+        """Record indexing errors (one per instance: recording one again changes nothing); returns how many
+        were new."""
+
+    def count_errors(self, tag: ExtendedQueryTag) -> int: ...
+
+    def list_errors(self, tag: ExtendedQueryTag, limit: int, offset: int) -> list[ExtendedQueryTagError]:
+        """Errors in the order they were recorded."""
+
+
+@runtime_checkable
+class ReindexableIndex(Protocol):
+    """What the reindex of extended query tags needs from the index, besides :class:`IndexStore`."""
+
+    def count_all_instances(self) -> int:
+        """Instances of every data partition."""
+
+    def scan_instances(self, after: str, limit: int) -> list[IndexedInstance]:
+        """Up to ``limit`` instances of every data partition, by ``sort_key`` after ``after`` (with metadata)."""
+
+    def set_extended_values(
+        self, instance: IndexedInstance, values: dict[str, list[Any]], elements: dict[str, Any], cleared: Sequence[str]
+    ) -> None:
+        """Write the searchable ``values`` and DICOM JSON ``elements`` of extended tags into an instance's
+        document, and drop the values of the ``cleared`` tags (not indexable).  Idempotent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """A data partition (Azure v2 "Data partitions"): its system-assigned key, name and creation time."""
+
+    key: int
+    name: str
+    #: ISO 8601 UTC.
+    created_date: str
+
+
+class PartitionStore(Protocol):
+    """The data partitions that exist (:mod:`dicomserver.partitions`; one document each)."""
+
+    def ensure_schema(self) -> None: ...
+
+    def get_partition(self, name: str) -> Partition | None:
+        """The partition called ``name``, or None when nothing was ever stored there."""
+
+    def add_partition(self, name: str) -> Partition:
+        """Record the partition (a new key) unless it exists; returns the stored one either way."""
+
+    def list_partitions(self) -> list[Partition]:
+        """Every partition, by key."""

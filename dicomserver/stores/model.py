@@ -49,6 +49,11 @@ class IndexedInstance:
     etag: str = ""
     #: The metadata lives in the metadata blob (too large for the document).
     metadata_in_blob: bool = False
+    #: When the instance's study expires (ISO 8601 UTC; ``msdicom-expiry-*`` headers of its store): the
+    #: last store of a study sets or clears its study's expiry (write side only).
+    expires_at: str | None = None
+    #: The kept original version of the instance blob (a bulk update keeps the first one).
+    original_version: str | None = None
 
 
 class MatchKind(Enum):
@@ -98,6 +103,9 @@ class SearchQuery:
     order_by: tuple[tuple[str, bool], ...] = ()
     #: Count the matches (``QueryPage.count``) instead of returning a page.
     count_only: bool = False
+    #: Extended query tags (8-hex) to return with study and series results: their values come from
+    #: the latest stored instance of each result (instance results carry them already).
+    extended_tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,3 +232,52 @@ class Operation:
     checkpoint: dict[str, Any] = field(default_factory=dict)
     partition: str = DEFAULT_PARTITION
     etag: str | None = None
+
+
+#: How long QIDO and STOW may reuse the extended query tag list their process read (seconds): a tag
+#: declared, changed or deleted elsewhere is seen at most this late.
+EXTENDED_TAGS_MAX_AGE_SECONDS = 5.0
+
+
+class ExtendedQueryTagStatus(Enum):
+    """Lifecycle of an extended query tag (Azure v2 ``status``)."""
+
+    ADDING = "Adding"
+    READY = "Ready"
+    DELETING = "Deleting"
+
+
+class QueryStatus(Enum):
+    """Whether QIDO may use an extended query tag (Azure v2 ``queryStatus``)."""
+
+    ENABLED = "Enabled"
+    DISABLED = "Disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class ExtendedQueryTag:
+    """A declared extended query tag (see :mod:`dicomserver.extended_query_tags`).
+
+    ``path`` is the tag as 8 upper-case hex digits; ``generation`` names this declaration (a tag
+    deleted and declared again gets a new one, so errors of the old one are never counted again).
+    """
+
+    path: str
+    vr: str
+    level: Level
+    private_creator: str | None = None
+    status: ExtendedQueryTagStatus = ExtendedQueryTagStatus.ADDING
+    query_status: QueryStatus = QueryStatus.ENABLED
+    error_count: int = 0
+    operation_id: str | None = None
+    created: str = ""
+    generation: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExtendedQueryTagError:
+    """One instance whose value of an extended query tag could not be indexed."""
+
+    key: InstanceKey
+    message: str
+    created: str = ""

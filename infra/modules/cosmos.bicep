@@ -615,6 +615,41 @@ resource operationsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases
   }
 }
 
+// Data partitions (dicomserver/stores/azure/partitions.py): one document per partition and the key counter.
+resource partitionsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-05-15' = {
+  parent: database
+  name: 'partitions'
+  properties: {
+    resource: {
+      id: 'partitions'
+      partitionKey: {
+        paths: [
+          '/id'
+        ]
+        kind: 'Hash'
+      }
+    }
+  }
+}
+
+// Extended query tags (dicomserver/stores/azure/extended_tags.py): the tag documents in partition "tags",
+// the indexing errors of each tag declaration in a partition of their own.
+resource extendedQueryTagsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-05-15' = {
+  parent: database
+  name: 'extendedquerytags'
+  properties: {
+    resource: {
+      id: 'extendedquerytags'
+      partitionKey: {
+        paths: [
+          '/pk'
+        ]
+        kind: 'Hash'
+      }
+    }
+  }
+}
+
 // After the containers: a role assignment created while the database or a container is still being
 // created fails (or the app starts before its index exists).
 resource dataContributor 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-05-15' = {
@@ -632,6 +667,8 @@ resource dataContributor 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignmen
     instancesContainer
     changefeedContainer
     operationsContainer
+    extendedQueryTagsContainer
+    partitionsContainer
   ]
 }
 

@@ -66,6 +66,9 @@ param tags object
 @description('Subnet (delegated to Microsoft.App/environments) for outbound VNet integration; empty: none.')
 param virtualNetworkSubnetId string = ''
 
+@description('Data partitions: STOW, WADO, QIDO and DELETE only at /v2/partitions/{name}/... (DICOM_DATA_PARTITIONS_ENABLED).')
+param dataPartitionsEnabled bool = false
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   // checkov:skip=CKV_AZURE_225: zone redundancy of Flex Consumption plans is offered in some regions only; the template deploys to any Flex region
   name: '${name}-plan'
@@ -173,6 +176,8 @@ resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
     DICOM_EVENTS_TOPIC_ENDPOINT: eventsTopicEndpoint
     DICOM_EVENTS_QUEUE: 'dicom-events'
     DICOM_OPERATIONS_QUEUE: 'dicom-operations'
+    DICOM_EXPIRY_SCHEDULE: '0 */5 * * * *'
+    DICOM_DATA_PARTITIONS_ENABLED: dataPartitionsEnabled ? 'true' : 'false'
     DICOM_PUBLIC_BASE_URL: 'https://${app.properties.defaultHostName}'
     DICOM_AUTH_MODE: 'entra'
     DICOM_AUTH_TENANT_ID: tenantId

@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
-from . import blobs, queues  # noqa: F401  (importing them registers their trigger drivers)
+from . import blobs, queues, timers  # noqa: F401  (importing them registers their trigger drivers)
 from .asgi import HttpApp
 from .config import MIN_POLLING_INTERVAL, TRUE_VALUES, HostConfig, _request_body_limit, _thread_count
 from .cors import CorsPolicy

@@ -162,3 +162,19 @@ def test_an_index_outage_during_the_fhir_sync_backs_off_instead_of_raising(
         services.settings.storage_connection_string or "", services.settings.fhir_sync_queue + "-poison"
     )
     assert [json.loads(base64.b64decode(m.content)) for m in poison.peek_messages()] == []
+
+
+def test_storage_that_refuses_our_identity_is_424_not_503(settings: Settings) -> None:
+    """A wrong account key (as a missing role in Azure): Azure Storage answers 403, the service 424."""
+    import base64
+    import re
+
+    from dicomserver.errors import DependencyFailed
+
+    wrong_key = base64.b64encode(b"not the account key" * 3).decode()
+    connection = re.sub(r"AccountKey=[^;]+", f"AccountKey={wrong_key}", settings.storage_connection_string or "")
+    refused = build_services(Settings(**{**_fields(settings), "storage_connection_string": connection}))
+    body, ctype = multipart_body([make_instance()])
+    with pytest.raises(DependencyFailed) as caught:
+        store(refused, body, ctype)
+    assert caught.value.status == 424 and "refused" in caught.value.message

@@ -377,8 +377,8 @@ def test_blob_path_pattern_and_input_stream(host: HostFixture) -> None:
 def test_unsupported_triggers_are_skipped_and_bad_signatures_refused(caplog: pytest.LogCaptureFixture) -> None:
     app = func.FunctionApp()
 
-    @app.timer_trigger(arg_name="timer", schedule="0 */5 * * * *")
-    def tick(timer: func.TimerRequest) -> None:
+    @app.event_hub_message_trigger(arg_name="event", event_hub_name="hub", connection="HUB")
+    def on_event(event: func.EventHubEvent) -> None:
         pass
 
     @app.route(route="hello")
@@ -387,7 +387,25 @@ def test_unsupported_triggers_are_skipped_and_bad_signatures_refused(caplog: pyt
 
     local = build_host(app, HOST_JSON, {})
     assert [r.name for r in local.routes] == ["hello"] and local.drivers == []
-    assert "tick skipped: timerTrigger triggers are not supported" in caplog.text
+    assert "on_event skipped: eventHubTrigger triggers are not supported" in caplog.text
+
+
+def test_a_timer_trigger_runs_on_its_schedule_with_its_setting_resolved() -> None:
+    from scripts.localhost.timers import TimerDriver
+
+    app = func.FunctionApp()
+    ticks: list[bool] = []
+
+    @app.timer_trigger(arg_name="timer", schedule="%TICK_SCHEDULE%", run_on_startup=True)
+    def tick(timer: func.TimerRequest) -> None:
+        ticks.append(timer.past_due)
+
+    local = build_host(app, HOST_JSON, {"TICK_SCHEDULE": "0 0 0 1 1 *"})
+    (timer,) = local.drivers
+    assert isinstance(timer, TimerDriver) and timer.describe() == "timer: 0 0 0 1 1 *"
+    assert timer.poll_once() == 1 and ticks == [False]  # run_on_startup
+    assert timer.poll_once() == 0  # next: January 1st
+    assert 0.05 <= timer.next_delay(0, 1.0) <= 5.0
 
     bad = func.FunctionApp()
 

@@ -81,7 +81,9 @@ def test_a_20_instance_stow_into_one_study_costs_one_blob_and_about_one_index_wr
     assert response.status == 200
     # new study: 20 instance creates + (patch 404 + create) for the series and for the study
     # + the change feed: counter patch (404 + create for a new partition) + one log document
-    assert ops.blob <= 20 and ops.index <= 27 and ops.queue <= 1, ops
+    # + one read of the declared extended query tags (a cold cache: at most once per process per 5 s,
+    # however many parts are stored in parallel)
+    assert ops.blob <= 20 and ops.index <= 28 and ops.queue <= 1, ops
     more = [make_instance(study=study, series=series, InstanceNumber=20 + i) for i in range(20)]
     response, ops = counted(lambda: store(services, *multipart_body(more)))
     assert response.status == 200

@@ -322,3 +322,79 @@ def test_patient_identifier_system_from_issuer(issuer: str | None, system: str) 
     resource = mapping.patient(snapshot(attrs, []), SYSTEM)
     assert resource is not None
     assert resource["identifier"] == [{"system": system, "value": "PID-7"}]
+
+
+# -- demographics follow the newest study -----------------------------------------------------------
+
+
+def demo_snapshot(name: str, study_date: str, uid: str = STUDY_UID, **more: Any) -> StudySnapshot:
+    attrs = dicom_json(PatientID="PID-7", PatientName=name, StudyDate=study_date, StudyTime="101500", **more)
+    return snapshot(attrs, [], uid=uid)
+
+
+def ours(name: str, study_date: str, uid: str = STUDY_UID, **more: Any) -> dict[str, Any]:
+    base = {"resourceType": "Patient", "identifier": [{"system": SYSTEM, "value": "PID-7"}]}
+    return mapping.follow_demographics(base, demo_snapshot(name, study_date, uid, **more))
+
+
+def test_new_patient_records_what_dicom_wrote_and_from_which_study() -> None:
+    patient = ours("Doe^Jane", "20240101", PatientSex="F", PatientBirthDate="19800102")
+    assert patient["name"] == [{"use": "usual", "family": "Doe", "given": ["Jane"]}]
+    assert (patient["gender"], patient["birthDate"]) == ("female", "1980-01-02")
+    (extension,) = patient["extension"]
+    assert extension["url"] == mapping.DEMOGRAPHICS_EXTENSION
+    parts = {p["url"]: p for p in extension["extension"]}
+    assert parts["source"]["valueString"] == f"20240101101500|{STUDY_UID}"
+    assert parts["name"]["valueHumanName"] == patient["name"][0]
+    assert parts["gender"]["valueCode"] == "female"
+
+
+def test_a_newer_study_corrects_the_fields_dicom_wrote() -> None:
+    patient = ours("Doe^Jane", "20240101", PatientBirthDate="19800102")
+    newer = mapping.follow_demographics(
+        patient, demo_snapshot("Doe-Smith^Jane", "20250101", "1.2.3.4", PatientBirthDate="19800103")
+    )
+    assert newer["name"] == [{"use": "usual", "family": "Doe-Smith", "given": ["Jane"]}]
+    assert newer["birthDate"] == "1980-01-03"  # unlike DICOM cast, birth date is corrected too
+
+
+def test_an_older_study_changes_nothing_whatever_the_sync_order() -> None:
+    patient = ours("Doe-Smith^Jane", "20250101", "1.2.3.4")
+    assert mapping.follow_demographics(patient, demo_snapshot("Doe^Jane", "20240101")) == patient
+
+
+def test_the_same_study_corrected_later_wins() -> None:
+    patient = ours("Doe^Jnae", "20240101")
+    assert mapping.follow_demographics(patient, demo_snapshot("Doe^Jane", "20240101"))["name"][0]["given"] == ["Jane"]
+
+
+def test_values_set_by_the_clinic_are_never_overwritten() -> None:
+    clinical = {
+        "resourceType": "Patient",
+        "identifier": [{"system": SYSTEM, "value": "PID-7"}],
+        "name": [{"use": "official", "family": "Doe", "given": ["Jane", "Mary"]}],
+        "gender": "female",
+        "telecom": [{"system": "phone", "value": "+44 20 7946 0000"}],
+    }
+    followed = mapping.follow_demographics(
+        clinical, demo_snapshot("Doe^J", "20250101", PatientSex="O", PatientBirthDate="19800102")
+    )
+    assert followed["name"] == clinical["name"] and followed["gender"] == "female"
+    assert followed["telecom"] == clinical["telecom"]
+    assert followed["birthDate"] == "1980-01-02"  # absent: DICOM may fill it
+    parts = {p["url"] for p in followed["extension"][0]["extension"]}
+    assert parts == {"source", "birthDate"}  # only what DICOM wrote is recorded as DICOM's
+
+
+def test_a_field_changed_by_the_clinic_after_dicom_wrote_it_is_kept() -> None:
+    patient = ours("Doe^Jane", "20240101", PatientSex="F")
+    patient["gender"] = "other"  # corrected in the clinical system
+    patient["name"] = [*patient["name"], {"use": "nickname", "given": ["JJ"]}]
+    newer = mapping.follow_demographics(patient, demo_snapshot("Roe^Jane", "20250101", "1.2.3.4", PatientSex="M"))
+    assert newer["gender"] == "other"
+    assert newer["name"] == [{"use": "usual", "family": "Roe", "given": ["Jane"]}, {"use": "nickname", "given": ["JJ"]}]
+
+
+def test_demographics_source_orders_by_study_date_time_then_uid() -> None:
+    assert mapping.demographics_source(demo_snapshot("A^B", "20240101")) == f"20240101101500|{STUDY_UID}"
+    assert mapping.demographics_source(snapshot(dicom_json(PatientID="x"), [])) == f"00000000000000|{STUDY_UID}"

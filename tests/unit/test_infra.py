@@ -13,8 +13,10 @@ from pycep import BicepParser
 
 from dicomserver.settings import SETTING_NAMES, Settings
 from dicomserver.stores.azure.changefeed import CHANGEFEED_CONTAINER, CHANGEFEED_INDEXING_POLICY
+from dicomserver.stores.azure.extended_tags import EXTENDED_QUERY_TAGS_CONTAINER
 from dicomserver.stores.azure.index import INDEXING_POLICIES, PARTITION_KEY_PATH
 from dicomserver.stores.azure.operations import OPERATIONS_CONTAINER
+from dicomserver.stores.azure.partitions import PARTITIONS_CONTAINER
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
@@ -199,7 +201,12 @@ def test_containers_queues_and_cosmos_paths_match_the_code() -> None:
         if r["type"].endswith("/containers")
     }
     # every container the code creates locally (ensure_schema) exists in Azure, as the code makes it
-    assert set(declared) == set(INDEXING_POLICIES) | {CHANGEFEED_CONTAINER, OPERATIONS_CONTAINER}
+    assert set(declared) == set(INDEXING_POLICIES) | {
+        CHANGEFEED_CONTAINER,
+        OPERATIONS_CONTAINER,
+        PARTITIONS_CONTAINER,
+        EXTENDED_QUERY_TAGS_CONTAINER,
+    }
     for name, policy in INDEXING_POLICIES.items():
         assert declared[name]["partitionKey"]["paths"] == [PARTITION_KEY_PATH]
         assert declared[name]["indexingPolicy"] == policy
@@ -208,6 +215,8 @@ def test_containers_queues_and_cosmos_paths_match_the_code() -> None:
     assert feed_policy.pop("automatic") is True
     assert feed_policy == CHANGEFEED_INDEXING_POLICY
     assert declared[OPERATIONS_CONTAINER]["partitionKey"]["paths"] == ["/id"]
+    assert declared[EXTENDED_QUERY_TAGS_CONTAINER]["partitionKey"]["paths"] == ["/pk"]
+    assert declared[PARTITIONS_CONTAINER]["partitionKey"]["paths"] == ["/id"]
 
 
 @pytest.mark.parametrize("path", BICEP_FILES, ids=[p.name for p in BICEP_FILES])
@@ -270,7 +279,7 @@ def test_cosmos_role_assignment_waits_for_the_database_and_containers() -> None:
     resources = module("cosmos.bicep")["resources"]
     waits_for = set(body(resources["dataContributor"]).get("dependsOn", []))
     made = {name for name, r in resources.items() if r["type"].endswith(("/sqlDatabases", "/containers"))}
-    assert len(made) == 6 and made <= waits_for, made - waits_for
+    assert len(made) == 8 and made <= waits_for, made - waits_for
 
 
 @pytest.mark.parametrize("path", [INFRA / "main.bicep", INFRA / "modules" / "functionapp.bicep"], ids=["main", "app"])

@@ -76,7 +76,9 @@ def test_the_azure_implementations_exist_where_the_ports_say() -> None:
         "cosmos.py",
         "counting.py",
         "events.py",
+        "extended_tags.py",
         "index.py",
         "operations.py",
+        "partitions.py",
         "queue.py",
     ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import IO, TypeVar
 
 from azure.core.exceptions import (
@@ -18,12 +18,13 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceNotFoundError,
 )
-from azure.storage.blob import BlobServiceClient, ContentSettings
+from azure.storage.blob import BlobClient, BlobServiceClient, ContentSettings
 
-from ...errors import DependencyUnavailable, DuplicateInstance, NotFound
+from ...errors import DuplicateInstance, NotFound
 from ...identifiers import InstanceKey, StudyKey
 from ..layout import instance_blob_name, metadata_blob_name, parse_instance_blob_name
 from ..model import OpenedInstance
+from . import failure
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +43,43 @@ def _translate(what: str, call: Callable[[], T]) -> T:
         raise
     except AzureError as exc:
         log.warning("blob storage failed during %s: %s", what, exc)
-        raise DependencyUnavailable(f"Blob storage is unavailable ({what}).") from exc
+        raise failure(f"Blob storage is unavailable ({what}).", exc) from exc
 
 
 class AzureBlobStore:
     """Instance and metadata blobs in two containers of one storage account."""
 
-    def __init__(self, service: BlobServiceClient, instance_container: str, metadata_container: str) -> None:
+    def __init__(
+        self,
+        service: BlobServiceClient,
+        instance_container: str,
+        metadata_container: str,
+        versions: Mapping[InstanceKey, str] | None = None,
+    ) -> None:
         self._service = service
+        self._instance_container = instance_container
+        self._metadata_container = metadata_container
         self._instances = service.get_container_client(instance_container)
         self._metadata = service.get_container_client(metadata_container)
+        #: Instance → snapshot to read instead of the current blob (:meth:`with_versions`).
+        self._versions = dict(versions or {})
+
+    def _instance_blob(self, key: InstanceKey) -> BlobClient:
+        return self._instances.get_blob_client(instance_blob_name(key), snapshot=self._versions.get(key))
+
+    def with_versions(self, versions: Mapping[InstanceKey, str]) -> AzureBlobStore:
+        """A view of this store that reads the given snapshots of those instances (originals kept by
+        a bulk update, ``msdicom-request-original``); other instances read as usual."""
+        return AzureBlobStore(self._service, self._instance_container, self._metadata_container, versions)
+
+    def snapshot_instance(self, key: InstanceKey) -> str:
+        """Keep the instance blob as it is now (a snapshot, deleted with the blob); returns its id."""
+        blob = self._instances.get_blob_client(instance_blob_name(key))
+        try:
+            taken = _translate("instance snapshot", blob.create_snapshot)
+        except ResourceNotFoundError:
+            raise NotFound(f"The instance {key.sop_instance_uid} was not found.") from None
+        return str(taken["snapshot"])
 
     def ensure_containers(self) -> None:
         for container in (self._instances, self._metadata):
@@ -61,7 +89,12 @@ class AzureBlobStore:
                 pass
 
     def put_instance(
-        self, key: InstanceKey, data: IO[bytes], length: int, transfer_syntax_uid: str | None = None
+        self,
+        key: InstanceKey,
+        data: IO[bytes],
+        length: int,
+        transfer_syntax_uid: str | None = None,
+        overwrite: bool = False,
     ) -> None:
         blob = self._instances.get_blob_client(instance_blob_name(key))
         metadata = {TRANSFER_SYNTAX_METADATA: transfer_syntax_uid} if transfer_syntax_uid else None
@@ -71,7 +104,7 @@ class AzureBlobStore:
                 lambda: blob.upload_blob(
                     data,
                     length=length,
-                    overwrite=False,
+                    overwrite=overwrite,
                     content_settings=ContentSettings(content_type="application/dicom"),
                     metadata=metadata,
                     max_concurrency=2,
@@ -101,7 +134,7 @@ class AzureBlobStore:
         return [key for key in keys if key is not None and key.study == study]
 
     def instance_size(self, key: InstanceKey) -> int:
-        blob = self._instances.get_blob_client(instance_blob_name(key))
+        blob = self._instance_blob(key)
         try:
             props = _translate("instance properties", blob.get_blob_properties)
         except ResourceNotFoundError:
@@ -109,7 +142,7 @@ class AzureBlobStore:
         return int(props.size)
 
     def iter_instance(self, key: InstanceKey, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
-        blob = self._instances.get_blob_client(instance_blob_name(key))
+        blob = self._instance_blob(key)
         try:
             downloader = _translate(
                 "instance download",
@@ -132,7 +165,7 @@ class AzureBlobStore:
 
         WADO needs nothing else, so retrieving an instance costs no index read.
         """
-        blob = self._instances.get_blob_client(instance_blob_name(key))
+        blob = self._instance_blob(key)
         try:
             downloader = _translate("instance download", lambda: blob.download_blob(max_concurrency=1))
         except ResourceNotFoundError:

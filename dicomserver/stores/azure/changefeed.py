@@ -272,7 +272,7 @@ class CosmosChangeFeed:
         """Each entry with its instance's state now (and metadata): one query for all their instances."""
         if not rows:
             return []
-        fields = "c.id, c.pk, c.storedAt" + (", c.metadata, c.metadataInBlob" if include_metadata else "")
+        fields = "c.id, c.pk, c.storedAt, c.createdAt" + (", c.metadata, c.metadataInBlob" if include_metadata else "")
         wanted = sorted({f"{r['series']}|{r['sop']}" for r in rows})
         pks = sorted({study_pk(StudyKey(str(r["pk"]), str(r["study"]))) for r in rows})
         docs = {
@@ -294,12 +294,18 @@ class CosmosChangeFeed:
             key = (study_pk(StudyKey(str(row["pk"]), str(row["study"]))), f"{row['series']}|{row['sop']}")
             doc = docs.get(key)
             action = ChangeAction(row["action"])
-            if doc is None or action is ChangeAction.DELETE or str(row["ts"]) < _as_timestamp(doc.get("storedAt")):
+            # The document's lifetime began at createdAt (its first store; a PUT keeps it) and its
+            # current version at storedAt: earlier entries are of a deleted lifetime or a replaced version.
+            stored_at = _as_timestamp(doc.get("storedAt")) if doc is not None else ""
+            created_at = _as_timestamp(doc.get("createdAt") or doc.get("storedAt")) if doc is not None else ""
+            if doc is None or action is ChangeAction.DELETE or str(row["ts"]) < created_at:
                 state = ChangeState.DELETED
+            elif str(row["ts"]) < stored_at:
+                state = ChangeState.REPLACED
             else:
                 state = ChangeState.CURRENT
             # The metadata of the instance's version this entry belongs to: none for an ended lifetime.
-            alive = doc is not None and include_metadata and state is not ChangeState.DELETED
+            alive = doc is not None and include_metadata and state is ChangeState.CURRENT
             metadata = doc.get("metadata") if alive and doc is not None else None
             in_blob = bool(alive and doc is not None and doc.get("metadataInBlob"))
             out.append(_entry(row, state, metadata, in_blob))

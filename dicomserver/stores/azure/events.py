@@ -19,7 +19,7 @@ from typing import Any
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue import QueueClient
 
-from ...errors import DependencyUnavailable
+from . import failure
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class EventGridPublisher:
                 self._client.send(batch[start : start + _BATCH])
         except AzureError as exc:
             log.warning("event grid publish failed events=%d: %s", len(events), exc)
-            raise DependencyUnavailable("The Event Grid topic is unavailable.") from exc
+            raise failure("The Event Grid topic is unavailable.", exc) from exc
 
 
 class QueueEventPublisher:
@@ -78,4 +78,4 @@ class QueueEventPublisher:
                 self._queue.send_message(json.dumps(e, separators=(",", ":")))
         except AzureError as exc:
             log.warning("event queue publish failed events=%d: %s", len(events), exc)
-            raise DependencyUnavailable("The event queue is unavailable.") from exc
+            raise failure("The event queue is unavailable.", exc) from exc

@@ -145,12 +145,24 @@ from ...attributes import (
 from ...dicomjson import first_value, keyword_key, select, tag_key
 from ...errors import DependencyUnavailable
 from ...identifiers import InstanceKey, Level, SeriesKey, StudyKey
-from ...matching import any_attribute_values, fold_number, fold_person_name, fold_text, fold_time, person_name_words
-from .. import ChangeFeed
+from ...matching import (
+    any_attribute_values,
+    extended_values,
+    fold_number,
+    fold_person_name,
+    fold_text,
+    fold_time,
+    person_name_words,
+)
+from .. import ChangeFeed, ExtendedQueryTagStore
 from ..model import (
+    EXTENDED_TAGS_MAX_AGE_SECONDS,
     INLINE_METADATA_LIMIT,
     Change,
     ChangeAction,
+    ExtendedQueryTag,
+    ExtendedQueryTagError,
+    ExtendedQueryTagStatus,
     IndexedInstance,
     Match,
     MatchKind,
@@ -160,6 +172,7 @@ from ..model import (
     SeriesSnapshot,
     StudySnapshot,
 )
+from . import failure
 from .cosmos import read_item_or_none
 
 log = logging.getLogger(__name__)
@@ -274,19 +287,22 @@ _ORDER_KEYWORDS = frozenset(k for keys in ORDER_KEYS.values() for k in keys if k
 
 
 #: Tags of the core keys: searched through ``q`` (or top-level fields), so not repeated in ``x``.
-_CORE_TAGS = frozenset(
-    f"{int(tag_for_keyword(k) or 0):08X}" for k in (*STUDY_KEYS, *SERIES_KEYS, *INSTANCE_KEYS)
-)
+_CORE_TAGS = frozenset(f"{int(tag_for_keyword(k) or 0):08X}" for k in (*STUDY_KEYS, *SERIES_KEYS, *INSTANCE_KEYS))
 _TAG = re.compile(r"[0-9A-F]{8}")
 
 
-def _any_values(instance: IndexedInstance) -> dict[str, list[Any]]:
-    """The ``x`` map: normalised values of the instance's top-level simple-VR attributes by tag."""
+def _dataset(instance: IndexedInstance) -> dict[str, Any]:
+    """The instance's whole DICOM JSON when the index keeps it, else its indexed attributes."""
     try:
         dataset = json.loads(instance.metadata_json) if instance.metadata_json else instance.attrs
     except ValueError:
         dataset = instance.attrs
-    return any_attribute_values(dataset if isinstance(dataset, dict) else {}, _CORE_TAGS)
+    return dataset if isinstance(dataset, dict) else {}
+
+
+def _any_values(instance: IndexedInstance, dataset: dict[str, Any] | None = None) -> dict[str, list[Any]]:
+    """The ``x`` map: normalised values of the instance's top-level simple-VR attributes by tag."""
+    return any_attribute_values(dataset if dataset is not None else _dataset(instance), _CORE_TAGS)
 
 
 def _modality(attrs: dict[str, Any]) -> str | None:
@@ -312,9 +328,9 @@ def _write(what: str, call: Callable[[], T], tolerated: tuple[int, ...] = ()) ->
     except CosmosHttpResponseError as exc:
         if _status(exc) in tolerated:
             return None, _status(exc)
-        raise DependencyUnavailable(f"The index is unavailable ({what}).") from exc
+        raise failure(f"The index is unavailable ({what}).", exc) from exc
     except AzureError as exc:
-        raise DependencyUnavailable(f"The index is unavailable ({what}).") from exc
+        raise failure(f"The index is unavailable ({what}).", exc) from exc
 
 
 def _call(what: str, call: Callable[[], T], service: str = "index") -> T:
@@ -327,13 +343,13 @@ def _call(what: str, call: Callable[[], T], service: str = "index") -> T:
             return call()
         except AzureError as exc:
             log.warning("cosmos failed during %s: %s", what, exc)
-            raise DependencyUnavailable(f"The {service} is unavailable ({what}).") from exc
+            raise failure(f"The {service} is unavailable ({what}).", exc) from exc
         except RuntimeError as exc:
             # azure-cosmos 4.17 can iterate response headers that another thread is changing
             # ("OrderedDict mutated during iteration", seen under concurrent STOWs in the bench);
             # every call passed here is a read or an idempotent write, so it is repeated.
             if attempt + 1 == _SDK_RACE_ATTEMPTS:
-                raise DependencyUnavailable(f"The {service} client failed ({what}).") from exc
+                raise failure(f"The {service} client failed ({what}).", exc) from exc
             log.warning("cosmos client race during %s (repeated): %s", what, exc)
     raise AssertionError("unreachable")
 
@@ -363,6 +379,10 @@ class CosmosIndexStore:
         self._instances: ContainerProxy = db.get_container_client(INSTANCES_CONTAINER)
         #: pk -> hash of the study attributes this process last wrote (see the module docstring)
         self._study_hashes: OrderedDict[str, str] = OrderedDict()
+        #: Declared extended query tags, indexed into every new instance document (set by wiring).
+        self.extended_tags: ExtendedQueryTagStore | None = None
+        #: Per thread: the extended tag errors of the document :meth:`_instance_doc` built last.
+        self._pending = threading.local()
         self._hash_lock = threading.Lock()
 
     # -- schema -----------------------------------------------------------
@@ -397,6 +417,15 @@ class CosmosIndexStore:
             Only a caller that got True passes the instance to
             :meth:`update_aggregates`.
         """
+        doc = self._instance_doc(instance)
+        errors = self._pending.__dict__.pop("errors", None)  # set by _instance_doc (extended tags)
+        _, status = _write("index instance", lambda: self._instances.create_item(doc), tolerated=(409,))
+        if status == 0 and errors:
+            self._record_extended_errors(instance.key, errors)
+        return status == 0
+
+    def _instance_doc(self, instance: IndexedInstance) -> dict[str, Any]:
+        """The instance document of ``instance`` (see :meth:`create_instance`)."""
         key = instance.key
         doc = {
             "id": f"{key.series_instance_uid}|{key.sop_instance_uid}",
@@ -414,17 +443,115 @@ class CosmosIndexStore:
             ),
             "sortKey": instance.sort_key or _sort_key(key.sop_instance_uid),
             "storedAt": instance.stored_at or _now(),
+            "expiresAt": instance.expires_at,
+            "originalVersion": instance.original_version,
             "frames": instance.frames,
             "bulkdata": instance.bulkdata,
         }
-        if self.searches_any_attribute:
-            doc["x"] = _any_values(instance)
+        self._add_searchable_values(doc, instance)
         if instance.metadata_json is not None and len(instance.metadata_json) <= INLINE_METADATA_LIMIT:
             doc["metadata"] = instance.metadata_json
         else:
             doc["metadataInBlob"] = True
-        _, status = _write("index instance", lambda: self._instances.create_item(doc), tolerated=(409,))
-        return status == 0
+        return doc
+
+    def replace_instance(self, instance: IndexedInstance) -> bool:
+        """Replace (or create) the instance document: a PUT of an instance that may exist.
+
+        The document keeps when the instance was first stored (``createdAt``): change feed
+        entries older than that belong to an earlier lifetime (deleted), entries between it and
+        ``storedAt`` to a replaced version.  One read and one upsert.
+
+        Returns
+        -------
+        bool
+            True when there was no document before (the caller counts the instance in).
+        """
+        key = instance.key
+        doc = self._instance_doc(instance)
+        old = _call(
+            "read instance",
+            lambda: read_item_or_none(self._instances, doc["id"], doc["pk"], self._emulator),
+        )
+        if old is not None:
+            doc["createdAt"] = old.get("createdAt") or old.get("storedAt")
+            doc["sortKey"] = old.get("sortKey") or doc["sortKey"]
+            doc["originalVersion"] = doc.get("originalVersion") or old.get("originalVersion")
+        _write("replace instance", lambda: self._instances.upsert_item(doc))
+        log.debug("instance %s %s", key.sop_instance_uid, "replaced" if old is not None else "created by PUT")
+        return old is None
+
+    def set_original_version(self, key: InstanceKey, version: str) -> None:
+        """Record the kept original version of an instance in its document (a bulk update's first step)."""
+        ops = [{"op": "set", "path": "/originalVersion", "value": version}]
+        item = f"{key.series_instance_uid}|{key.sop_instance_uid}"
+        _write(
+            "original version",
+            lambda: self._instances.patch_item(item, study_pk(key.study), patch_operations=ops),
+        )
+
+    def original_versions(self, study: StudyKey, series_instance_uid: str | None = None) -> dict[InstanceKey, str]:
+        """Instances of the study (or series) with a kept original version: one single-partition query."""
+        pk = study_pk(study)
+        sql = "SELECT c.SeriesInstanceUID, c.SOPInstanceUID, c.originalVersion FROM c WHERE c.pk = @pk"
+        sql += " AND IS_STRING(c.originalVersion)"
+        params: list[dict[str, Any]] = [{"name": "@pk", "value": pk}]
+        if series_instance_uid is not None:
+            sql += " AND c.SeriesInstanceUID = @series"
+            params.append({"name": "@series", "value": series_instance_uid})
+        rows = _call(
+            "original versions",
+            lambda: list(self._instances.query_items(sql, parameters=params, partition_key=pk)),
+        )
+        return {
+            InstanceKey(
+                study.partition, study.study_instance_uid, str(r["SeriesInstanceUID"]), str(r["SOPInstanceUID"])
+            ): str(r["originalVersion"])
+            for r in rows
+        }
+
+    def expired_studies(self, now: str, limit: int) -> list[StudyKey]:
+        """Studies whose study document says they expire at or before ``now`` (one cross-partition query)."""
+        rows = _call(
+            "expired studies",
+            lambda: list(
+                self._studies.query_items(
+                    f"SELECT TOP {int(limit)} c.partition, c.StudyInstanceUID, c.expiresAt FROM c "
+                    "WHERE c.id = 'study' AND IS_STRING(c.expiresAt) AND c.expiresAt <= @now",
+                    parameters=[{"name": "@now", "value": now}],
+                    enable_cross_partition_query=True,
+                )
+            ),
+        )
+        rows.sort(key=lambda r: str(r["expiresAt"]))
+        return [StudyKey(str(r["partition"]), str(r["StudyInstanceUID"])) for r in rows]
+
+    def last_store_expiry(self, study: StudyKey) -> tuple[bool, str | None]:
+        """``(stored, expiresAt)`` of the study's most recently stored instance: the last store decides."""
+        pk = study_pk(study)
+        rows = _call(
+            "last store",
+            lambda: list(
+                self._instances.query_items(
+                    "SELECT TOP 1 c.expiresAt FROM c WHERE c.pk = @pk ORDER BY c.storedAt DESC",
+                    parameters=[{"name": "@pk", "value": pk}],
+                    partition_key=pk,
+                )
+            ),
+        )
+        if not rows:
+            return False, None
+        value = rows[0].get("expiresAt")
+        return True, str(value) if value else None
+
+    def set_study_expiry(self, study: StudyKey, expires_at: str | None) -> None:
+        """Set or clear the study document's expiry (a missing study is ignored)."""
+        ops = [{"op": "set", "path": "/expiresAt", "value": expires_at}]
+        _write(
+            "study expiry",
+            lambda: self._studies.patch_item("study", study_pk(study), patch_operations=ops),
+            tolerated=(404,) if not self._emulator else (404, 500),
+        )
 
     def reserve_changes(self, partition: str, count: int) -> int | None:
         return self._changes.reserve(partition, count) if self._changes is not None else None
@@ -442,18 +569,19 @@ class CosmosIndexStore:
         except Exception as exc:  # noqa: BLE001 - committed: repaired by the study's sync
             log.error("change feed write failed changes=%d (the study's sync logs them later): %s", len(changes), exc)
 
-    def update_aggregates(self, instances: Sequence[IndexedInstance]) -> None:
+    def update_aggregates(self, instances: Sequence[IndexedInstance], count: bool = True) -> None:
         """Count newly created instances into their series and studies: one patch per series and per study.
 
         ``instances`` are in store order; the last one of each series and study
-        gives the level attributes (latest wins).
+        gives the level attributes (latest wins) and the study's expiry.  With
+        ``count=False`` (replaced instances) only the attributes are refreshed.
         """
         by_series: dict[SeriesKey, list[IndexedInstance]] = {}
         for instance in instances:
             by_series.setdefault(instance.key.series, []).append(instance)
         new_series: dict[StudyKey, list[str]] = {}
         for series, members in by_series.items():
-            if self._bump_series(series, len(members), members[-1].attrs):
+            if self._bump_series(series, len(members) if count else 0, members[-1].attrs):
                 new_series.setdefault(series.study, []).append(_modality(members[-1].attrs) or "")
         latest: dict[StudyKey, IndexedInstance] = {}
         for instance in instances:
@@ -461,12 +589,13 @@ class CosmosIndexStore:
         for study, instance in latest.items():
             created = new_series.get(study, [])
             attrs = select(instance.attrs, LEVEL_ATTRIBUTES[Level.STUDY])
-            digest = hashlib.sha1(json.dumps(attrs, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
+            state = json.dumps([attrs, instance.expires_at], sort_keys=True)
+            digest = hashlib.sha1(state.encode(), usedforsecurity=False).hexdigest()
             pk = study_pk(study)
             with self._hash_lock:
                 unchanged = self._study_hashes.get(pk) == digest
             if created or not unchanged:
-                self._bump_study(study, [m for m in dict.fromkeys(created) if m], attrs)
+                self._bump_study(study, [m for m in dict.fromkeys(created) if m], attrs, instance.expires_at)
                 with self._hash_lock:
                     self._study_hashes[pk] = digest
                     self._study_hashes.move_to_end(pk)
@@ -507,7 +636,9 @@ class CosmosIndexStore:
         }
 
     @staticmethod
-    def _study_doc(key: StudyKey, modalities: list[str], attrs: dict[str, Any]) -> dict[str, Any]:
+    def _study_doc(
+        key: StudyKey, modalities: list[str], attrs: dict[str, Any], expires_at: str | None = None
+    ) -> dict[str, Any]:
         return {
             "id": "study",
             "pk": study_pk(key),
@@ -518,14 +649,17 @@ class CosmosIndexStore:
             "ModalitiesInStudy": modalities,
             "sortKey": _sort_key(key.study_instance_uid),
             "createdAt": _now(),
+            "expiresAt": expires_at,
         }
 
-    def _bump_study(self, key: StudyKey, new_modalities: list[str], attrs: dict[str, Any]) -> None:
-        """Patch (or create) the study document: latest attributes, modalities of new series."""
-        new = self._study_doc(key, new_modalities, attrs)
+    def _bump_study(
+        self, key: StudyKey, new_modalities: list[str], attrs: dict[str, Any], expires_at: str | None = None
+    ) -> None:
+        """Patch (or create) the study document: latest attributes and expiry, modalities of new series."""
+        new = self._study_doc(key, new_modalities, attrs, expires_at)
         pk = new["pk"]
         operations: list[dict[str, Any]] = [
-            {"op": "set", "path": f"/{name}", "value": new[name]} for name in ("attrs", "q")
+            {"op": "set", "path": f"/{name}", "value": new[name]} for name in ("attrs", "q", "expiresAt")
         ]
         # Patches take at most 10 operations; more new modalities in one request are rare (a second patch).
         room = 10 - len(operations)
@@ -700,6 +834,155 @@ class CosmosIndexStore:
             write = lambda: container.replace_item(doc["id"], body, etag=etag, match_condition=unchanged)  # noqa: E731
         _write("reconcile", write, tolerated=(404, 412))
 
+    # -- extended query tags -----------------------------------------------------
+
+    def _add_searchable_values(self, doc: dict[str, Any], instance: IndexedInstance) -> None:
+        """Set the document's ``x`` map: every simple-VR attribute (``DICOM_SEARCH_ANY_ATTRIBUTE``) and, in
+        any case, the validated values of the declared extended query tags (Adding or Ready), whose DICOM
+        JSON also goes into ``attrs`` (QIDO returns it).
+
+        The declared tags come from the tag store's list cached for
+        :data:`~dicomserver.stores.model.EXTENDED_TAGS_MAX_AGE_SECONDS` (so at most one read per
+        process in that time, none in most requests).  Values that fail validation are not indexed;
+        their errors are recorded once the document is created (:meth:`create_instance`).
+        """
+        self._pending.__dict__.pop("errors", None)
+        tags = self._indexed_tags()
+        if not self.searches_any_attribute and not tags:
+            return
+        dataset = _dataset(instance)
+        x = _any_values(instance, dataset) if self.searches_any_attribute else {}
+        if tags:
+            found = extended_values(dataset, [(t.path, t.vr, t.private_creator) for t in tags])
+            for path in found.cleared:
+                x.pop(path, None)
+            x.update(found.values)
+            if found.elements:
+                doc["attrs"] = {**doc["attrs"], **found.elements}
+            if found.errors:
+                by_path = {t.path: t for t in tags}
+                self._pending.errors = [(by_path[p], m) for p, m in found.errors.items()]
+        doc["x"] = x
+
+    def _indexed_tags(self) -> list[ExtendedQueryTag]:
+        if self.extended_tags is None:
+            return []
+        return [
+            t
+            for t in self.extended_tags.list_tags(max_age_seconds=EXTENDED_TAGS_MAX_AGE_SECONDS)
+            if t.status is not ExtendedQueryTagStatus.DELETING
+        ]
+
+    def _record_extended_errors(self, key: InstanceKey, errors: list[tuple[ExtendedQueryTag, str]]) -> None:
+        """Record the extended tag values a new instance could not index (Azure v2 stores it with a warning).
+
+        A failure is logged, not raised: the instance is committed, and its value is simply not searchable.
+        """
+        store = self.extended_tags
+        if store is None:
+            return
+        for tag, message in errors:
+            try:
+                if store.add_errors(tag, [ExtendedQueryTagError(key, message, _now())]):
+                    store.save_tag(replace(tag, error_count=store.count_errors(tag)))
+            except DependencyUnavailable as exc:
+                log.warning("extended query tag error not recorded tag=%s: %s", tag.path, exc.message)
+
+    def count_all_instances(self) -> int:
+        """Instances of every data partition (one cross-partition COUNT)."""
+        rows = self._query(self._instances, "SELECT VALUE COUNT(1) FROM c", [], None, "count instances")
+        counts: list[Any] = rows  # SELECT VALUE: numbers, not documents
+        return sum(int(n) for n in counts)
+
+    def scan_instances(self, after: str, limit: int) -> list[IndexedInstance]:
+        """Up to ``limit`` instances of every data partition with ``sortKey`` > ``after``, in that order.
+
+        One cross-partition query; each instance comes with its attrs and inline metadata (the reindex reads
+        the values of new extended tags from them).
+        """
+        sql = (
+            "SELECT TOP @top c.partition, c.StudyInstanceUID, c.SeriesInstanceUID, c.SOPInstanceUID, c.SOPClassUID, "
+            "c.TransferSyntaxUID, c.size, c.attrs, c.metadata, c.metadataInBlob, c.sortKey, c.x "
+            "FROM c WHERE c.sortKey > @after ORDER BY c.sortKey ASC"
+        )
+        params: list[dict[str, Any]] = [{"name": "@top", "value": limit}, {"name": "@after", "value": after}]
+        rows = self._query(self._instances, sql, params, None, "scan instances")
+        return [
+            IndexedInstance(
+                key=InstanceKey(
+                    str(row.get("partition") or ""),
+                    row["StudyInstanceUID"],
+                    row["SeriesInstanceUID"],
+                    row["SOPInstanceUID"],
+                ),
+                sop_class_uid=row.get("SOPClassUID", ""),
+                transfer_syntax_uid=row.get("TransferSyntaxUID", ""),
+                size=int(row.get("size") or 0),
+                attrs=row.get("attrs") or {},
+                metadata_json=row.get("metadata"),
+                metadata_in_blob=bool(row.get("metadataInBlob")),
+                sort_key=str(row["sortKey"]),
+                # whether the document has an x map (its values are not needed)
+                etag="x" if isinstance(row.get("x"), dict) else "",
+            )
+            for row in rows[:limit]
+        ]
+
+    def set_extended_values(
+        self, instance: IndexedInstance, values: dict[str, list[Any]], elements: dict[str, Any], cleared: Sequence[str]
+    ) -> None:
+        """Patch an instance document: ``x``/``attrs`` entries of the extended tags set or removed.
+
+        One patch (two when many tags are reindexed together: 10 operations each) per instance: the
+        reindex of a tag costs a round trip per stored instance, which is why it runs as a background
+        operation.  Only the tags' own entries are touched, so a concurrent writer of other entries is
+        never overwritten; re-running it writes the same values.
+        """
+        key = instance.key
+        has_x = instance.etag == "x"
+        operations: list[dict[str, Any]] = []
+        if has_x:
+            operations += [{"op": "set", "path": f"/x/{tag}", "value": v} for tag, v in values.items()]
+        elif values:
+            operations.append({"op": "set", "path": "/x", "value": values})
+        operations += [{"op": "set", "path": f"/attrs/{tag}", "value": e} for tag, e in elements.items()]
+        removals = [tag for tag in cleared if tag not in values]
+        if has_x:
+            # "remove" of an absent path fails the whole patch, so only entries the document may hold
+            operations += [{"op": "set", "path": f"/x/{tag}", "value": []} for tag in removals]
+        if not operations:
+            return
+        item, pk = f"{key.series_instance_uid}|{key.sop_instance_uid}", study_pk(key.study)
+        for start in range(0, len(operations), 10):
+            chunk = operations[start : start + 10]
+            patch = lambda chunk=chunk: self._instances.patch_item(item, pk, patch_operations=chunk)  # noqa: E731
+            _write("reindex instance", patch, tolerated=(404,) if not self._emulator else (404, 500))
+
+    def _extended_study_attrs(
+        self, rows: list[dict[str, Any]], query: SearchQuery, charge: _Charge
+    ) -> dict[str, dict[str, Any]]:
+        """``{pk or series uid: {tag: element}}`` of the extended tags a study or series page returns.
+
+        One query over the page's studies' instances (only when the query returns extended tags); the
+        latest stored instance of each study or series gives the value, as for the core attributes.
+        """
+        if not query.extended_tags or not rows:
+            return {}
+        # the tags are 8 upper-case hex digits (checked by QIDO's parser): the only text spliced in
+        fields = ", ".join(f'c.attrs["{tag}"] AS t{tag}' for tag in query.extended_tags if _TAG.fullmatch(tag))
+        sql = f"SELECT c.pk, c.SeriesInstanceUID, c.sortKey, {fields} FROM c WHERE ARRAY_CONTAINS(@pks, c.pk)"
+        pks = sorted({row["pk"] for row in rows})
+        found = self._query(self._instances, sql, [{"name": "@pks", "value": pks}], None, "search")
+        charge.add(self._instances)
+        out: dict[str, dict[str, Any]] = {}
+        for row in sorted(found, key=lambda r: str(r.get("sortKey") or "")):
+            owner = row["pk"] if query.level is Level.STUDY else row["SeriesInstanceUID"]
+            for tag in query.extended_tags:
+                element = row.get(f"t{tag}")
+                if element:
+                    out.setdefault(owner, {})[tag] = element
+        return out
+
     # -- reads -------------------------------------------------------------------
 
     def _query(
@@ -786,7 +1069,7 @@ class CosmosIndexStore:
             except StopIteration:
                 return
             except AzureError as exc:
-                raise DependencyUnavailable("The index is unavailable (metadata).") from exc
+                raise failure("The index is unavailable (metadata).", exc) from exc
             for row in page:
                 key = InstanceKey(
                     study.partition, study.study_instance_uid, row["SeriesInstanceUID"], row["SOPInstanceUID"]
@@ -847,7 +1130,7 @@ class CosmosIndexStore:
             for row in self._studies.query_items(sql, parameters=params, enable_cross_partition_query=True):
                 yield StudyKey(partition, row["StudyInstanceUID"])
         except AzureError as exc:
-            raise DependencyUnavailable("The index is unavailable (list studies).") from exc
+            raise failure("The index is unavailable (list studies).", exc) from exc
 
     def get_instance(self, key: InstanceKey) -> IndexedInstance | None:
         """One point read of the instance document (with its inline metadata)."""
@@ -868,6 +1151,8 @@ class CosmosIndexStore:
             metadata_json=doc.get("metadata"),
             metadata_in_blob=bool(doc.get("metadataInBlob")),
             etag=str(doc.get("_etag", "")).strip('"'),
+            original_version=doc.get("originalVersion"),
+            expires_at=doc.get("expiresAt"),
         )
 
     def _container_for(self, doc_type: str) -> ContainerProxy:
@@ -895,12 +1180,17 @@ class CosmosIndexStore:
             rows = self._select("study", query.study_matches, query, top, charge)
             page = rows[query.offset : top]
             self._add_study_counts(page, charge)
-            records = [_study_record(row) for row in page]
+            extended = self._extended_study_attrs(page, query, charge)
+            records = [_with_attrs(_study_record(row), extended.get(row["pk"])) for row in page]
         else:
             rows = self._level_rows(query, top, charge)
             page = rows[query.offset : top]
             studies = self._studies_by_pk({row["pk"] for row in page}, charge)
             records = [_lower_record(row, studies.get(row["pk"])) for row in page]
+            if query.level is Level.SERIES:
+                extended = self._extended_study_attrs(page, query, charge)
+                owners = [row["SeriesInstanceUID"] for row in page]
+                records = [_with_attrs(r, extended.get(o)) for r, o in zip(records, owners, strict=True)]
         log.info(
             "qido level=%s matches=%d rows=%d request_charge=%.2f elapsed_ms=%.1f",
             query.level.value,
@@ -1014,7 +1304,7 @@ class CosmosIndexStore:
                 if batch:
                     yield batch
         except AzureError as exc:
-            raise DependencyUnavailable("The index is unavailable (search).") from exc
+            raise failure("The index is unavailable (search).", exc) from exc
 
     def _where(
         self, doc_type: str, matches: tuple[Match, ...], query: SearchQuery, pks: list[str] | None = None
@@ -1129,6 +1419,11 @@ def _lower_record(row: dict[str, Any], study: dict[str, Any] | None) -> Record:
     )
 
 
+def _with_attrs(record: Record, extra: dict[str, Any] | None) -> Record:
+    """``record`` with extra DICOM JSON attributes (extended query tags); the record's own win."""
+    return replace(record, attrs={**extra, **record.attrs}) if extra else record
+
+
 def _field(keyword: str) -> str:
     return f"c.{keyword}" if keyword in _TOP_LEVEL_FIELDS else f"c.q.{keyword}"
 
@@ -1178,7 +1473,12 @@ def _condition(match: Match, params: list[dict[str, Any]]) -> str:
     if _TAG.fullmatch(match.keyword):
         # An any-attribute match: some value of the instance's ``x`` list satisfies it.  The tag
         # (8 upper-case hex digits, checked just above) is the only text spliced in.
-        inner = _compare(match, "v", param)
+        if match.kind is MatchKind.FUZZY_PERSON_NAME:
+            # x keeps a name as its folded words joined by spaces: each query word starts one of them
+            words = (param("(^| )" + re.escape(word)) for word in match.values)
+            inner = " AND ".join(f"RegexMatch(v, {w})" for w in words)
+        else:
+            inner = _compare(match, "v", param)
         return f'EXISTS(SELECT VALUE v FROM v IN c.x["{match.keyword}"] WHERE {inner})'
     return _compare(match, _field(match.keyword), param)
 

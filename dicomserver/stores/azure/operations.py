@@ -16,9 +16,9 @@ from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 from azure.storage.queue import QueueClient
 
-from ...errors import DependencyUnavailable
 from ..layout import operation_message
 from ..model import Operation, OperationStatus
+from . import failure
 from .cosmos import read_item_or_none
 from .index import _call, _write
 
@@ -87,7 +87,7 @@ class CosmosOperationStore:
         except ResourceExistsError:
             pass
         except AzureError as exc:
-            raise DependencyUnavailable("The operations queue is unavailable.") from exc
+            raise failure("The operations queue is unavailable.", exc) from exc
 
     def create(self, operation: Operation) -> Operation:
         doc, _ = _write("create operation", lambda: self._container.create_item(_to_doc(operation)))
@@ -119,7 +119,7 @@ class CosmosOperationStore:
         try:
             self._queue.send_message(operation_message(operation_id), visibility_timeout=delay_seconds or None)
         except AzureError as exc:
-            raise DependencyUnavailable("The operations queue is unavailable.") from exc
+            raise failure("The operations queue is unavailable.", exc) from exc
 
     def find_active(self, type_: str, resource: str) -> Operation | None:
         rows = _call(

@@ -30,9 +30,9 @@ from collections.abc import Callable, Sequence
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage
 
-from ...errors import DependencyUnavailable
 from ...identifiers import StudyKey
 from ..layout import sync_message
+from . import failure
 
 log = logging.getLogger(__name__)
 
@@ -84,21 +84,21 @@ class AzureSyncQueue:
                 self._queue.send_message(sync_message(study), visibility_timeout=delay_seconds or None)
             except AzureError as exc:
                 log.warning("fhir-sync enqueue failed study=%s: %s", study.study_instance_uid, exc)
-                raise DependencyUnavailable("The fhir-sync queue is unavailable.") from exc
+                raise failure("The fhir-sync queue is unavailable.", exc) from exc
 
     def retry_later(self, study: StudyKey, attempt: int, delay_seconds: int) -> None:
         """Queue the study again, invisible for ``delay_seconds`` (back-off)."""
         try:
             self._queue.send_message(sync_message(study, attempt), visibility_timeout=delay_seconds)
         except AzureError as exc:
-            raise DependencyUnavailable("The fhir-sync queue is unavailable.") from exc
+            raise failure("The fhir-sync queue is unavailable.", exc) from exc
 
     def send_to_poison(self, body: str) -> None:
         """Park a message in the ``-poison`` queue for the resync tool."""
         try:
             self._poison.send_message(body)
         except AzureError as exc:
-            raise DependencyUnavailable("The fhir-sync poison queue is unavailable.") from exc
+            raise failure("The fhir-sync poison queue is unavailable.", exc) from exc
 
     def drain_poison(self) -> list[str]:
         """Remove and return every message of the poison queue."""
@@ -109,7 +109,7 @@ class AzureSyncQueue:
                 bodies.append(content.decode() if isinstance(content, bytes) else str(content))
                 self._poison.delete_message(message)
         except AzureError as exc:
-            raise DependencyUnavailable("The fhir-sync poison queue is unavailable.") from exc
+            raise failure("The fhir-sync poison queue is unavailable.", exc) from exc
         return bodies
 
 
@@ -155,5 +155,5 @@ class AzureBlobPoisonQueue:
         except ResourceNotFoundError:
             return replayed, len(kept)
         except AzureError as exc:
-            raise DependencyUnavailable("The blob poison queue is unavailable.") from exc
+            raise failure("The blob poison queue is unavailable.", exc) from exc
 
