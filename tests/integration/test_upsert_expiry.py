@@ -167,3 +167,24 @@ def test_an_expired_study_goes_through_the_delete_path(services: Services) -> No
         if e["StudyInstanceUid"] == expiring
     ]
     assert actions == ["create", "create", "delete", "delete"]
+
+
+def implicit_vr(data: bytes) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, implicit_vr=True, little_endian=True, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_an_implicit_vr_file_is_stored_with_warning_45063_as_azure(services: Services) -> None:
+    data = implicit_vr(make_instance())
+    response = put(services, [data, make_instance()], upsert=False)
+    assert response.status == 202 and not failures(response)
+    items = referenced(response)
+    assert items[0]["00081196"]["Value"] == [45063] and "00741048" not in items[0]
+    assert "00081196" not in items[1]  # explicit VR: no warning
+    sop = pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID
+    ds = pydicom.dcmread(io.BytesIO(data))
+    key = InstanceKey(DEFAULT_PARTITION, ds.StudyInstanceUID, ds.SeriesInstanceUID, sop)
+    assert blob_bytes(services, key) == zero_preamble(data)  # stored as sent
