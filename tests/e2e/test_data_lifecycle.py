@@ -66,8 +66,11 @@ def test_put_replaces_an_instance_and_fhir_follows(base_url: str, fhir_url: str)
 
 
 def test_bulk_update_over_http_with_the_original_kept(base_url: str, fhir_url: str) -> None:
-    study = generate_uid()
-    parts = [make_instance(study=study, patient_name="Wrong^Name", StudyDescription="Old") for _ in range(2)]
+    study, patient = generate_uid(), f"BULK-{generate_uid()[-8:]}"
+    parts = [
+        make_instance(study=study, patient_id=patient, patient_name="Wrong^Name", StudyDescription="Old")
+        for _ in range(2)
+    ]
     stored(base_url, parts)
     sop = pydicom.dcmread(io.BytesIO(parts[0])).SOPInstanceUID
     series = pydicom.dcmread(io.BytesIO(parts[0])).SeriesInstanceUID
@@ -96,6 +99,20 @@ def test_bulk_update_over_http_with_the_original_kept(base_url: str, fhir_url: s
     assert original_response.status_code == 200
     assert zero_preamble(parts[0]) in original_response.content  # the original bytes, as stored
     eventually(lambda: (imaging_study(fhir_url, study) or {}).get("description") == "New")
+
+    def patient_name() -> str | None:
+        bundle = httpx.get(f"{fhir_url}/Patient", params={"identifier": f"urn:dicomserver:patient-id|{patient}"}).json()
+        names = [e["resource"].get("name", [{}])[0] for e in bundle.get("entry", [])]
+        return names[0].get("family") if names else None
+
+    eventually(lambda: patient_name() == "Right")  # Right^Name: the Patient follows the update
+    (resource,) = [
+        e["resource"]
+        for e in httpx.get(
+            f"{fhir_url}/Patient", params={"identifier": f"urn:dicomserver:patient-id|{patient}"}
+        ).json()["entry"]
+    ]
+    assert resource["name"][0]["given"] == ["Name"]
     bad = httpx.post(
         f"{base_url}/studies/$bulkUpdate",
         json={"studyInstanceUids": [study], "changeDataset": {"0020000D": {"vr": "UI", "Value": ["1.2"]}}},
