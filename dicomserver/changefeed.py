@@ -243,8 +243,7 @@ def event(entry: ChangeEntry, service_host: str) -> dict[str, Any]:
     return {
         "id": str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{key.partition}:{entry.sequence}")),
         "topic": service_host,
-        "subject": f"{service_host}/v2/studies/{key.study_instance_uid}/series/{key.series_instance_uid}"
-        f"/instances/{key.sop_instance_uid}",
+        "subject": service_host + DicomWebUrl.of_instance("/v2", key).url,
         "eventType": EVENT_TYPES[entry.action],
         "eventTime": entry.timestamp,
         "dataVersion": "1",

@@ -86,10 +86,24 @@ ROUTE_LITERALS = frozenset(
         "bulkdata",
         "changefeed",
         "latest",
+        "partitions",
+        "extendedquerytags",
+        "errors",
+        "operations",
     }
 )
+#: Last segments that name an action, not a value (``/studies/count``, ``/studies/$bulkUpdate``).
+ROUTE_ACTIONS = frozenset({"count", "$bulkUpdate"})
 #: The placeholder of the segment that follows each of these.
-ROUTE_PARAMETERS = {"studies": "{study}", "series": "{series}", "instances": "{instance}", "frames": "{frames}"}
+ROUTE_PARAMETERS = {
+    "studies": "{study}",
+    "series": "{series}",
+    "instances": "{instance}",
+    "frames": "{frames}",
+    "partitions": "{partition}",
+    "extendedquerytags": "{tag}",
+    "operations": "{operation}",
+}
 _API_VERSION = re.compile(r"v\d{1,3}")
 
 
@@ -106,7 +120,9 @@ def route_shape(path: str) -> str:
         if previous == "bulkdata" and segment:
             shaped.append("{path}")
             break
-        if segment and previous in ROUTE_PARAMETERS:
+        if segment in ROUTE_ACTIONS:
+            shaped.append(segment)
+        elif segment and previous in ROUTE_PARAMETERS:
             shaped.append(ROUTE_PARAMETERS[previous])
         elif not segment or segment in ROUTE_LITERALS or _API_VERSION.fullmatch(segment):
             shaped.append(segment)

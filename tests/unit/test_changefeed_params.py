@@ -97,3 +97,11 @@ def test_every_action_has_its_event_type() -> None:
         ChangeAction.UPDATE: "DicomImageUpdated",
         ChangeAction.DELETE: "DicomImageDeleted",
     }
+
+
+def test_an_event_of_a_partition_names_the_instance_under_its_partition() -> None:
+    key = InstanceKey("site-a", "1.2.3", "1.2.3.4", "1.2.3.4.5")
+    entry = ChangeEntry(7, key, ChangeAction.CREATE, "2026-12-01T10:00:00.000000Z", ChangeState.CURRENT)
+    published = event(entry, "dicom.test")
+    assert published["subject"] == "dicom.test/v2/partitions/site-a/studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.5"
+    assert published["data"]["partitionName"] == "site-a"

@@ -52,6 +52,11 @@ def _fresh_telemetry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         ("/v2/series", "/v2/series"),
         (f"/v2/studies/{STUDY}/instances", "/v2/studies/{study}/instances"),
         ("/v2/changefeed/latest", "/v2/changefeed/latest"),
+        (f"/v2/partitions/site-a/studies/{STUDY}/metadata", "/v2/partitions/{partition}/studies/{study}/metadata"),
+        ("/v2/studies/count", "/v2/studies/count"),
+        ("/v2/studies/$bulkUpdate", "/v2/studies/$bulkUpdate"),
+        ("/v2/operations/9a4f0c", "/v2/operations/{operation}"),
+        ("/v2/extendedquerytags/PatientAge/errors", "/v2/extendedquerytags/{tag}/errors"),
         # whatever a client puts in a path that no route has never reaches telemetry
         ("/v2/studies/Doe^John/series", "/v2/studies/{study}/series"),
         ("/v2/Doe^John/studies", "/v2/{other}/studies"),
