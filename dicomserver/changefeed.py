@@ -37,7 +37,7 @@ from typing import Any
 
 from . import bulkdata, negotiation
 from .errors import BadRequest, NotFound
-from .identifiers import DEFAULT_PARTITION, StudyKey
+from .identifiers import StudyKey
 from .stores import BlobStore, Change, ChangeAction, ChangeEntry, ChangeFeed, EventPublisher, IndexStore
 from .urls import DicomWebUrl
 
@@ -143,6 +143,7 @@ def entry_json(entry: ChangeEntry, blobs: BlobStore, base_url: str, include_meta
     """One entry as Azure v2 returns it."""
     out: dict[str, Any] = {
         "Sequence": entry.sequence,
+        "PartitionName": entry.key.partition,
         "StudyInstanceUid": entry.key.study_instance_uid,
         "SeriesInstanceUid": entry.key.series_instance_uid,
         "SopInstanceUid": entry.key.sop_instance_uid,
@@ -164,14 +165,13 @@ async def read_change_feed(
     params: Iterable[tuple[str, str]],
     base_url: str,
     accept: str | None = None,
-    partition: str = DEFAULT_PARTITION,
 ) -> list[dict[str, Any]]:
     """``GET /changefeed``: the entries of a time window, by offset and limit (an empty list is ``[]``)."""
     query = parse_feed_query(params)
     negotiation.plain_json(accept, "Change feed")
 
     def run() -> list[dict[str, Any]]:
-        entries = feed.read(partition, query.start, query.end, query.offset, query.limit, query.include_metadata)
+        entries = feed.read(query.start, query.end, query.offset, query.limit, query.include_metadata)
         return [entry_json(e, blobs, base_url, query.include_metadata) for e in entries]
 
     return await asyncio.to_thread(run)
@@ -184,14 +184,13 @@ async def read_latest_change(
     params: Iterable[tuple[str, str]],
     base_url: str,
     accept: str | None = None,
-    partition: str = DEFAULT_PARTITION,
 ) -> dict[str, Any] | None:
     """``GET /changefeed/latest``: the newest entry (None when the feed is empty: 204)."""
     query = parse_feed_query(params, latest=True)
     negotiation.plain_json(accept, "Change feed")
 
     def run() -> dict[str, Any] | None:
-        entry = feed.latest(partition, query.include_metadata)
+        entry = feed.latest(query.include_metadata)
         return entry_json(entry, blobs, base_url, query.include_metadata) if entry is not None else None
 
     return await asyncio.to_thread(run)

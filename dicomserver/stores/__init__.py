@@ -246,14 +246,13 @@ class ChangeFeed(Protocol):
         """
 
     def reserve(self, partition: str, count: int) -> int:
-        """Hand out ``count`` sequence numbers; returns the last one."""
+        """Hand out ``count`` sequence numbers (one sequence for all data partitions); returns the last one."""
 
-    def read(
-        self, partition: str, start: str, end: str, offset: int, limit: int, include_metadata: bool
-    ) -> list[ChangeEntry]:
-        """Entries with ``start <= timestamp < end`` in sequence order, skipping ``offset``, at most ``limit``."""
+    def read(self, start: str, end: str, offset: int, limit: int, include_metadata: bool) -> list[ChangeEntry]:
+        """Entries of every data partition with ``start <= timestamp < end`` in sequence order, skipping
+        ``offset``, at most ``limit``."""
 
-    def latest(self, partition: str, include_metadata: bool) -> ChangeEntry | None:
+    def latest(self, include_metadata: bool) -> ChangeEntry | None:
         """The entry with the highest sequence number (None: no entry yet)."""
 
     def study_entries(self, study: StudyKey) -> list[ChangeEntry]:

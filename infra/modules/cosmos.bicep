@@ -585,6 +585,9 @@ resource changefeedContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases
             path: '/study/?'
           }
           {
+            path: '/partition/?'
+          }
+          {
             path: '/published/?'
           }
         ]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pydicom
 import pytest
 from azure.storage.queue import QueueClient
 from pydicom.uid import generate_uid
@@ -238,3 +240,33 @@ def test_bad_parameters_are_400(services: Services, params: dict[str, object]) -
 
     with pytest.raises(BadRequest):
         feed(services, **params)
+
+
+def test_one_feed_lists_every_partition_in_one_sequence_with_its_partition_name(services: Services) -> None:
+    from dicomserver.stow import store_instances
+    from tests.integration.test_stow import chunked
+
+    data = make_instance()  # the same UIDs in two partitions
+    for partition in ("site-a", DEFAULT_PARTITION):
+        body, ctype = multipart_body([data])
+        response = asyncio.run(
+            store_instances(
+                blobs=services.blobs,
+                index=services.index,
+                sync_queue=services.sync_queue,
+                body=chunked(body),
+                content_type=ctype,
+                study_instance_uid=None,
+                base_url=BASE,
+                max_instance_bytes=10**9,
+                partition=partition,
+            )
+        )
+        assert response.status == 200
+    sop = pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID
+    entries = [e for e in feed(services, limit=200) if e["SopInstanceUid"] == sop]
+    assert [e["PartitionName"] for e in entries] == ["site-a", DEFAULT_PARTITION]
+    assert entries[0]["Sequence"] < entries[1]["Sequence"]
+    assert all(e["State"] == "current" and e["Metadata"] for e in entries)
+    sequences = [e["Sequence"] for e in feed(services, limit=200)]
+    assert sequences == sorted(set(sequences))  # one sequence: no number twice

@@ -1,13 +1,14 @@
-"""The change feed on Cosmos DB: one ``changefeed`` container, partitioned by data partition.
+"""The change feed on Cosmos DB: one ``changefeed`` container, one sequence for the whole service.
 
 Layout
 ------
-``changefeed`` (``/pk`` = the data partition's name) holds, per partition, one
+``changefeed`` holds, in one logical partition (``/pk`` = :data:`FEED_PK`), one
 counter document (id ``"sequence"``, ``value`` = the last sequence number handed
 out) and immutable log documents, one per batch of changes of one study logged
 together (a STOW request's instances of a study, a DELETE): id = the
 zero-padded first sequence number, ``seq``/``last`` (the numbers it holds,
-consecutive), ``study``, ``ts`` (ISO 8601 UTC, microseconds, ``Z``),
+consecutive), ``partition`` (the data partition of the study), ``study``,
+``ts`` (ISO 8601 UTC, microseconds, ``Z``),
 ``changes`` (``seq``, ``series``, ``sop``, ``action``: create/update/delete) and
 ``published`` (its events were handed to the publisher; the only field ever
 changed).  The reader expands documents into entries.  The state
@@ -35,8 +36,11 @@ FHIR sync that every write schedules ahead (write-ahead queue message) runs
 :func:`dicomserver.changes.repair_study`, which logs it then (with a new,
 later number).
 
-The order is per data partition (one counter each), not global: partitions
-are independent tenants (Azure's change feed is per partition as well).
+The order is global: Azure v2's change feed (at the base path, not under
+``/partitions/{name}``) lists every data partition's changes in one sequence, each
+entry naming its ``PartitionName``.  One logical partition holds the whole log
+(Cosmos allows 20 GB per logical partition: at about 150 bytes per change, over
+a hundred million changes).
 Timestamps come from the writer's clock just after its number was handed out,
 so across processes they follow the sequence to within clock skew; the time
 window filters on the timestamp and orders by the sequence.
@@ -49,7 +53,7 @@ once per study.  A read is one query for the entries plus one
 cross-partition query for the state (and metadata) of their instances; the
 offset is skipped while the documents stream past (``TOP offset+limit``; only the
 window is held in memory), so deep offsets cost the reads they skip.  The hot
-spot is the counter document: every store in a partition patches it (Cosmos
+spot is the counter document: every store in the service patches it (Cosmos
 serves a few hundred to a thousand writes a second on one document).
 """
 
@@ -76,11 +80,14 @@ CHANGEFEED_INDEXING_POLICY: dict[str, Any] = {
         {"path": "/last/?"},
         {"path": "/ts/?"},
         {"path": "/study/?"},
+        {"path": "/partition/?"},
         {"path": "/published/?"},
     ],
     "excludedPaths": [{"path": "/*"}],
 }
 COUNTER_ID = "sequence"
+#: The one logical partition of the log and its counter (a value no data partition name can take).
+FEED_PK = "$feed"
 #: What an unavailable Cosmos is called in this module's errors ("The change feed is unavailable (...)").
 FEED = "change feed"
 #: A gap in the sequence followed by an entry younger than this is a change still being logged.
@@ -143,7 +150,8 @@ class CosmosChangeFeed:
             first = last - len(group) + 1
             doc = {
                 "id": _entry_id(first),
-                "pk": partition,
+                "pk": FEED_PK,
+                "partition": partition,
                 "seq": first,
                 "last": last,
                 "study": study,
@@ -164,19 +172,22 @@ class CosmosChangeFeed:
         return numbers
 
     def reserve(self, partition: str, count: int) -> int:
-        """Hand out ``count`` numbers: the last one of them (atomic ``incr`` of the counter document)."""
+        """Hand out ``count`` numbers: the last one of them (atomic ``incr`` of the counter document).
+
+        The sequence is the service's, whatever the data ``partition`` of the changes.
+        """
         ops = [{"op": "incr", "path": "/value", "value": count}]
         for _ in range(_ATTEMPTS):
             patched, status = _write(
                 "change feed sequence",
-                lambda: self._feed.patch_item(COUNTER_ID, partition_key=partition, patch_operations=ops),
+                lambda: self._feed.patch_item(COUNTER_ID, partition_key=FEED_PK, patch_operations=ops),
                 tolerated=(404,) if not self._emulator else (404, 500),
             )
             if patched is not None:
                 return int(patched["value"])
             created, status = _write(
                 "change feed sequence",
-                lambda: self._feed.create_item({"id": COUNTER_ID, "pk": partition, "value": count}),
+                lambda: self._feed.create_item({"id": COUNTER_ID, "pk": FEED_PK, "value": count}),
                 tolerated=(409,),
             )
             if created is not None:
@@ -186,53 +197,52 @@ class CosmosChangeFeed:
     def mark_published(self, entries: Sequence[ChangeEntry]) -> None:
         """Mark the log documents of ``entries`` published (one patch per document)."""
         ops = [{"op": "set", "path": "/published", "value": True}]
-        for partition, first in sorted({(e.key.partition, e.record) for e in entries}):
+        for first in sorted({e.record for e in entries}):
             _write(
                 "change feed published",
-                lambda partition=partition, first=first: self._feed.patch_item(  # type: ignore[misc]
-                    _entry_id(first), partition_key=partition, patch_operations=ops
+                lambda first=first: self._feed.patch_item(  # type: ignore[misc]
+                    _entry_id(first), partition_key=FEED_PK, patch_operations=ops
                 ),
                 tolerated=(404,),
             )
 
     # -- reading ------------------------------------------------------------------------------
 
-    def read(
-        self, partition: str, start: str, end: str, offset: int, limit: int, include_metadata: bool
-    ) -> list[ChangeEntry]:
+    def read(self, start: str, end: str, offset: int, limit: int, include_metadata: bool) -> list[ChangeEntry]:
         sql = (
             "SELECT TOP @n * FROM c WHERE c.pk = @pk AND IS_DEFINED(c.seq) AND c.ts >= @start AND c.ts < @end "
             "ORDER BY c.seq"
         )
         params: list[dict[str, Any]] = [
             {"name": "@n", "value": offset + limit},
-            {"name": "@pk", "value": partition},
+            {"name": "@pk", "value": FEED_PK},
             {"name": "@start", "value": start},
             {"name": "@end", "value": end},
         ]
-        rows = _call("change feed read", lambda: self._window(partition, sql, params, offset, limit), FEED)
+        rows = _call("change feed read", lambda: self._window(sql, params, offset, limit), FEED)
         return self._resolve(rows, include_metadata)
 
-    def latest(self, partition: str, include_metadata: bool) -> ChangeEntry | None:
+    def latest(self, include_metadata: bool) -> ChangeEntry | None:
         docs = self._query(
             "SELECT TOP 1 * FROM c WHERE c.pk = @pk AND IS_DEFINED(c.seq) ORDER BY c.seq DESC",
-            [{"name": "@pk", "value": partition}],
-            partition,
+            [{"name": "@pk", "value": FEED_PK}],
         )
         entries = self._resolve(_expand(docs)[-1:], include_metadata)
         return entries[0] if entries else None
 
     def study_entries(self, study: StudyKey) -> list[ChangeEntry]:
         docs = self._query(
-            "SELECT * FROM c WHERE c.pk = @pk AND c.study = @study AND IS_DEFINED(c.seq) ORDER BY c.seq",
-            [{"name": "@pk", "value": study.partition}, {"name": "@study", "value": study.study_instance_uid}],
-            study.partition,
+            "SELECT * FROM c WHERE c.pk = @pk AND c.study = @study AND c.partition = @partition "
+            "AND IS_DEFINED(c.seq) ORDER BY c.seq",
+            [
+                {"name": "@pk", "value": FEED_PK},
+                {"name": "@study", "value": study.study_instance_uid},
+                {"name": "@partition", "value": study.partition},
+            ],
         )
         return [_entry(row, ChangeState.CURRENT) for row in _expand(docs)]
 
-    def _window(
-        self, partition: str, sql: str, params: list[dict[str, Any]], offset: int, limit: int
-    ) -> list[dict[str, Any]]:
+    def _window(self, sql: str, params: list[dict[str, Any]], offset: int, limit: int) -> list[dict[str, Any]]:
         """Entries ``offset`` to ``offset + limit`` of the log documents ``sql`` returns in sequence order.
 
         The documents are streamed: only the window is kept, whatever the offset, and the read stops
@@ -243,11 +253,11 @@ class CosmosChangeFeed:
         kept: list[dict[str, Any]] = []
         seen = 0
         previous: dict[str, Any] | None = None
-        for doc in self._feed.query_items(sql, parameters=params, partition_key=partition):
+        for doc in self._feed.query_items(sql, parameters=params, partition_key=FEED_PK):
             young = _age_seconds(doc["ts"]) < GAP_SETTLE_SECONDS
             if previous is None:
                 first = int(doc["seq"])
-                if first > 1 and young and not self._exists(partition, first - 1):
+                if first > 1 and young and not self._exists(first - 1):
                     break
             elif int(doc["seq"]) != int(previous["last"]) + 1 and young:
                 break
@@ -260,11 +270,10 @@ class CosmosChangeFeed:
                     return kept
         return kept
 
-    def _exists(self, partition: str, seq: int) -> bool:
+    def _exists(self, seq: int) -> bool:
         rows = self._query(
             "SELECT VALUE c.seq FROM c WHERE c.pk = @pk AND c.seq <= @seq AND c.last >= @seq",
-            [{"name": "@pk", "value": partition}, {"name": "@seq", "value": seq}],
-            partition,
+            [{"name": "@pk", "value": FEED_PK}, {"name": "@seq", "value": seq}],
         )
         return bool(rows)
 
@@ -311,10 +320,10 @@ class CosmosChangeFeed:
             out.append(_entry(row, state, metadata, in_blob))
         return out
 
-    def _query(self, sql: str, params: list[dict[str, Any]], partition: str) -> list[dict[str, Any]]:
+    def _query(self, sql: str, params: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return _call(
             "change feed read",
-            lambda: list(self._feed.query_items(sql, parameters=params, partition_key=partition)),
+            lambda: list(self._feed.query_items(sql, parameters=params, partition_key=FEED_PK)),
             FEED,
         )
 
@@ -334,7 +343,7 @@ def _expand(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             rows.append(
                 {
                     **change,
-                    "pk": doc["pk"],
+                    "pk": doc["partition"],  # the data partition of the change
                     "study": doc["study"],
                     "ts": doc["ts"],
                     "record": doc["seq"],
