@@ -29,13 +29,13 @@ import pydicom
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 
+from .dicomjson import keyword_tag
 from .errors import BadRequest, Conflict, DicomServerError, UnsupportedMediaType
 from .identifiers import DEFAULT_PARTITION, InstanceKey, StudyKey, is_valid_uid
-from .ingest import PARSE_ERRORS, Rejected, index_entry, read_instance
+from .ingest import PARSE_ERRORS, Rejected, index_entry, overwrite_instance, read_instance
 from .mediatypes import parse_media_type
 from .operations import operation_handler, operation_reference, start_operation
-from .stores import Change, ChangeAction, IndexStore, Operation, OperationStatus, OperationStore
-from .stores.model import INLINE_METADATA_LIMIT
+from .stores import Change, ChangeAction, IndexedInstance, IndexStore, Operation, OperationStatus, OperationStore
 
 if TYPE_CHECKING:
     from .wiring import Services
@@ -94,7 +94,7 @@ UPDATABLE_KEYWORDS: tuple[str, ...] = (
     "NameOfPhysiciansReadingStudy",
     "AdmittingDiagnosesDescription",
 )
-UPDATABLE_TAGS: dict[int, str] = {int(pydicom.datadict.tag_for_keyword(k) or 0): k for k in UPDATABLE_KEYWORDS}
+UPDATABLE_TAGS: dict[int, str] = {keyword_tag(k): k for k in UPDATABLE_KEYWORDS}
 
 
 def _study_resource(partition: str, study: str) -> str:
@@ -180,7 +180,6 @@ async def bulk_update_studies(
         {"studies": studies, "change": change, "study": 0, "offset": 0},
         partition,
     )
-    operation.results = {"studyUpdated": 0, "studyFailed": 0, "instanceUpdated": 0, "errors": []}
     return operation_reference(operation, base_url)
 
 
@@ -238,7 +237,7 @@ def update_step(operation: Operation, services: Services) -> Operation:
     return replace(operation, status=status, checkpoint=checkpoint, results=results, percent_complete=percent)
 
 
-def update_instance(services: Services, key: InstanceKey, change: Dataset) -> Any:
+def update_instance(services: Services, key: InstanceKey, change: Dataset) -> IndexedInstance | None:
     """Rewrite one instance with the changed attributes (idempotent); None if it was deleted meanwhile."""
     index: IndexStore = services.index
     blobs = services.blobs
@@ -268,9 +267,5 @@ def update_instance(services: Services, key: InstanceKey, change: Dataset) -> An
         if parsed.key != key:
             raise BadRequest(f"instance {key.sop_instance_uid} changed its identity")
         entry = replace(index_entry(parsed), original_version=original, expires_at=current.expires_at)
-        target.seek(0)
-        blobs.put_instance(key, target, size, parsed.transfer_syntax_uid, overwrite=True)
-    if entry.metadata_json is not None and len(entry.metadata_json) > INLINE_METADATA_LIMIT:
-        blobs.put_metadata(key, entry.metadata_json.encode())
-    index.replace_instance(entry)
+        overwrite_instance(blobs, index, target, size, entry)
     return entry

@@ -66,7 +66,6 @@ from .identifiers import DEFAULT_PARTITION, InstanceKey, is_valid_uid
 from .mediatypes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
 from .stores import BlobStore, Change, ChangeAction, ImportStore, IndexedInstance, IndexStore, SyncQueue
 from .stores.layout import instance_blob_name, parse_instance_blob_name
-from .stores.model import INLINE_METADATA_LIMIT
 from .validation import find_invalid_attributes, first_text, instance_key, validate_dataset
 
 #: Implicit VR Little Endian (PS3.5 §A.1): stored with warning 45063 as Azure v2 does.
@@ -327,9 +326,29 @@ def commit_instance(blobs: BlobStore, index: IndexStore, sync_queue: SyncQueue, 
         When the queue, storage or the index fails.
     """
     sync_queue.schedule_sync([entry.key.study])
-    if entry.metadata_json is not None and len(entry.metadata_json) > INLINE_METADATA_LIMIT:
-        blobs.put_metadata(entry.key, entry.metadata_json.encode())
+    _put_large_metadata(blobs, entry)
     return index.create_instance(entry)
+
+
+def overwrite_instance(blobs: BlobStore, index: IndexStore, f: IO[bytes], size: int, entry: IndexedInstance) -> bool:
+    """Replace a stored instance by the file ``f`` (parsed into ``entry``): its blob, its metadata blob
+    when the metadata is too large for the index, then its index document (PUT, bulk update).
+
+    Returns
+    -------
+    bool
+        True when there was no index document before (the caller counts the instance in).
+    """
+    f.seek(0)
+    blobs.put_instance(entry.key, f, size, entry.transfer_syntax_uid, overwrite=True)
+    _put_large_metadata(blobs, entry)
+    return index.replace_instance(entry)
+
+
+def _put_large_metadata(blobs: BlobStore, entry: IndexedInstance) -> None:
+    large = entry.large_metadata
+    if large is not None:
+        blobs.put_metadata(entry.key, large)
 
 
 def index_instance(blobs: BlobStore, index: IndexStore, sync_queue: SyncQueue, parsed: ParsedInstance) -> bool:
@@ -507,7 +526,7 @@ def store_instance(
             counts.back(ahead, entry)
     elif created:
         counts.add(entry)
-    return Stored(key, parsed.sop_class_uid, parsed.warnings, parsed.transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN)
+    return _stored(parsed)
 
 
 def _replace(
@@ -528,11 +547,7 @@ def _replace(
     key = parsed.key
     try:
         sync_queue.schedule_sync([key.study])
-        f.seek(0)
-        blobs.put_instance(key, f, size, parsed.transfer_syntax_uid, overwrite=True)
-        if entry.metadata_json is not None and len(entry.metadata_json) > INLINE_METADATA_LIMIT:
-            blobs.put_metadata(key, entry.metadata_json.encode())
-        created = index.replace_instance(entry)
+        created = overwrite_instance(blobs, index, f, size, entry)
         index.update_aggregates([entry], count=created)
     except DicomServerError as exc:
         log.warning("replace failed sop=%s: %s", key.sop_instance_uid, exc.message)
@@ -544,7 +559,13 @@ def _replace(
             exc.status if isinstance(exc, DependencyUnavailable) else 0,
         )
     index.log_changes([Change(key, ChangeAction.CREATE)])
-    return Stored(key, parsed.sop_class_uid, parsed.warnings, parsed.transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN)
+    return _stored(parsed)
+
+
+def _stored(parsed: ParsedInstance) -> Stored:
+    """What a store of ``parsed`` tells its caller (warning 45063 for Implicit VR Little Endian)."""
+    implicit_vr = parsed.transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN
+    return Stored(parsed.key, parsed.sop_class_uid, parsed.warnings, implicit_vr)
 
 
 def _reserved(number: Future[int | None] | None) -> int | None:
@@ -566,7 +587,7 @@ def _undo(blobs: BlobStore, index: IndexStore, entry: IndexedInstance) -> None:
     """
     key = entry.key
     steps: list[Callable[[InstanceKey], object]] = [blobs.delete_instance, index.discard_instance]
-    if entry.metadata_json is not None and len(entry.metadata_json) > INLINE_METADATA_LIMIT:
+    if entry.large_metadata is not None:
         steps.append(blobs.delete_metadata)
     for step in steps:
         try:

@@ -55,6 +55,13 @@ class IndexedInstance:
     #: The kept original version of the instance blob (a bulk update keeps the first one).
     original_version: str | None = None
 
+    @property
+    def large_metadata(self) -> bytes | None:
+        """The metadata JSON to keep in the metadata blob: when it is too large for the index document."""
+        if self.metadata_json is None or len(self.metadata_json) <= INLINE_METADATA_LIMIT:
+            return None
+        return self.metadata_json.encode()
+
 
 class MatchKind(Enum):
     """How a query value is compared with the indexed value."""

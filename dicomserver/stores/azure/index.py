@@ -157,7 +157,6 @@ from ...matching import (
 from .. import ChangeFeed, ExtendedQueryTagStore
 from ..model import (
     EXTENDED_TAGS_MAX_AGE_SECONDS,
-    INLINE_METADATA_LIMIT,
     Change,
     ChangeAction,
     ExtendedQueryTag,
@@ -449,7 +448,7 @@ class CosmosIndexStore:
             "bulkdata": instance.bulkdata,
         }
         self._add_searchable_values(doc, instance)
-        if instance.metadata_json is not None and len(instance.metadata_json) <= INLINE_METADATA_LIMIT:
+        if instance.metadata_json is not None and instance.large_metadata is None:
             doc["metadata"] = instance.metadata_json
         else:
             doc["metadataInBlob"] = True
