@@ -98,6 +98,17 @@ class DicomWebRequest:
     def param(self, name: str) -> str | None:
         return self.req.query_params.get(name)
 
+    async def read_body(self, limit: int, too_large: Callable[[str], DicomServerError]) -> bytes:
+        """The whole (small) request body; ``too_large(message)`` is raised once it passes ``limit`` bytes."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in self.body:
+            size += len(chunk)
+            if size > limit:
+                raise too_large(f"The request body is larger than {limit} bytes.")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     @property
     def body(self) -> AsyncIterator[bytes]:
         return self.req.stream()

@@ -16,14 +16,9 @@ ANONYMOUS = func.AuthLevel.ANONYMOUS
 @bp.route(route="v2/studies/$bulkUpdate", methods=["POST"], auth_level=ANONYMOUS)
 @dicomweb(Action.WRITE)
 async def bulk_update_studies(r: DicomWebRequest) -> Response:
-    body = bytearray()
-    async for chunk in r.body:
-        body += chunk
-        if len(body) > bulk_update.MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"A bulk update request is at most {bulk_update.MAX_BODY_BYTES} bytes.")
     reference = await bulk_update.bulk_update_studies(
         operations=r.svc.operations,
-        body=bytes(body),
+        body=await r.read_body(bulk_update.MAX_BODY_BYTES, PayloadTooLarge),
         content_type=r.header("content-type"),
         base_url=r.url.base,
         partition=r.url.partition,

@@ -20,14 +20,7 @@ ANONYMOUS = func.AuthLevel.ANONYMOUS
 
 async def _body(r: DicomWebRequest) -> bytes:
     """The request body, refused (400) past :data:`eqt.MAX_BODY_BYTES`."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in r.body:
-        size += len(chunk)
-        if size > eqt.MAX_BODY_BYTES:
-            raise BadRequest(f"The request body is larger than {eqt.MAX_BODY_BYTES} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await r.read_body(eqt.MAX_BODY_BYTES, BadRequest)
 
 
 def _tag_path(r: DicomWebRequest, suffix: str = "") -> str:

@@ -46,6 +46,18 @@ def _translate(what: str, call: Callable[[], T]) -> T:
         raise failure(f"Blob storage is unavailable ({what}).", exc) from exc
 
 
+def _chunks(chunks: Iterator[bytes], key: InstanceKey) -> Iterator[bytes]:
+    """An instance download's chunks, as they arrive; a blob deleted meanwhile is :class:`NotFound`."""
+    while True:
+        try:
+            chunk = _translate("instance download", lambda: next(chunks, None))
+        except ResourceNotFoundError:
+            raise NotFound(f"The instance {key.sop_instance_uid} was deleted while being read.") from None
+        if chunk is None:
+            return
+        yield chunk
+
+
 class AzureBlobStore:
     """Instance and metadata blobs in two containers of one storage account."""
 
@@ -150,15 +162,7 @@ class AzureBlobStore:
             )
         except ResourceNotFoundError:
             raise NotFound(f"The instance {key.sop_instance_uid} was not found.") from None
-        chunks = downloader.chunks()
-        while True:
-            try:
-                chunk = _translate("instance download", lambda: next(chunks, None))
-            except ResourceNotFoundError:
-                raise NotFound(f"The instance {key.sop_instance_uid} was deleted while being read.") from None
-            if chunk is None:
-                return
-            yield chunk
+        yield from _chunks(downloader.chunks(), key)
 
     def open_instance(self, key: InstanceKey) -> OpenedInstance:
         """Start streaming an instance: one request returns its size, transfer syntax and first chunk.
@@ -173,20 +177,9 @@ class AzureBlobStore:
                 f"The instance {key.sop_instance_uid} of series {key.series_instance_uid} "
                 f"in study {key.study_instance_uid} was not found."
             ) from None
-        chunks = downloader.chunks()
-
-        def iterate() -> Iterator[bytes]:
-            while True:
-                try:
-                    chunk = _translate("instance download", lambda: next(chunks, None))
-                except ResourceNotFoundError:
-                    raise NotFound(f"The instance {key.sop_instance_uid} was deleted while being read.") from None
-                if chunk is None:
-                    return
-                yield chunk
-
         props = downloader.properties
-        return OpenedInstance(int(props.size), (props.metadata or {}).get(TRANSFER_SYNTAX_METADATA), iterate())
+        chunks = _chunks(downloader.chunks(), key)
+        return OpenedInstance(int(props.size), (props.metadata or {}).get(TRANSFER_SYNTAX_METADATA), chunks)
 
     def put_metadata(self, key: InstanceKey, body: bytes) -> None:
         blob = self._metadata.get_blob_client(metadata_blob_name(key))
