@@ -75,8 +75,9 @@ def run_trigger(services: Services, study: str) -> None:
 def test_store_delete_store_again_gives_create_delete_create_with_the_states_of_now(services: Services) -> None:
     key = stored(services)
     run(delete.delete_instance(blobs=services.blobs, index=services.index, sync_queue=services.sync_queue, key=key))
-    body, ctype = multipart_body([make_instance(study=key.study_instance_uid, series=key.series_instance_uid,
-                                                sop=key.sop_instance_uid)])
+    body, ctype = multipart_body(
+        [make_instance(study=key.study_instance_uid, series=key.series_instance_uid, sop=key.sop_instance_uid)]
+    )
     assert store(services, body, ctype).status == 200
     entries = [e for e in feed(services) if e["SopInstanceUid"] == key.sop_instance_uid]
     assert [e["Action"] for e in entries] == ["create", "delete", "create"]
@@ -147,8 +148,9 @@ def test_a_store_that_failed_or_was_refused_has_no_entry(services: Services) -> 
     with pytest.raises(DependencyUnavailable):  # 503: the index failed at the commit point; undone
         store(services, *multipart_body([make_instance(study=study)]), index=_FailingCreate(services.index))
     key = stored(services, study=study)
-    again, ctype = multipart_body([make_instance(study=study, series=key.series_instance_uid,
-                                                 sop=key.sop_instance_uid)])
+    again, ctype = multipart_body(
+        [make_instance(study=study, series=key.series_instance_uid, sop=key.sop_instance_uid)]
+    )
     assert store(services, again, ctype).status == 409  # a duplicate: refused, no second entry
     time.sleep(GAP_SETTLE_SECONDS + 0.5)  # the failed store's reserved number is a gap readers pass once old
     entries = [e for e in feed(services, limit=200) if e["StudyInstanceUid"] == study]
@@ -243,26 +245,9 @@ def test_bad_parameters_are_400(services: Services, params: dict[str, object]) -
 
 
 def test_one_feed_lists_every_partition_in_one_sequence_with_its_partition_name(services: Services) -> None:
-    from dicomserver.stow import store_instances
-    from tests.integration.test_stow import chunked
-
     data = make_instance()  # the same UIDs in two partitions
     for partition in ("site-a", DEFAULT_PARTITION):
-        body, ctype = multipart_body([data])
-        response = asyncio.run(
-            store_instances(
-                blobs=services.blobs,
-                index=services.index,
-                sync_queue=services.sync_queue,
-                body=chunked(body),
-                content_type=ctype,
-                study_instance_uid=None,
-                base_url=BASE,
-                max_instance_bytes=10**9,
-                partition=partition,
-            )
-        )
-        assert response.status == 200
+        assert store(services, *multipart_body([data]), partition=partition).status == 200
     sop = pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID
     entries = [e for e in feed(services, limit=200) if e["SopInstanceUid"] == sop]
     assert [e["PartitionName"] for e in entries] == ["site-a", DEFAULT_PARTITION]

@@ -36,8 +36,12 @@ def store(
     index: Any = None,
     max_parts: int = 10_000,
     chunk_size: int = 7919,
+    partition: str = DEFAULT_PARTITION,
+    upsert: bool = False,
+    expires_at: str | None = None,
 ) -> StoreResponse:
-    """Run STOW-RS on ``body`` (bytes, sent in ``chunk_size`` pieces, or an async iterator as it comes)."""
+    """Run STOW-RS on ``body`` (bytes, sent in ``chunk_size`` pieces, or an async iterator as it comes);
+    ``upsert`` is a PUT, ``expires_at`` what the expiry headers would give."""
     return asyncio.run(
         store_instances(
             blobs=services.blobs,
@@ -49,6 +53,9 @@ def store(
             base_url="http://dicom.test/v2",
             max_instance_bytes=cap,
             max_parts=max_parts,
+            partition=partition,
+            upsert=upsert,
+            expires_at=expires_at,
         )
     )
 

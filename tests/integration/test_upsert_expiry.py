@@ -14,31 +14,18 @@ from pydicom.uid import generate_uid
 from dicomserver import changefeed, expiry, opcount
 from dicomserver.identifiers import DEFAULT_PARTITION, InstanceKey, StudyKey
 from dicomserver.stores.layout import instance_blob_name
-from dicomserver.stow import StoreResponse, store_instances
+from dicomserver.stow import StoreResponse
 from dicomserver.wiring import Services
 from tests.dicomfiles import make_instance, multipart_body, zero_preamble
-from tests.integration.test_stow import chunked, failures, referenced
+from tests.integration.test_stow import failures, referenced, store
 from tests.search import study_search
 
 BASE = "http://dicom.test/v2"
 
 
 def put(services: Services, data: list[bytes], *, upsert: bool = True, expires_at: str | None = None) -> StoreResponse:
-    body, ctype = multipart_body(data)
-    return asyncio.run(
-        store_instances(
-            blobs=services.blobs,
-            index=services.index,
-            sync_queue=services.sync_queue,
-            body=chunked(body),
-            content_type=ctype,
-            study_instance_uid=None,
-            base_url=BASE,
-            max_instance_bytes=10**9,
-            upsert=upsert,
-            expires_at=expires_at,
-        )
-    )
+    """A PUT (or, ``upsert=False``, a POST) of ``data`` as one multipart request."""
+    return store(services, *multipart_body(data), upsert=upsert, expires_at=expires_at)
 
 
 def blob_bytes(services: Services, key: InstanceKey) -> bytes:

@@ -283,7 +283,7 @@ class CosmosChangeFeed:
             return []
         fields = "c.id, c.pk, c.storedAt, c.createdAt" + (", c.metadata, c.metadataInBlob" if include_metadata else "")
         wanted = sorted({f"{r['series']}|{r['sop']}" for r in rows})
-        pks = sorted({study_pk(StudyKey(str(r["pk"]), str(r["study"]))) for r in rows})
+        pks = sorted({study_pk(StudyKey(str(r["partition"]), str(r["study"]))) for r in rows})
         docs = {
             (str(d["pk"]), str(d["id"])): d
             for d in _call(
@@ -300,7 +300,7 @@ class CosmosChangeFeed:
         }
         out = []
         for row in rows:
-            key = (study_pk(StudyKey(str(row["pk"]), str(row["study"]))), f"{row['series']}|{row['sop']}")
+            key = (study_pk(StudyKey(str(row["partition"]), str(row["study"]))), f"{row['series']}|{row['sop']}")
             doc = docs.get(key)
             action = ChangeAction(row["action"])
             # The document's lifetime began at createdAt (its first store; a PUT keeps it) and its
@@ -343,7 +343,7 @@ def _expand(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             rows.append(
                 {
                     **change,
-                    "pk": doc["partition"],  # the data partition of the change
+                    "partition": doc["partition"],
                     "study": doc["study"],
                     "ts": doc["ts"],
                     "record": doc["seq"],
@@ -356,7 +356,7 @@ def _expand(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _entry(row: dict[str, Any], state: ChangeState, metadata: Any = None, in_blob: bool = False) -> ChangeEntry:
     return ChangeEntry(
         sequence=int(row["seq"]),
-        key=InstanceKey(str(row["pk"]), str(row["study"]), str(row["series"]), str(row["sop"])),
+        key=InstanceKey(str(row["partition"]), str(row["study"]), str(row["series"]), str(row["sop"])),
         action=ChangeAction(row["action"]),
         timestamp=str(row["ts"]),
         state=state,
