@@ -31,13 +31,11 @@ import asyncio
 import logging
 import re
 import threading
-from dataclasses import replace
 from typing import Any
 
 from .errors import BadRequest
 from .identifiers import DEFAULT_PARTITION
-from .stores import IndexStore, Partition, PartitionStore
-from .stores.model import QueryPage, SearchQuery
+from .stores import Partition, PartitionStore
 
 log = logging.getLogger(__name__)
 
@@ -172,25 +170,3 @@ async def get_partitions(*, catalog: PartitionCatalog, enabled: bool) -> list[di
     if not enabled:
         raise BadRequest(FEATURE_DISABLED)
     return [partition_json(p) for p in await asyncio.to_thread(catalog.list)]
-
-
-class PartitionScopedIndex:
-    """An :class:`~dicomserver.stores.IndexStore` whose searches all run in one partition.
-
-    QIDO's :class:`~dicomserver.stores.model.SearchQuery` carries a partition, and the index
-    matches only that partition's documents; the request's services hand QIDO this view so a
-    search can only ever run in the partition of the request path.  Every other call goes to the
-    wrapped index unchanged (those take keys, which carry their partition).
-    """
-
-    def __init__(self, index: IndexStore, partition: str) -> None:
-        self._index = index
-        self.partition = partition
-
-    def search(self, query: SearchQuery) -> QueryPage:
-        if query.partition != self.partition:
-            query = replace(query, partition=self.partition)
-        return self._index.search(query)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._index, name)

@@ -28,9 +28,9 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
@@ -42,7 +42,7 @@ from dicomserver.auth import Action, Principal
 from dicomserver.errors import DicomServerError
 from dicomserver.identifiers import DEFAULT_PARTITION
 from dicomserver.mediatypes import APPLICATION_DICOM_JSON
-from dicomserver.partitions import PartitionScopedIndex, partition_of_path, prepare_partition
+from dicomserver.partitions import partition_of_path, prepare_partition
 from dicomserver.settings import Settings
 from dicomserver.stow import StoreResponse
 from dicomserver.transcode import DecodeBudget
@@ -156,8 +156,6 @@ def dicomweb(action: Action) -> Callable[[Handler], Callable[[Request], Awaitabl
         async def function(req: Request) -> Response:
             async def call(svc: Services) -> Response:
                 partition, path = await request_partition(req.url.path, svc, action)
-                if partition != DEFAULT_PARTITION:
-                    svc = replace(svc, index=cast(Any, PartitionScopedIndex(svc.index, partition)))
                 url = DicomWebUrl.parse(path, base_url(req, svc), partition)
                 return respond(await handler(DicomWebRequest(req, svc, url)))
 

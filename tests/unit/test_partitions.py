@@ -12,12 +12,11 @@ import pytest
 
 from dicomserver.auth import Action
 from dicomserver.errors import BadRequest
-from dicomserver.identifiers import DEFAULT_PARTITION, Level
+from dicomserver.identifiers import DEFAULT_PARTITION
 from dicomserver.partitions import (
     FEATURE_DISABLED,
     MISSING_PARTITION,
     PartitionCatalog,
-    PartitionScopedIndex,
     get_partitions,
     partition_of_path,
     prepare_partition,
@@ -201,17 +200,19 @@ class _RecordingIndex:
         self.queries.append(query)
         return QueryPage(items=[])
 
-    def list_studies(self, partition: str) -> str:
-        return f"listed {partition}"
 
 
-def test_every_search_runs_in_the_scoped_partition() -> None:
-    inner = _RecordingIndex()
-    scoped: Any = PartitionScopedIndex(inner, "p1")  # type: ignore[arg-type]
-    scoped.search(SearchQuery(level=Level.STUDY))
-    scoped.search(SearchQuery(level=Level.SERIES, partition="p2"))
-    assert [q.partition for q in inner.queries] == ["p1", "p1"]
-    assert scoped.searches_any_attribute is True and scoped.list_studies("p1") == "listed p1"
+def test_every_search_and_count_runs_in_the_partition_of_the_request() -> None:
+    from dicomserver import qido
+
+    index: Any = _RecordingIndex()
+    params = [("PatientID", "PAT-1")]
+    asyncio.run(qido.search_for_studies(index=index, params=params, partition="p1"))
+    in_study = [("Modality", "CT")]
+    asyncio.run(qido.search_for_series(index=index, params=in_study, study_instance_uid="1.2.3", partition="p1"))
+    asyncio.run(qido.search_for_instances_count(index=index, params=params, partition="p1"))
+    asyncio.run(qido.search_for_studies(index=index, params=params))
+    assert [q.partition for q in index.queries] == ["p1", "p1", "p1", DEFAULT_PARTITION]
 
 
 # -- the adapter: which requests the rules apply to -------------------------------------------------
