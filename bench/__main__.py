@@ -651,8 +651,8 @@ class FeedLog:
     Read raw with the SDK (these calls are not the service's, so no response header counts them):
     :meth:`take` returns what was logged since the previous mark.  Each log document is one batch
     (the instances of one study logged together), written with 2 index round trips: the patch of
-    the partition's counter document and the create of the log document; the first batch of a
-    partition also creates the counter (its patch answers 404 first: one round trip more).
+    the feed's counter document and the create of the log document; the first batch ever also
+    creates the counter (its patch answers 404 first: one round trip more).
     """
 
     def __init__(self, env: dict[str, str]) -> None:
@@ -661,8 +661,8 @@ class FeedLog:
             from dicomserver.stores.azure.changefeed import COUNTER_ID as counter
         except ImportError:
             name, counter = "changefeed", "sequence"
-        try:
-            from dicomserver.identifiers import DEFAULT_PARTITION as partition
+        try:  # the one logical partition of the whole log (since the feed spans data partitions)
+            from dicomserver.stores.azure.changefeed import FEED_PK as partition
         except ImportError:
             partition = "Microsoft.Default"
         self.name, self._counter, self.partition = name, counter, partition
